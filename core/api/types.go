@@ -1,0 +1,83 @@
+package api
+
+import "time"
+
+// Health is the body of GET /v1/health.
+type Health struct {
+	Status string `json:"status"` // "ok" or "unavailable"
+	Detail string `json:"detail,omitempty"`
+}
+
+// Status is the body of GET /v1/status.
+type Status struct {
+	Version       string           `json:"version"`
+	StartedAt     time.Time        `json:"started_at"`
+	UptimeSeconds float64          `json:"uptime_seconds"`
+	Uptime        string           `json:"uptime"`
+	Sandbox       bool             `json:"sandbox,omitempty"`
+	Socket        string           `json:"socket"`
+	Config        ConfigStatus     `json:"config"`
+	Providers     []ProviderStatus `json:"providers"`
+	Buckets       []BucketStatus   `json:"buckets"`
+	Cache         CacheStats       `json:"cache"`
+	StateError    string           `json:"state_error,omitempty"`
+}
+
+// ConfigStatus tells which config is in force and how the last reload went.
+type ConfigStatus struct {
+	Path         string    `json:"path"`
+	LoadedAt     time.Time `json:"loaded_at"`
+	Hash         string    `json:"hash,omitempty"`
+	LastReloadOK bool      `json:"last_reload_ok"`
+	LastError    string    `json:"last_error,omitempty"`
+	LastErrorAt  time.Time `json:"last_error_at,omitzero"`
+}
+
+// ProviderStatus describes one provider plugin.
+type ProviderStatus struct {
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	PID       int       `json:"pid"`
+	Restarts  int       `json:"restarts"`
+	LastError string    `json:"last_error,omitempty"`
+	Since     time.Time `json:"since"`
+	Version   string    `json:"version,omitempty"`
+}
+
+// BucketStatus describes one rate bucket.
+type BucketStatus struct {
+	Name          string    `json:"name"`
+	Requests      int       `json:"requests"`
+	Window        string    `json:"window"`
+	WindowSeconds float64   `json:"window_seconds"`
+	InWindow      int       `json:"in_window"`
+	Queued        int       `json:"queued"`
+	PausedUntil   time.Time `json:"paused_until,omitzero"`
+	PauseReason   string    `json:"pause_reason,omitempty"`
+	Granted       uint64    `json:"granted"`
+	LastError     string    `json:"last_error,omitempty"`
+}
+
+// CacheStats is the body of GET /v1/cache and part of status.
+type CacheStats struct {
+	Entries   int    `json:"entries"`
+	Bytes     int64  `json:"bytes"`
+	MaxBytes  int64  `json:"max_bytes"`
+	Hits      uint64 `json:"hits"`
+	Misses    uint64 `json:"misses"`
+	Coalesced uint64 `json:"coalesced"`
+	Evictions uint64 `json:"evictions"`
+}
+
+// ReloadResult is the body of a successful POST /v1/reload.
+type ReloadResult struct {
+	Status   string    `json:"status"` // "reloaded" or "unchanged"
+	Hash     string    `json:"hash"`
+	LoadedAt time.Time `json:"loaded_at"`
+}
+
+// PurgeResult is the body of DELETE /v1/cache[/{provider}].
+type PurgeResult struct {
+	Provider string `json:"provider,omitempty"`
+	Purged   int    `json:"purged"`
+}

@@ -1,0 +1,362 @@
+// Package config loads, validates and watches sluice's TOML configuration
+// file.
+//
+// Loading is strict: unknown keys (including keys whose case differs from the
+// documented spelling), TOML syntax errors, values of the wrong type and
+// values failing validation are all errors, each reported as an *Error
+// carrying the file, line and key, so a typo never silently falls back to a
+// default. Keys absent from the file take the defaults that Default returns;
+// the annotated example at the repository root (config.toml) lists every key.
+//
+// Credentials are Secret values. They may be written inline, as "env:NAME" or
+// as "file:PATH" and are resolved at load time; no rendering of a Config
+// (fmt, JSON, slog) ever shows them.
+//
+// Watch reports changes to the file so the daemon can reload; it is robust to
+// the ways files get replaced in practice (editors' rename-over, sed -i,
+// Kubernetes ConfigMap symlink swaps). Callers compare Hash of the new bytes
+// with the old to skip reloads that changed nothing.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration. Every field holds a usable value after
+// Parse or Default: absent keys carry their defaults.
+type Config struct {
+	// Path is the file the config was loaded from ("" for Default).
+	Path string `toml:"-" json:"path,omitempty"`
+
+	Socket     string   `toml:"socket" json:"socket"`
+	SocketMode FileMode `toml:"socket_mode" json:"socket_mode"`
+	StateDir   string   `toml:"state_dir" json:"state_dir"`
+	// PluginDir is where provider plugin binaries live; empty means the
+	// directory of the sluice executable.
+	PluginDir string `toml:"plugin_dir" json:"plugin_dir"`
+	// LogLevel is one of debug, info, warn, error (lower-cased on load).
+	LogLevel string `toml:"log_level" json:"log_level"`
+
+	Scheduler Scheduler `toml:"scheduler" json:"scheduler"`
+	Cache     Cache     `toml:"cache" json:"cache"`
+	Providers Providers `toml:"providers" json:"providers"`
+	Access    Access    `toml:"access" json:"access"`
+}
+
+// Scheduler configures the per-upstream rate-limit scheduler.
+type Scheduler struct {
+	// Margin is added to every rate-limit window as a safety gap against
+	// clock skew between us and the upstream.
+	Margin Duration `toml:"margin" json:"margin"`
+	// MaxWait is the longest a request queues for rate budget before it is
+	// answered 429 (callers may ask for less).
+	MaxWait Duration `toml:"max_wait" json:"max_wait"`
+}
+
+// Cache configures the response cache.
+type Cache struct {
+	MaxSize    Size     `toml:"max_size" json:"max_size"`
+	DefaultTTL Duration `toml:"default_ttl" json:"default_ttl"`
+	// ExpiryMargin: an answer is dropped this long before the earliest expiry
+	// of any link inside it, so a client never receives an already dead link.
+	ExpiryMargin Duration `toml:"expiry_margin" json:"expiry_margin"`
+}
+
+// Providers holds one section per upstream. The sections are values, not
+// pointers: a section absent from the file simply has its defaults.
+type Providers struct {
+	Ineo    Ineo    `toml:"ineo" json:"ineo"`
+	Hellorf Hellorf `toml:"hellorf" json:"hellorf"`
+	Spotify Spotify `toml:"spotify" json:"spotify"`
+}
+
+// Ineo configures the iNeo provider (Spotify download links and Telegram
+// account management).
+type Ineo struct {
+	Enabled     bool   `toml:"enabled" json:"enabled"`
+	BaseURL     string `toml:"base_url" json:"base_url"`
+	AccessKey   Secret `toml:"access_key" json:"access_key"`
+	TmanageAuth Secret `toml:"tmanage_auth" json:"tmanage_auth"`
+	// LinkTTL is how long a download link from spotify.php stays valid.
+	LinkTTL            Duration   `toml:"link_ttl" json:"link_ttl"`
+	AllowDeleteAccount bool       `toml:"allow_delete_account" json:"allow_delete_account"`
+	PluginSHA256       string     `toml:"plugin_sha256" json:"plugin_sha256,omitempty"`
+	Timeout            Duration   `toml:"timeout" json:"timeout"`
+	Limits             IneoLimits `toml:"limits" json:"limits"`
+}
+
+// IneoLimits overrides iNeo's per-service rate limits; nil means the
+// plugin's built-in defaults (6 per 7s for spotify, 10 per 11s for tmanage).
+type IneoLimits struct {
+	Spotify *Limit `toml:"spotify" json:"spotify,omitempty"`
+	Tmanage *Limit `toml:"tmanage" json:"tmanage,omitempty"`
+}
+
+// APILimits overrides a provider's single API rate limit; nil means the
+// plugin's built-in default.
+type APILimits struct {
+	API *Limit `toml:"api" json:"api,omitempty"`
+}
+
+// Hellorf configures the hellorf (zcool) music licensing provider.
+type Hellorf struct {
+	Enabled bool `toml:"enabled" json:"enabled"`
+	// BaseURL is per customer (from the vendor's onboarding), so it has no
+	// default and is required when the provider is enabled.
+	BaseURL       string   `toml:"base_url" json:"base_url"`
+	ClientID      Secret   `toml:"client_id" json:"client_id"`
+	ClientSecret  Secret   `toml:"client_secret" json:"client_secret"`
+	AllowPurchase bool     `toml:"allow_purchase" json:"allow_purchase"`
+	CategoriesTTL Duration `toml:"categories_ttl" json:"categories_ttl"`
+	// PurchaseGuard is the window within which an identical purchase is
+	// refused as a probable duplicate (purchases spend money).
+	PurchaseGuard Duration  `toml:"purchase_guard" json:"purchase_guard"`
+	PluginSHA256  string    `toml:"plugin_sha256" json:"plugin_sha256,omitempty"`
+	Timeout       Duration  `toml:"timeout" json:"timeout"`
+	TTL           Duration  `toml:"ttl" json:"ttl"`
+	Limits        APILimits `toml:"limits" json:"limits"`
+}
+
+// Spotify configures the Spotify Web API provider.
+type Spotify struct {
+	Enabled            bool     `toml:"enabled" json:"enabled"`
+	BaseURL            string   `toml:"base_url" json:"base_url"`
+	AccountsURL        string   `toml:"accounts_url" json:"accounts_url"`
+	ClientID           Secret   `toml:"client_id" json:"client_id"`
+	ClientSecret       Secret   `toml:"client_secret" json:"client_secret"`
+	TTL                Duration `toml:"ttl" json:"ttl"`
+	TokenRefreshMargin Duration `toml:"token_refresh_margin" json:"token_refresh_margin"`
+	MaxRetryAfter      Duration `toml:"max_retry_after" json:"max_retry_after"`
+	// DefaultMarket is an ISO 3166-1 alpha-2 country code (upper-cased on
+	// load), or empty.
+	DefaultMarket  string    `toml:"default_market" json:"default_market,omitempty"`
+	SearchLimitMax int       `toml:"search_limit_max" json:"search_limit_max"`
+	PluginSHA256   string    `toml:"plugin_sha256" json:"plugin_sha256,omitempty"`
+	Timeout        Duration  `toml:"timeout" json:"timeout"`
+	Limits         APILimits `toml:"limits" json:"limits"`
+}
+
+// Access is reserved for peer-credential access control; it is parsed and
+// validated but not yet enforced.
+type Access struct {
+	ReadUIDs  []uint32 `toml:"read_uids" json:"read_uids,omitempty"`
+	ReadGIDs  []uint32 `toml:"read_gids" json:"read_gids,omitempty"`
+	AdminUIDs []uint32 `toml:"admin_uids" json:"admin_uids,omitempty"`
+	AdminGIDs []uint32 `toml:"admin_gids" json:"admin_gids,omitempty"`
+}
+
+func dur(d time.Duration) Duration { return Duration{d} }
+
+// Default returns the configuration used when the file sets nothing. Socket
+// and StateDir depend on the effective uid and the XDG environment.
+func Default() *Config {
+	return &Config{
+		Socket:     DefaultSocket(),
+		SocketMode: 0o660,
+		StateDir:   DefaultStateDir(),
+		LogLevel:   "info",
+		Scheduler: Scheduler{
+			Margin:  dur(250 * time.Millisecond),
+			MaxWait: dur(30 * time.Second),
+		},
+		Cache: Cache{
+			MaxSize:      64 << 20,
+			DefaultTTL:   dur(time.Hour),
+			ExpiryMargin: dur(30 * time.Second),
+		},
+		Providers: Providers{
+			Ineo: Ineo{
+				Enabled: true,
+				BaseURL: "https://api.ineo-team.ir",
+				LinkTTL: dur(10 * time.Minute),
+				Timeout: dur(30 * time.Second),
+			},
+			Hellorf: Hellorf{
+				CategoriesTTL: dur(24 * time.Hour),
+				PurchaseGuard: dur(10 * time.Minute),
+				Timeout:       dur(30 * time.Second),
+				TTL:           dur(10 * time.Minute),
+			},
+			Spotify: Spotify{
+				BaseURL:            "https://api.spotify.com",
+				AccountsURL:        "https://accounts.spotify.com",
+				TTL:                dur(time.Hour),
+				TokenRefreshMargin: dur(60 * time.Second),
+				MaxRetryAfter:      dur(60 * time.Second),
+				SearchLimitMax:     10,
+				Timeout:            dur(30 * time.Second),
+			},
+		},
+	}
+}
+
+// Hash returns the hex SHA-256 of data, so the daemon can skip reloads whose
+// content did not change.
+func Hash(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// Load reads and parses the file at path. It returns the raw bytes whenever
+// the file could be read, even if parsing failed, so a caller can remember
+// the hash of a broken file and not complain about it again until it changes.
+func Load(path string) (*Config, []byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, &Error{File: path, Msg: fmt.Sprintf("cannot read config file: %v", unwrapPath(err)), Err: err}
+	}
+	cfg, err := Parse(data, path)
+	return cfg, data, err
+}
+
+// Parse parses and validates config data; path is used in error messages,
+// stored in Config.Path, and anchors relative "file:" secret paths. The
+// returned error is an *Error or an errors.Join of several.
+func Parse(data []byte, path string) (*Config, error) {
+	ix := indexKeys(data)
+
+	// Parse alone first: it tells syntax errors (whose message may quote file
+	// text) apart from decode errors (whose message we produce or know).
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		return nil, syntaxError(path, data, ix, err)
+	}
+
+	cfg := Default()
+	cfg.Path = path
+	md, err := toml.Decode(string(data), cfg)
+	if err != nil {
+		return nil, decodeError(path, ix, err)
+	}
+
+	var errs []*Error
+	add := func(key, msg string) {
+		errs = append(errs, &Error{File: path, Line: ix.line(key), Key: key, Msg: msg})
+	}
+	for _, u := range unknownKeys(md) {
+		add(u.key, u.msg)
+	}
+	for _, f := range cfg.normalizeAndValidate() {
+		add(f.key, f.msg)
+	}
+	for _, f := range cfg.resolveSecrets(secretBaseDir(path)) {
+		add(f.key, f.msg)
+	}
+	if err := joinErrors(errs); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func secretBaseDir(path string) string {
+	if path == "" {
+		return "."
+	}
+	return filepath.Dir(path)
+}
+
+// InlineSecrets reports whether any secret is written inline in the file
+// (rather than as env: or file:), in which case the file itself must be kept
+// private.
+func (c *Config) InlineSecrets() bool {
+	for _, s := range c.secrets() {
+		if s.secret.kind == secretInline {
+			return true
+		}
+	}
+	return false
+}
+
+// Level returns LogLevel as a slog.Level (info if unrecognised, which
+// validation prevents).
+func (c *Config) Level() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+type namedSecret struct {
+	key     string
+	secret  *Secret
+	enabled bool
+}
+
+func (c *Config) secrets() []namedSecret {
+	p := &c.Providers
+	return []namedSecret{
+		{"providers.ineo.access_key", &p.Ineo.AccessKey, p.Ineo.Enabled},
+		{"providers.ineo.tmanage_auth", &p.Ineo.TmanageAuth, p.Ineo.Enabled},
+		{"providers.hellorf.client_id", &p.Hellorf.ClientID, p.Hellorf.Enabled},
+		{"providers.hellorf.client_secret", &p.Hellorf.ClientSecret, p.Hellorf.Enabled},
+		{"providers.spotify.client_id", &p.Spotify.ClientID, p.Spotify.Enabled},
+		{"providers.spotify.client_secret", &p.Spotify.ClientSecret, p.Spotify.Enabled},
+	}
+}
+
+// resolveSecrets resolves env: and file: references of enabled providers. A
+// disabled provider's references are left alone: its credentials are not
+// needed, and e.g. systemd may not provide a credential for it at all.
+func (c *Config) resolveSecrets(baseDir string) []fieldErr {
+	var errs []fieldErr
+	for _, s := range c.secrets() {
+		if !s.enabled {
+			continue
+		}
+		if err := s.secret.resolve(baseDir); err != nil {
+			errs = append(errs, fieldErr{s.key, err.Error()})
+		}
+	}
+	return errs
+}
+
+// DefaultSocket is the socket path used when neither the config file nor the
+// command line names one: /run/sluice/sluice.sock for root, else
+// $XDG_RUNTIME_DIR/sluice/sluice.sock, else a per-uid directory under the
+// system temp dir.
+func DefaultSocket() string {
+	uid := os.Geteuid()
+	if uid == 0 {
+		return "/run/sluice/sluice.sock"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(d) {
+		return filepath.Join(d, "sluice", "sluice.sock")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("sluice-%d", uid), "sluice.sock")
+}
+
+// DefaultStateDir is /var/lib/sluice for root, else $XDG_STATE_HOME/sluice,
+// else ~/.local/state/sluice.
+func DefaultStateDir() string {
+	uid := os.Geteuid()
+	if uid == 0 {
+		return "/var/lib/sluice"
+	}
+	// The XDG spec says relative values must be ignored.
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "sluice")
+	}
+	if home, err := os.UserHomeDir(); err == nil && filepath.IsAbs(home) {
+		return filepath.Join(home, ".local", "state", "sluice")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("sluice-%d", uid), "state")
+}
+
+// fieldErr is a validation problem before it is located in the file.
+type fieldErr struct {
+	key string
+	msg string
+}
+
+// trimSlash removes trailing slashes so plugins can append "/v1/..." safely.
+func trimSlash(s string) string { return strings.TrimRight(s, "/") }

@@ -1,0 +1,78 @@
+package daemon
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sluice-dev/sluice/core/api"
+	"github.com/sluice-dev/sluice/core/problem"
+)
+
+// The Daemon is the socket API's backend.
+var _ api.Backend = (*Daemon)(nil)
+
+// Health is ok once every enabled provider's plugin is ready.
+func (d *Daemon) Health() api.Health {
+	var notReady []string
+	for _, s := range d.host.Status() {
+		if s.State != "ready" {
+			notReady = append(notReady, s.Name+" "+s.State)
+		}
+	}
+	if len(notReady) > 0 {
+		return api.Health{Status: "unavailable", Detail: "not ready: " + strings.Join(notReady, ", ")}
+	}
+	return api.Health{Status: "ok"}
+}
+
+// Status assembles the status document.
+func (d *Daemon) Status() api.Status {
+	up := time.Since(d.started)
+	st := api.Status{Version: d.opts.Version, StartedAt: d.started, UptimeSeconds: up.Seconds(),
+		Uptime: up.Truncate(time.Second).String(), Sandbox: d.opts.Sandbox != nil, Socket: d.socket,
+		Cache: d.CacheStats(), StateError: d.sched.StateError()}
+	d.cfgMu.Lock()
+	st.Config = d.cfgState
+	d.cfgMu.Unlock()
+	st.Providers = []api.ProviderStatus{}
+	for _, p := range d.host.Status() {
+		st.Providers = append(st.Providers, api.ProviderStatus(p))
+	}
+	st.Buckets = []api.BucketStatus{}
+	for _, b := range d.sched.Status() {
+		st.Buckets = append(st.Buckets, api.BucketStatus{Name: b.Name, Requests: b.Requests, Window: b.Window.String(),
+			WindowSeconds: b.Window.Seconds(), InWindow: b.InWindow, Queued: b.Queued, PausedUntil: b.PausedUntil,
+			PauseReason: b.PauseReason, Granted: b.Granted, LastError: b.LastError})
+	}
+	return st
+}
+
+// Reload reloads the config now (POST /v1/reload).
+func (d *Daemon) Reload(ctx context.Context) (api.ReloadResult, error) { return d.reload(ctx, true) }
+
+// CacheStats reports the cache.
+func (d *Daemon) CacheStats() api.CacheStats {
+	s := d.cache.Stats()
+	return api.CacheStats{Entries: s.Entries, Bytes: s.Bytes, MaxBytes: s.MaxBytes, Hits: s.Hits, Misses: s.Misses,
+		Coalesced: s.Coalesced, Evictions: s.Evictions}
+}
+
+// PurgeCache purges one provider's answers, or all.
+func (d *Daemon) PurgeCache(provider string) (api.PurgeResult, error) {
+	if provider == "" {
+		return api.PurgeResult{Purged: d.cache.PurgeAll()}, nil
+	}
+	if _, ok := d.host.Get(provider); !ok {
+		p := problem.New(http.StatusNotFound, "unknown provider "+provider)
+		p.Extra = map[string]any{"known_providers": d.host.Names()}
+		return api.PurgeResult{}, p
+	}
+	return api.PurgeResult{Provider: provider, Purged: d.cache.Purge(provider)}, nil
+}
+
+// ServeProvider hands provider calls to the gateway.
+func (d *Daemon) ServeProvider(w http.ResponseWriter, r *http.Request, provider, rest string) {
+	d.gw.ServeProvider(w, r, provider, rest)
+}

@@ -1,0 +1,297 @@
+// Package daemon wires sluiced together: config, scheduler, cache, plugin
+// host, gateway and the socket API, plus live reload (file watch, SIGHUP,
+// POST /v1/reload) with Prometheus-style semantics: validate the whole new
+// config first, swap atomically, keep the old one on error, and report
+// whether the last reload succeeded.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sluice-dev/sluice/core/api"
+	"github.com/sluice-dev/sluice/core/cache"
+	"github.com/sluice-dev/sluice/core/config"
+	"github.com/sluice-dev/sluice/core/gateway"
+	"github.com/sluice-dev/sluice/core/pluginhost"
+	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/core/scheduler"
+)
+
+// Options configure Run.
+type Options struct {
+	// ConfigPath is the TOML file. In sandbox mode it may be absent, and
+	// the defaults are used.
+	ConfigPath string
+	// Socket overrides the config's socket (from --socket or SLUICE_SOCKET).
+	Socket  string
+	Version string
+	// Sandbox, if set, rewrites every loaded config to point providers at
+	// built-in simulators with test credentials.
+	Sandbox func(*config.Config)
+	// Listener, if set, is used instead of creating the socket (socket
+	// activation, tests).
+	Listener net.Listener
+	// LogOutput receives the daemon's log (default stderr).
+	LogOutput *os.File
+}
+
+// Daemon is one running sluiced.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	level   *slog.LevelVar
+	started time.Time
+	socket  string
+
+	sched *scheduler.Scheduler
+	cache *cache.Cache
+	host  *pluginhost.Host
+	gw    *gateway.Gateway
+
+	cfg atomic.Pointer[config.Config]
+
+	reloadMu sync.Mutex
+	cfgMu    sync.Mutex
+	cfgState api.ConfigStatus
+}
+
+// Run starts the daemon and serves until ctx ends, then stops every plugin
+// and removes the socket.
+func Run(ctx context.Context, opts Options) error {
+	level := new(slog.LevelVar)
+	out := opts.LogOutput
+	if out == nil {
+		out = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
+
+	cfg, raw, err := loadConfig(opts)
+	if err != nil {
+		return err
+	}
+	level.Set(cfg.Level())
+	d := &Daemon{opts: opts, log: log, level: level, started: time.Now()}
+	d.cfg.Store(cfg)
+	d.cfgState = api.ConfigStatus{Path: cfg.Path, LoadedAt: time.Now(), Hash: config.Hash(raw), LastReloadOK: true}
+
+	d.socket = cfg.Socket
+	if opts.Socket != "" {
+		d.socket = opts.Socket
+	}
+	if cfg.InlineSecrets() && cfg.Path != "" {
+		if fi, err := os.Stat(cfg.Path); err == nil && fi.Mode().Perm()&0o004 != 0 {
+			log.Warn("config file holds inline secrets and is world-readable; chmod o-r it or use env:/file: references", "path", cfg.Path)
+		}
+	}
+
+	d.sched, err = scheduler.New(scheduler.Options{StateDir: cfg.StateDir, Margin: cfg.Scheduler.Margin.Duration, Logger: log.With("component", "scheduler")})
+	if err != nil {
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	defer d.sched.Close()
+	d.cache, err = cache.New(int64(cfg.Cache.MaxSize))
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	defer d.cache.Close()
+	d.host, err = pluginhost.New(pluginhost.Options{Scheduler: d.sched, Logger: log.With("component", "plugins")})
+	if err != nil {
+		return err
+	}
+	defer d.host.Close()
+	d.gw = gateway.New(d.host, d.cache, gatewaySettings(cfg), log.With("component", "gateway"))
+
+	ln := opts.Listener
+	if ln == nil {
+		ln, err = listen(d.socket, cfg.SocketMode.Perm())
+		if err != nil {
+			return err
+		}
+	}
+	defer ln.Close()
+
+	specs, err := providerSpecs(cfg)
+	if err != nil {
+		return err
+	}
+	d.host.Apply(specs)
+
+	srv := &http.Server{Handler: api.NewServer(d, log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("sluiced listening", "socket", d.socket, "config", cfg.Path, "version", opts.Version, "sandbox", opts.Sandbox != nil)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go d.watchSignals(ctx)
+	if cfg.Path != "" {
+		go func() {
+			err := config.Watch(ctx, cfg.Path, 200*time.Millisecond, func() { d.reload(ctx, false) }, log.With("component", "config"))
+			if err != nil && ctx.Err() == nil {
+				log.Warn("config file watch stopped; SIGHUP and POST /v1/reload still work", "err", err)
+			}
+		}()
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving: %w", err)
+		}
+	}
+	log.Info("sluiced stopping")
+	shutCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	srv.Shutdown(shutCtx)
+	if opts.Listener == nil {
+		os.Remove(d.socket)
+	}
+	return nil
+}
+
+func loadConfig(opts Options) (*config.Config, []byte, error) {
+	cfg, raw, err := config.Load(opts.ConfigPath)
+	if err != nil && opts.Sandbox != nil && errors.Is(err, fs.ErrNotExist) {
+		// Sandbox mode needs no config file: defaults and simulators.
+		cfg, raw, err = config.Default(), nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if opts.Sandbox != nil {
+		opts.Sandbox(cfg)
+	}
+	return cfg, raw, nil
+}
+
+func (d *Daemon) watchSignals(ctx context.Context) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			d.log.Info("SIGHUP: reloading config")
+			d.reload(ctx, true)
+		}
+	}
+}
+
+// listen creates the socket: its directory, a refusal if another live
+// daemon answers on it, removal of a stale file, and the configured mode.
+func listen(path string, mode os.FileMode) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another sluiced is already serving on %s", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	// Keep the file on Close only if it was replaced by someone else.
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("socket mode: %w", err)
+	}
+	return ln, nil
+}
+
+// reload loads the config file, validates it fully and swaps it in; on any
+// error the old config keeps serving and status shows the error. force
+// reloads even when the content hash is unchanged.
+func (d *Daemon) reload(ctx context.Context, force bool) (api.ReloadResult, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	cfg, raw, err := loadConfig(d.opts)
+	if err == nil {
+		_, err = providerSpecs(cfg)
+	}
+	if err != nil {
+		d.cfgMu.Lock()
+		d.cfgState.LastReloadOK, d.cfgState.LastError, d.cfgState.LastErrorAt = false, err.Error(), time.Now()
+		d.cfgMu.Unlock()
+		d.log.Error("config reload failed; keeping the previous config", "err", err)
+		return api.ReloadResult{}, configProblem(err)
+	}
+	hash := config.Hash(raw)
+	d.cfgMu.Lock()
+	unchanged := hash == d.cfgState.Hash
+	d.cfgMu.Unlock()
+	if unchanged && !force {
+		d.cfgMu.Lock()
+		d.cfgState.LastReloadOK, d.cfgState.LastError = true, ""
+		st := d.cfgState
+		d.cfgMu.Unlock()
+		return api.ReloadResult{Status: "unchanged", Hash: hash, LoadedAt: st.LoadedAt}, nil
+	}
+	d.apply(cfg)
+	now := time.Now()
+	d.cfgMu.Lock()
+	d.cfgState = api.ConfigStatus{Path: cfg.Path, LoadedAt: now, Hash: hash, LastReloadOK: true}
+	d.cfgMu.Unlock()
+	d.log.Info("config reloaded", "path", cfg.Path)
+	return api.ReloadResult{Status: "reloaded", Hash: hash, LoadedAt: now}, nil
+}
+
+// apply swaps a validated config in. Limits, TTLs, margins and sizes apply
+// live; a changed provider section restarts only that provider's plugin.
+func (d *Daemon) apply(cfg *config.Config) {
+	old := d.cfg.Swap(cfg)
+	d.level.Set(cfg.Level())
+	d.sched.SetMargin(cfg.Scheduler.Margin.Duration)
+	d.cache.SetMaxBytes(int64(cfg.Cache.MaxSize))
+	d.gw.SetSettings(gatewaySettings(cfg))
+	specs, _ := providerSpecs(cfg)
+	d.host.Apply(specs)
+	if old.Socket != cfg.Socket || old.StateDir != cfg.StateDir {
+		d.log.Warn("socket and state_dir changes take effect at the next start")
+	}
+}
+
+func configProblem(err error) *problem.Problem {
+	p := problem.New(http.StatusUnprocessableEntity, err.Error())
+	p.Type, p.Title = problem.TypeConfig, "Invalid config; the previous config keeps serving"
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		p.Extra = map[string]any{"file": ce.File, "line": ce.Line, "key": ce.Key}
+	}
+	return p
+}
+
+func gatewaySettings(cfg *config.Config) gateway.Settings {
+	p := cfg.Providers
+	return gateway.Settings{
+		DefaultMaxWait: cfg.Scheduler.MaxWait.Duration,
+		DefaultTTL:     cfg.Cache.DefaultTTL.Duration,
+		ExpiryMargin:   cfg.Cache.ExpiryMargin.Duration,
+		ProviderTTL:    map[string]time.Duration{"hellorf": p.Hellorf.TTL.Duration, "spotify": p.Spotify.TTL.Duration},
+		ProviderTimeout: map[string]time.Duration{"ineo": p.Ineo.Timeout.Duration, "hellorf": p.Hellorf.Timeout.Duration,
+			"spotify": p.Spotify.Timeout.Duration},
+	}
+}

@@ -1,0 +1,586 @@
+// Package gateway turns one caller's HTTP request for /v1/{provider}/... into
+// a plugin call: it finds the operation the provider declared, rejects what it
+// can locally (so that costs no upstream request), strips credentials, serves
+// from the cache or coalesces identical requests, and streams the plugin's
+// answer back verbatim with Cache-Status and Age.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-dev/sluice/core/cache"
+	"github.com/sluice-dev/sluice/core/pluginhost"
+	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/core/proto"
+)
+
+// Settings are the live-reloadable knobs of the gateway.
+type Settings struct {
+	// DefaultMaxWait applies when a caller sends no Sluice-Max-Wait.
+	DefaultMaxWait time.Duration
+	DefaultTTL     time.Duration
+	ExpiryMargin   time.Duration
+	// ProviderTTL is a provider's own `ttl` setting, when it has one.
+	ProviderTTL map[string]time.Duration
+	// ProviderTimeout bounds one upstream exchange per provider; used to
+	// bound coalesced fetches, which outlive any single caller.
+	ProviderTimeout map[string]time.Duration
+}
+
+// MaxBody bounds a caller's request body: provider APIs take parameters, not
+// uploads.
+const MaxBody = 1 << 20
+
+// maxCached bounds an answer the gateway buffers for the cache; larger
+// answers of cacheable operations are still served, just not stored.
+const maxCached = 8 << 20
+
+// readyWait is how long a call waits for a restarting plugin.
+const readyWait = 10 * time.Second
+
+// Gateway serves provider calls.
+type Gateway struct {
+	host     *pluginhost.Host
+	cache    *cache.Cache
+	log      *slog.Logger
+	settings atomic.Pointer[Settings]
+}
+
+// New creates a Gateway.
+func New(host *pluginhost.Host, c *cache.Cache, s Settings, log *slog.Logger) *Gateway {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{host: host, cache: c, log: log}
+	g.SetSettings(s)
+	return g
+}
+
+// SetSettings swaps the settings atomically (on reload).
+func (g *Gateway) SetSettings(s Settings) { g.settings.Store(&s) }
+
+// ServeProvider handles {METHOD} /v1/{provider}/{rest}.
+func (g *Gateway) ServeProvider(w http.ResponseWriter, r *http.Request, provider, rest string) {
+	if err := g.serve(w, r, provider, rest); err != nil {
+		p := problem.From(err)
+		if p.Provider == "" {
+			p.Provider = provider
+		}
+		problem.Write(w, p)
+	}
+}
+
+// call is one matched, validated request.
+type call struct {
+	provider string
+	op       *proto.Operation
+	req      *proto.CallRequest
+	params   url.Values
+	// bodyInParams: the body was parsed into params, so the cache key needs
+	// only the params (spotify.php answers GET and POST alike).
+	bodyInParams bool
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest string) error {
+	h, ok := g.host.Get(provider)
+	if !ok {
+		p := problem.New(http.StatusNotFound, fmt.Sprintf("unknown provider %q", provider))
+		p.Extra = map[string]any{"known_providers": g.host.Names()}
+		return p
+	}
+	desc := h.Description()
+	if desc == nil {
+		return problem.New(http.StatusServiceUnavailable, "provider plugin has not started")
+	}
+	c, err := g.match(r, desc, provider, rest)
+	if err != nil {
+		return err
+	}
+	s := g.settings.Load()
+	maxWait, err := parseMaxWait(r.Header.Get("Sluice-Max-Wait"), s.DefaultMaxWait)
+	if err != nil {
+		return err
+	}
+	c.req.MaxWaitMs = maxWait.Milliseconds()
+	c.req.RequestId = newID()
+	w.Header().Set("Sluice-Request-Id", c.req.RequestId)
+	c.req.PublicBase = publicBase(r, provider)
+
+	cc := parseCacheControl(r.Header.Values("Cache-Control"))
+	if !c.op.GetCacheable() || c.op.GetDestructive() {
+		if cc.onlyIfCached {
+			return notCached(c)
+		}
+		return g.stream(w, r.Context(), h, c)
+	}
+	key := cache.Key(provider, c.op.GetName(), "", c.params, bodyForKey(c))
+	if !cc.noCache {
+		if e, ok := g.cache.Get(key); ok {
+			writeEntry(w, e, fmt.Sprintf("sluice; hit; ttl=%d", max(0, int(time.Until(e.ExpiresAt).Seconds()))), true)
+			return nil
+		}
+	}
+	if cc.onlyIfCached {
+		return notCached(c)
+	}
+	e, shared, err := g.cache.Do(r.Context(), key, func(ctx context.Context) (*cache.Entry, bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, maxWait+g.timeout(provider)+readyWait)
+		defer cancel()
+		return g.fetch(ctx, h, c)
+	})
+	if err != nil {
+		return err
+	}
+	status := "sluice; fwd=miss"
+	if cc.noCache {
+		status = "sluice; fwd=request"
+	}
+	if shared {
+		status += "; collapsed"
+	} else if !e.ExpiresAt.IsZero() {
+		status += "; stored"
+	}
+	writeEntry(w, e, status, false)
+	return nil
+}
+
+func (g *Gateway) timeout(provider string) time.Duration {
+	if d := g.settings.Load().ProviderTimeout[provider]; d > 0 {
+		return d
+	}
+	return 30 * time.Second
+}
+
+func notCached(c *call) error {
+	p := problem.New(http.StatusGatewayTimeout, "no cached answer and Cache-Control: only-if-cached")
+	p.Type, p.Title, p.Operation = problem.TypeNotCached, "Not cached", c.op.GetName()
+	return p
+}
+
+// fetch runs one plugin call to completion and buffers the answer for the
+// cache. Only answers the plugin calls cacheable are stored, with a TTL bound
+// by every link expiry inside them.
+func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*cache.Entry, bool, error) {
+	stream, done, err := g.open(ctx, h, c)
+	if err != nil {
+		return nil, false, err
+	}
+	defer done()
+	head, err := readHead(stream, c)
+	if err != nil {
+		return nil, false, err
+	}
+	var body bytes.Buffer
+	for {
+		chunk, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, false, unavailable(c, err)
+		}
+		body.Write(chunk.GetData())
+		if body.Len() > maxCached {
+			return nil, false, problem.New(http.StatusBadGateway, "answer of a cacheable operation too large to buffer")
+		}
+	}
+	now := time.Now()
+	e := &cache.Entry{Provider: c.provider, Status: int(head.GetStatus()), Header: headerOf(head), Body: body.Bytes(), StoredAt: now}
+	if !head.GetCacheable() || e.Status < 200 || e.Status > 299 {
+		return e, false, nil
+	}
+	e.ExpiresAt = g.expiry(c, head, e.Body, now)
+	return e, e.ExpiresAt.After(now), nil
+}
+
+// expiry is the smallest of the operation's TTL, the config's TTL and the
+// earliest link expiry (from the plugin and from Expires= in the body) less
+// the margin.
+func (g *Gateway) expiry(c *call, head *proto.ResponseHead, body []byte, now time.Time) time.Time {
+	s := g.settings.Load()
+	ttl := s.DefaultTTL
+	if d, ok := s.ProviderTTL[c.provider]; ok && d > 0 {
+		ttl = d
+	}
+	if d := time.Duration(c.op.GetTtlMs()) * time.Millisecond; d > 0 && d < ttl {
+		ttl = d
+	}
+	exp := now.Add(ttl)
+	if ms := head.GetExpiresAtUnixMs(); ms > 0 {
+		if t := time.UnixMilli(ms).Add(-s.ExpiryMargin); t.Before(exp) {
+			exp = t
+		}
+	}
+	if t, ok := cache.LinkExpiry(body); ok {
+		if t = t.Add(-s.ExpiryMargin); t.Before(exp) {
+			exp = t
+		}
+	}
+	return exp
+}
+
+func (g *Gateway) open(ctx context.Context, h *pluginhost.Handle, c *call) (proto.Provider_CallClient, func(), error) {
+	stream, done, err := h.Call(ctx, c.req, readyWait)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		return nil, nil, unavailable(c, err)
+	}
+	return stream, done, nil
+}
+
+func readHead(stream proto.Provider_CallClient, c *call) (*proto.ResponseHead, error) {
+	first, err := stream.Recv()
+	if err != nil {
+		return nil, unavailable(c, err)
+	}
+	if p := first.GetProblem(); p != nil {
+		pr := problem.FromProto(p)
+		pr.Provider, pr.Operation = c.provider, c.op.GetName()
+		return nil, pr
+	}
+	head := first.GetHead()
+	if head == nil {
+		return nil, problem.New(http.StatusBadGateway, "plugin answered without a head")
+	}
+	return head, nil
+}
+
+func unavailable(c *call, err error) *problem.Problem {
+	detail := err.Error()
+	if !errors.Is(err, pluginhost.ErrUnavailable) {
+		detail = "provider plugin unavailable: " + detail
+	}
+	p := problem.New(http.StatusServiceUnavailable, detail)
+	p.Provider, p.Operation = c.provider, c.op.GetName()
+	return p
+}
+
+// stream relays a non-cacheable answer chunk by chunk, so large files pass
+// with flat memory.
+func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginhost.Handle, c *call) error {
+	stream, done, err := g.open(ctx, h, c)
+	if err != nil {
+		return err
+	}
+	defer done()
+	head, err := readHead(stream, c)
+	if err != nil {
+		return err
+	}
+	copyHeader(w.Header(), headerOf(head))
+	w.Header().Set("Cache-Status", "sluice; fwd=bypass")
+	w.WriteHeader(int(head.GetStatus()))
+	fl, _ := w.(http.Flusher)
+	for {
+		chunk, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			// The status is out already: abort the connection so the
+			// caller sees a truncated answer, not a short success.
+			g.log.Warn("answer broke off mid-body", "provider", c.provider, "operation", c.op.GetName(), "err", err)
+			panic(http.ErrAbortHandler)
+		}
+		if _, err := w.Write(chunk.GetData()); err != nil {
+			return nil
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+}
+
+func writeEntry(w http.ResponseWriter, e *cache.Entry, cacheStatus string, hit bool) {
+	copyHeader(w.Header(), e.Header)
+	w.Header().Set("Cache-Status", cacheStatus)
+	if hit {
+		w.Header().Set("Age", strconv.Itoa(int(time.Since(e.StoredAt).Seconds())))
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(e.Body)))
+	w.WriteHeader(e.Status)
+	w.Write(e.Body)
+}
+
+// hop-by-hop and framing headers the daemon sets itself.
+var skipHeaders = map[string]bool{"Connection": true, "Transfer-Encoding": true, "Keep-Alive": true,
+	"Content-Length": true, "Age": true, "Cache-Status": true, "Set-Cookie": true}
+
+func copyHeader(dst, src http.Header) {
+	for k, vs := range src {
+		if skipHeaders[http.CanonicalHeaderKey(k)] {
+			continue
+		}
+		for _, v := range vs {
+			dst.Add(k, v)
+		}
+	}
+}
+
+func headerOf(head *proto.ResponseHead) http.Header {
+	h := http.Header{}
+	for _, kv := range head.GetHeaders() {
+		h.Add(kv.GetName(), kv.GetValue())
+	}
+	return h
+}
+
+func bodyForKey(c *call) []byte {
+	if c.bodyInParams {
+		return nil
+	}
+	return c.req.GetBody()
+}
+
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func publicBase(r *http.Request, provider string) string {
+	host := r.Host
+	if host == "" {
+		host = "sluice"
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + host + "/v1/" + provider
+}
+
+type cacheControl struct{ noCache, onlyIfCached bool }
+
+func parseCacheControl(values []string) cacheControl {
+	var cc cacheControl
+	for _, v := range values {
+		for _, d := range strings.Split(v, ",") {
+			switch strings.ToLower(strings.TrimSpace(strings.SplitN(d, "=", 2)[0])) {
+			case "no-cache", "no-store", "max-age=0":
+				cc.noCache = true
+			case "only-if-cached":
+				cc.onlyIfCached = true
+			}
+		}
+	}
+	return cc
+}
+
+// parseMaxWait reads Sluice-Max-Wait: a Go duration ("20s") or whole seconds.
+func parseMaxWait(v string, def time.Duration) (time.Duration, error) {
+	if v == "" {
+		return def, nil
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		p := problem.New(http.StatusBadRequest, "Sluice-Max-Wait must be a duration like 20s or whole seconds")
+		p.Title, p.Param = "Invalid header", "Sluice-Max-Wait"
+		return 0, p
+	}
+	if d == 0 {
+		// 0 would mean "no bound"; a caller asking for no wait wants the
+		// quickest answer, which a tiny bound gives.
+		d = time.Millisecond
+	}
+	return d, nil
+}
+
+// readParams merges the query and a form or JSON-object body, in that order.
+func readParams(r *http.Request) (params url.Values, body []byte, ct string, bodyInParams bool, err error) {
+	params = r.URL.Query()
+	body, err = io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, nil, "", false, problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", MaxBody))
+		}
+		return nil, nil, "", false, problem.New(http.StatusBadRequest, "reading body: "+err.Error())
+	}
+	ct = r.Header.Get("Content-Type")
+	if len(body) == 0 {
+		return params, body, ct, true, nil
+	}
+	mt, _, _ := mime.ParseMediaType(ct)
+	switch mt {
+	case "application/x-www-form-urlencoded":
+		form, perr := url.ParseQuery(string(body))
+		if perr != nil {
+			return nil, nil, "", false, problem.New(http.StatusBadRequest, "malformed form body")
+		}
+		for k, vs := range form {
+			params[k] = append(params[k], vs...)
+		}
+		return params, body, ct, true, nil
+	case "application/json":
+		var obj map[string]any
+		if json.Unmarshal(body, &obj) != nil {
+			return nil, nil, "", false, problem.New(http.StatusBadRequest, "body is not a JSON object")
+		}
+		for k, v := range obj {
+			switch v := v.(type) {
+			case string:
+				params.Add(k, v)
+			case float64:
+				params.Add(k, strconv.FormatFloat(v, 'f', -1, 64))
+			case bool:
+				params.Add(k, strconv.FormatBool(v))
+			}
+		}
+		return params, body, ct, true, nil
+	}
+	return params, body, ct, false, nil
+}
+
+func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest string) (*call, error) {
+	params, body, ct, inParams, err := readParams(r)
+	if err != nil {
+		return nil, err
+	}
+	// Credentials come from config only: what a caller sends is dropped.
+	for _, cred := range desc.GetCredentialParams() {
+		for k := range params {
+			if strings.EqualFold(k, cred) {
+				delete(params, k)
+			}
+		}
+	}
+	var onPath []*proto.Operation
+	for _, op := range desc.GetOperations() {
+		if pathMatches(op.GetPath(), rest) {
+			onPath = append(onPath, op)
+		}
+	}
+	if len(onPath) == 0 {
+		return nil, unknownOperation(desc, provider, fmt.Sprintf("no operation at path %q", rest))
+	}
+	var op *proto.Operation
+	for _, cand := range onPath {
+		if selects(cand, params) {
+			op = cand
+			break
+		}
+	}
+	if op == nil {
+		// The path is known but the selector (e.g. action) is missing or
+		// unknown.
+		for name := range onPath[0].GetMatch() {
+			if params.Get(name) == "" {
+				return nil, withOp(problem.BadParam(name, fmt.Sprintf("missing required parameter %q", name)), provider, "")
+			}
+			return nil, unknownOperation(desc, provider, fmt.Sprintf("unknown %s %q at %q", name, params.Get(name), rest))
+		}
+		return nil, unknownOperation(desc, provider, "no operation matches")
+	}
+	if !methodAllowed(op, r.Method) {
+		p := problem.New(http.StatusMethodNotAllowed, fmt.Sprintf("%s is not accepted by %s; use %s", r.Method, op.GetName(), strings.Join(op.GetMethods(), ", ")))
+		p.Extra = map[string]any{"allow": op.GetMethods()}
+		return nil, withOp(p, provider, op.GetName())
+	}
+	for _, ps := range op.GetParams() {
+		if ps.GetRequired() && strings.TrimSpace(params.Get(ps.GetName())) == "" {
+			return nil, withOp(problem.BadParam(ps.GetName(), fmt.Sprintf("missing required parameter %q", ps.GetName())), provider, op.GetName())
+		}
+	}
+	req := &proto.CallRequest{Operation: op.GetName(), Method: r.Method, Path: rest, Body: body, ContentType: ct}
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, v := range params[k] {
+			req.Params = append(req.Params, &proto.KV{Name: k, Value: v})
+		}
+	}
+	for _, name := range forwardHeaders {
+		for _, v := range r.Header.Values(name) {
+			req.Headers = append(req.Headers, &proto.KV{Name: name, Value: v})
+		}
+	}
+	return &call{provider: provider, op: op, req: req, params: params, bodyInParams: inParams}, nil
+}
+
+// forwardHeaders are the caller headers a plugin may act on. Authorization is
+// not among them: callers never supply credentials.
+var forwardHeaders = []string{"Accept", "Accept-Language", "Sluice-Confirm", "If-None-Match"}
+
+func withOp(p *problem.Problem, provider, op string) *problem.Problem {
+	p.Provider, p.Operation = provider, op
+	return p
+}
+
+func unknownOperation(desc *proto.Description, provider, detail string) *problem.Problem {
+	p := problem.New(http.StatusNotFound, detail)
+	p.Title, p.Provider = "Unknown operation", provider
+	var known []string
+	for _, op := range desc.GetOperations() {
+		k := strings.Join(op.GetMethods(), "|") + " /v1/" + provider + "/" + op.GetPath()
+		for name, v := range op.GetMatch() {
+			k += "?" + name + "=" + v
+		}
+		known = append(known, k)
+	}
+	p.Extra = map[string]any{"known_operations": known}
+	return p
+}
+
+func selects(op *proto.Operation, params url.Values) bool {
+	for k, v := range op.GetMatch() {
+		if params.Get(k) != v {
+			return false
+		}
+	}
+	return true
+}
+
+func methodAllowed(op *proto.Operation, m string) bool {
+	for _, x := range op.GetMethods() {
+		if x == m || (x == http.MethodGet && m == http.MethodHead) {
+			return true
+		}
+	}
+	return false
+}
+
+// pathMatches matches "v1/artists/{id}/albums" against a request path; a
+// {name} segment matches one non-empty segment.
+func pathMatches(pattern, path string) bool {
+	ps, xs := strings.Split(strings.Trim(pattern, "/"), "/"), strings.Split(strings.Trim(path, "/"), "/")
+	if len(ps) != len(xs) {
+		return false
+	}
+	for i := range ps {
+		if strings.HasPrefix(ps[i], "{") && strings.HasSuffix(ps[i], "}") {
+			if xs[i] == "" {
+				return false
+			}
+			continue
+		}
+		if ps[i] != xs[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,203 @@
+// Package pluginhost runs sluice's provider plugins: one supervisor per
+// plugin that starts it as a subprocess (hashicorp/go-plugin over gRPC),
+// serves it the scheduler, restarts it with capped exponential backoff when it
+// dies, and makes sure no plugin outlives the daemon.
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sluice-dev/sluice/core/proto"
+	"github.com/sluice-dev/sluice/core/scheduler"
+)
+
+// Scheduler is the part of the core scheduler plugins are served.
+type Scheduler interface {
+	Acquire(ctx context.Context, bucket string, maxWait time.Duration) (scheduler.Grant, error)
+	Pause(bucket string, until time.Time, reason string)
+	Configure(bucket string, l scheduler.Limit) error
+}
+
+// Spec is everything the host needs to run one provider.
+type Spec struct {
+	Name string
+	// Path of the plugin binary.
+	Path string
+	// SHA256 pins the binary (hex); empty means unpinned.
+	SHA256 string
+	// ConfigJSON is the provider's config section, secrets resolved. It is
+	// handed to the plugin over RPC, never through its environment.
+	ConfigJSON []byte
+	// Limits override the plugin's declared default bucket limits, by bucket
+	// name (e.g. "ineo.spotify").
+	Limits map[string]scheduler.Limit
+}
+
+// identity is what, when changed, needs a fresh plugin process.
+func (s Spec) identity() string {
+	return s.Path + "\x00" + s.SHA256 + "\x00" + string(s.ConfigJSON)
+}
+
+// Options configure a Host.
+type Options struct {
+	Scheduler Scheduler
+	Logger    *slog.Logger
+	// StartTimeout bounds one plugin start (default 10s).
+	StartTimeout time.Duration
+	// MaxBackoff caps the restart backoff (default 30s).
+	MaxBackoff time.Duration
+}
+
+// Host owns every plugin supervisor.
+type Host struct {
+	opts    Options
+	log     *slog.Logger
+	sockDir string
+
+	mu   sync.Mutex
+	sups map[string]*supervisor
+	// retired supervisors still draining in-flight calls.
+	draining sync.WaitGroup
+}
+
+// New creates a Host; plugins start with Apply.
+func New(opts Options) (*Host, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 10 * time.Second
+	}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	// A short private directory: plugin Unix socket paths must stay under
+	// the 108-byte sun_path limit, and no other user may reach them.
+	dir, err := os.MkdirTemp("", "sluice-plugins-")
+	if err != nil {
+		return nil, fmt.Errorf("plugin socket dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("plugin socket dir: %w", err)
+	}
+	return &Host{opts: opts, log: opts.Logger, sockDir: dir, sups: map[string]*supervisor{}}, nil
+}
+
+// Apply makes the running plugins match specs: new ones start, missing ones
+// stop, ones whose binary or provider section changed restart (only they),
+// and limit changes apply live without any restart.
+func (h *Host) Apply(specs []Spec) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	want := map[string]Spec{}
+	for _, s := range specs {
+		want[s.Name] = s
+	}
+	for name, sup := range h.sups {
+		if s, ok := want[name]; !ok || s.identity() != sup.spec.identity() {
+			delete(h.sups, name)
+			h.retire(sup)
+		}
+	}
+	for name, s := range want {
+		if sup, ok := h.sups[name]; ok {
+			sup.setLimits(s.Limits)
+			continue
+		}
+		sup := newSupervisor(h, s)
+		h.sups[name] = sup
+		go sup.run()
+	}
+}
+
+func (h *Host) retire(sup *supervisor) {
+	h.draining.Add(1)
+	go func() {
+		defer h.draining.Done()
+		sup.stop(10 * time.Second)
+	}()
+}
+
+// Get returns the named provider's supervisor handle.
+func (h *Host) Get(name string) (*Handle, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.sups[name]
+	if !ok {
+		return nil, false
+	}
+	return &Handle{s: s}, true
+}
+
+// Names lists configured providers, sorted.
+func (h *Host) Names() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var n []string
+	for k := range h.sups {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// Status reports every provider, sorted by name.
+func (h *Host) Status() []Status {
+	h.mu.Lock()
+	sups := make([]*supervisor, 0, len(h.sups))
+	for _, s := range h.sups {
+		sups = append(sups, s)
+	}
+	h.mu.Unlock()
+	out := make([]Status, 0, len(sups))
+	for _, s := range sups {
+		out = append(out, s.status())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Ready reports whether every provider is ready.
+func (h *Host) Ready() bool {
+	for _, s := range h.Status() {
+		if s.State != StateReady {
+			return false
+		}
+	}
+	return true
+}
+
+// Close stops every plugin and waits until their processes are gone.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	for name, sup := range h.sups {
+		delete(h.sups, name)
+		h.retire(sup)
+	}
+	h.mu.Unlock()
+	h.draining.Wait()
+	return os.RemoveAll(h.sockDir)
+}
+
+// ErrUnavailable means the provider's plugin is not running.
+var ErrUnavailable = errors.New("provider plugin unavailable")
+
+// Handle is a caller's view of one provider.
+type Handle struct{ s *supervisor }
+
+// Description returns the plugin's self-description, or nil if it never
+// started successfully.
+func (h *Handle) Description() *proto.Description { return h.s.description() }
+
+// Call sends a request to the plugin, waiting for it to become ready (for
+// example during a restart) while ctx allows, at most readyWait.
+func (h *Handle) Call(ctx context.Context, req *proto.CallRequest, readyWait time.Duration) (proto.Provider_CallClient, func(), error) {
+	return h.s.call(ctx, req, readyWait)
+}

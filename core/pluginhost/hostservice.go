@@ -1,0 +1,61 @@
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sluice-dev/sluice/core/proto"
+	"github.com/sluice-dev/sluice/core/scheduler"
+)
+
+// hostService is the scheduler as one plugin sees it, served over the
+// go-plugin broker. A plugin may only use its own buckets.
+type hostService struct {
+	proto.UnimplementedHostServer
+	name  string
+	sched Scheduler
+	log   *slog.Logger
+}
+
+func (h *hostService) own(bucket string) error {
+	if !strings.HasPrefix(bucket, h.name+".") {
+		return status.Errorf(codes.PermissionDenied, "bucket %q does not belong to provider %q", bucket, h.name)
+	}
+	return nil
+}
+
+func (h *hostService) Acquire(ctx context.Context, req *proto.AcquireRequest) (*proto.AcquireResponse, error) {
+	if err := h.own(req.GetBucket()); err != nil {
+		return nil, err
+	}
+	g, err := h.sched.Acquire(ctx, req.GetBucket(), time.Duration(req.GetMaxWaitMs())*time.Millisecond)
+	var be *scheduler.BudgetError
+	switch {
+	case errors.As(err, &be):
+		return &proto.AcquireResponse{Denied: true, RetryAfterMs: be.RetryAfter.Milliseconds(), Reason: be.Error()}, nil
+	case errors.Is(err, scheduler.ErrUnknownBucket):
+		return nil, status.Error(codes.NotFound, err.Error())
+	case err != nil:
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &proto.AcquireResponse{GrantedAtUnixMs: g.At.UnixMilli(), Seq: g.Seq}, nil
+}
+
+func (h *hostService) Pause(ctx context.Context, req *proto.PauseRequest) (*proto.PauseResponse, error) {
+	if err := h.own(req.GetBucket()); err != nil {
+		return nil, err
+	}
+	until := time.UnixMilli(req.GetUntilUnixMs())
+	h.log.Warn("upstream asked to stop: bucket paused", "bucket", req.GetBucket(), "until", until.Format(time.RFC3339), "reason", req.GetReason())
+	h.sched.Pause(req.GetBucket(), until, req.GetReason())
+	return &proto.PauseResponse{}, nil
+}

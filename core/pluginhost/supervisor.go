@@ -1,0 +1,322 @@
+package pluginhost
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/sluice-dev/sluice/core/proto"
+	"github.com/sluice-dev/sluice/core/provider"
+	"github.com/sluice-dev/sluice/core/scheduler"
+)
+
+// Provider states, as shown in status.
+const (
+	StateStarting   = "starting"
+	StateReady      = "ready"
+	StateRestarting = "restarting"
+	StateFailed     = "failed"
+	StateStopped    = "stopped"
+)
+
+// Status describes one provider for /v1/status.
+type Status struct {
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	PID       int       `json:"pid"`
+	Restarts  int       `json:"restarts"`
+	LastError string    `json:"last_error,omitempty"`
+	Since     time.Time `json:"since"`
+	Version   string    `json:"version,omitempty"`
+}
+
+// instance is one plugin process; a go-plugin Client cannot be restarted, so
+// every start builds a fresh exec.Cmd and Client.
+type instance struct {
+	client   *plugin.Client
+	rpc      *provider.Client
+	desc     *proto.Description
+	pid      int
+	inflight atomic.Int64
+}
+
+type supervisor struct {
+	host *Host
+	spec Spec
+	log  *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu       sync.Mutex
+	state    string
+	inst     *instance
+	lastDesc *proto.Description
+	restarts int
+	lastErr  string
+	since    time.Time
+	limits   map[string]scheduler.Limit
+	// changed is closed and replaced on every state change so waiters wake.
+	changed chan struct{}
+	// grace bounds how long stop waits for in-flight calls.
+	grace time.Duration
+}
+
+func newSupervisor(h *Host, s Spec) *supervisor {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &supervisor{host: h, spec: s, log: h.log.With("provider", s.Name), ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), state: StateStarting, since: time.Now(), limits: s.Limits,
+		changed: make(chan struct{})}
+}
+
+func (s *supervisor) setState(state string, inst *instance, errMsg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state, s.inst, s.since = state, inst, time.Now()
+	if errMsg != "" {
+		s.lastErr = errMsg
+	}
+	if inst != nil {
+		s.lastDesc = inst.desc
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// errPermanent marks start failures a restart cannot fix (checksum mismatch,
+// wrong plugin): the provider stays failed, loudly, until config changes.
+var errPermanent = errors.New("permanent")
+
+func (s *supervisor) run() {
+	defer close(s.done)
+	const minBackoff = 250 * time.Millisecond
+	backoff := minBackoff
+	for {
+		inst, err := s.start()
+		if err != nil {
+			s.log.Error("plugin failed to start", "err", err)
+			if errors.Is(err, errPermanent) {
+				s.setState(StateFailed, nil, err.Error())
+				<-s.ctx.Done()
+				s.setState(StateStopped, nil, "")
+				return
+			}
+			s.setState(StateRestarting, nil, err.Error())
+		} else {
+			started := time.Now()
+			s.setState(StateReady, inst, "")
+			s.log.Info("plugin ready", "pid", inst.pid)
+			s.waitExit(inst)
+			if s.ctx.Err() != nil {
+				s.setState(StateStopped, nil, "")
+				return
+			}
+			s.log.Error("plugin exited; restarting", "pid", inst.pid, "backoff", backoff)
+			s.setState(StateRestarting, nil, "plugin process exited")
+			// A plugin that ran a while before dying starts a new series.
+			if time.Since(started) > time.Minute {
+				backoff = minBackoff
+			}
+		}
+		s.mu.Lock()
+		s.restarts++
+		s.mu.Unlock()
+		select {
+		case <-s.ctx.Done():
+			s.setState(StateStopped, nil, "")
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, s.host.opts.MaxBackoff)
+	}
+}
+
+// waitExit returns when the plugin process is gone, or after it was stopped
+// (drained and killed) because the supervisor is stopping.
+func (s *supervisor) waitExit(inst *instance) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			deadline := time.Now().Add(s.grace)
+			for inst.inflight.Load() > 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			inst.client.Kill()
+			return
+		case <-t.C:
+			if inst.client.Exited() {
+				inst.client.Kill() // reap go-plugin's goroutines and sockets
+				return
+			}
+		}
+	}
+}
+
+func (s *supervisor) start() (*instance, error) {
+	cmd := exec.Command(s.spec.Path)
+	// An explicit, minimal environment: nothing of the daemon's (no secrets,
+	// NOTIFY_SOCKET, LISTEN_*, CREDENTIALS_DIRECTORY) reaches a plugin.
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	// The kernel kills the plugin if the daemon dies, even by SIGKILL.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+
+	var secure *plugin.SecureConfig
+	if s.spec.SHA256 != "" {
+		sum, err := hex.DecodeString(s.spec.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("plugin_sha256: %w (%w)", err, errPermanent)
+		}
+		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	}
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  provider.Handshake,
+		Plugins:          plugin.PluginSet{provider.PluginName: &provider.GRPCPlugin{Host: &hostService{name: s.spec.Name, sched: s.host.opts.Scheduler, log: s.log}}},
+		Cmd:              cmd,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     s.host.opts.StartTimeout,
+		SecureConfig:     secure,
+		SkipHostEnv:      true,
+		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: s.host.sockDir},
+		GRPCDialOptions:  provider.DialOptions(),
+		Logger:           newHCLogger(s.log),
+	})
+	fail := func(err error) (*instance, error) {
+		client.Kill()
+		return nil, err
+	}
+	rpcClient, err := client.Client()
+	if err != nil {
+		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
+			return fail(fmt.Errorf("plugin binary %s does not match plugin_sha256: %w", s.spec.Path, errPermanent))
+		}
+		return fail(fmt.Errorf("starting %s: %w", s.spec.Path, err))
+	}
+	raw, err := rpcClient.Dispense(provider.PluginName)
+	if err != nil {
+		return fail(fmt.Errorf("dispensing: %w", err))
+	}
+	pc, ok := raw.(*provider.Client)
+	if !ok {
+		return fail(fmt.Errorf("unexpected plugin client %T: %w", raw, errPermanent))
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.host.opts.StartTimeout)
+	defer cancel()
+	desc, err := pc.Describe(ctx, &proto.DescribeRequest{})
+	if err != nil {
+		return fail(fmt.Errorf("describe: %w", err))
+	}
+	if desc.GetName() != s.spec.Name {
+		return fail(fmt.Errorf("binary %s is provider %q, not %q: %w", s.spec.Path, desc.GetName(), s.spec.Name, errPermanent))
+	}
+	s.applyLimits(desc)
+	if _, err := pc.Configure(ctx, &proto.ConfigureRequest{HostBrokerId: pc.HostBrokerID, ConfigJson: s.spec.ConfigJSON}); err != nil {
+		return fail(fmt.Errorf("configure: %w (%w)", err, errPermanent))
+	}
+	return &instance{client: client, rpc: pc, desc: desc, pid: client.ReattachConfig().Pid}, nil
+}
+
+// applyLimits registers the plugin's buckets with the scheduler: its
+// declared defaults unless config overrides them.
+func (s *supervisor) applyLimits(desc *proto.Description) {
+	s.mu.Lock()
+	limits := s.limits
+	s.mu.Unlock()
+	for _, b := range desc.GetBuckets() {
+		l, ok := limits[b.GetName()]
+		if !ok {
+			l = scheduler.Limit{Requests: int(b.GetRequests()), Window: time.Duration(b.GetWindowMs()) * time.Millisecond}
+		}
+		if err := s.host.opts.Scheduler.Configure(b.GetName(), l); err != nil {
+			s.log.Error("bucket limit rejected", "bucket", b.GetName(), "err", err)
+		}
+	}
+}
+
+func (s *supervisor) setLimits(l map[string]scheduler.Limit) {
+	s.mu.Lock()
+	s.limits = l
+	desc := s.lastDesc
+	s.mu.Unlock()
+	if desc != nil {
+		s.applyLimits(desc)
+	}
+}
+
+func (s *supervisor) stop(grace time.Duration) {
+	s.mu.Lock()
+	s.grace = grace
+	s.mu.Unlock()
+	s.cancel()
+	<-s.done
+}
+
+func (s *supervisor) description() *proto.Description {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastDesc
+}
+
+func (s *supervisor) status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{Name: s.spec.Name, State: s.state, Restarts: s.restarts, LastError: s.lastErr, Since: s.since}
+	if s.inst != nil {
+		st.PID = s.inst.pid
+		st.Version = s.inst.desc.GetVersion()
+	}
+	return st
+}
+
+func (s *supervisor) call(ctx context.Context, req *proto.CallRequest, readyWait time.Duration) (proto.Provider_CallClient, func(), error) {
+	timer := time.NewTimer(readyWait)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		inst, state, changed, lastErr := s.inst, s.state, s.changed, s.lastErr
+		s.mu.Unlock()
+		if state == StateReady && inst != nil {
+			inst.inflight.Add(1)
+			done := func() { inst.inflight.Add(-1) }
+			stream, err := inst.rpc.Call(ctx, req)
+			if err == nil {
+				return stream, done, nil
+			}
+			done()
+			// The plugin may have just died and the supervisor not yet
+			// noticed: wait for the state to change (a restart) rather than
+			// failing a request that arrived after the crash.
+			select {
+			case <-changed:
+				continue
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
+			case <-timer.C:
+				return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+		}
+		if state == StateFailed || state == StateStopped {
+			return nil, nil, fmt.Errorf("%w: %s %s", ErrUnavailable, state, lastErr)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-timer.C:
+			return nil, nil, fmt.Errorf("%w: %s (%s)", ErrUnavailable, state, lastErr)
+		}
+	}
+}

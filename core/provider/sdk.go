@@ -1,0 +1,110 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/core/proto"
+)
+
+// Provider is what a plugin implements.
+type Provider interface {
+	// Describe returns the static self-description: operations, buckets and
+	// credential parameter names.
+	Describe() *proto.Description
+	// Configure applies the provider's config section (JSON, secrets
+	// resolved). It may be called again on reload; it must be safe to call
+	// concurrently with Call.
+	Configure(ctx context.Context, configJSON []byte) error
+	// Call handles one request. It either writes an answer through w or
+	// returns an error; a *problem.Problem error is rendered verbatim, other
+	// errors become 502.
+	Call(ctx context.Context, req *Request, w *ResponseWriter, up *Upstream) error
+}
+
+// Request is one caller request, already matched to an operation by the host
+// with credentials removed.
+type Request struct {
+	ID          string
+	Operation   string
+	Method      string
+	Path        string
+	Params      url.Values
+	Body        []byte
+	ContentType string
+	Header      http.Header
+	// PublicBase is the absolute URL under which the caller reaches this
+	// provider through sluice (for rewriting links in answers).
+	PublicBase string
+	MaxWait    time.Duration
+}
+
+// CacheHint is the plugin's verdict on an answer: only it knows whether an
+// HTTP 200 from its upstream is a success, and which links expire when.
+type CacheHint struct {
+	Cacheable bool
+	// ExpiresAt is the earliest expiry of a link in the body; zero if none.
+	ExpiresAt time.Time
+	// Outcome is a short label for logs and status, e.g. "ineo:404".
+	Outcome string
+}
+
+// chunkSize bounds each streamed message so memory stays flat for large files.
+const chunkSize = 128 << 10
+
+// ResponseWriter streams an answer back to the host.
+type ResponseWriter struct {
+	stream      proto.Provider_CallServer
+	wroteHeader bool
+}
+
+// WriteHead sends status, headers and the cache verdict. It must come before
+// any Write.
+func (w *ResponseWriter) WriteHead(status int, h http.Header, hint CacheHint) error {
+	if w.wroteHeader {
+		return errors.New("provider: head already written")
+	}
+	w.wroteHeader = true
+	head := &proto.ResponseHead{Status: int32(status), Cacheable: hint.Cacheable, Outcome: hint.Outcome}
+	if !hint.ExpiresAt.IsZero() {
+		head.ExpiresAtUnixMs = hint.ExpiresAt.UnixMilli()
+	}
+	for k, vs := range h {
+		for _, v := range vs {
+			head.Headers = append(head.Headers, &proto.KV{Name: k, Value: v})
+		}
+	}
+	return w.stream.Send(&proto.CallChunk{Kind: &proto.CallChunk_Head{Head: head}})
+}
+
+// Write sends body bytes, split into bounded chunks.
+func (w *ResponseWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		return 0, errors.New("provider: Write before WriteHead")
+	}
+	n := 0
+	for len(p) > 0 {
+		c := min(len(p), chunkSize)
+		// Copy: gRPC may hold the slice after Send returns on some paths,
+		// and callers reuse their buffers.
+		buf := append([]byte(nil), p[:c]...)
+		if err := w.stream.Send(&proto.CallChunk{Kind: &proto.CallChunk_Data{Data: buf}}); err != nil {
+			return n, err
+		}
+		n += c
+		p = p[c:]
+	}
+	return n, nil
+}
+
+// HeadWritten reports whether the answer has started.
+func (w *ResponseWriter) HeadWritten() bool { return w.wroteHeader }
+
+func (w *ResponseWriter) writeProblem(p *problem.Problem) error {
+	w.wroteHeader = true
+	return w.stream.Send(&proto.CallChunk{Kind: &proto.CallChunk_Problem{Problem: problem.ToProto(p)}})
+}

@@ -1,0 +1,101 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/core/proto"
+)
+
+// server adapts a Provider to the gRPC Provider service, in the plugin.
+type server struct {
+	proto.UnimplementedProviderServer
+	impl   Provider
+	broker *plugin.GRPCBroker
+
+	mu sync.Mutex
+	up *Upstream
+}
+
+func (s *server) Describe(context.Context, *proto.DescribeRequest) (*proto.Description, error) {
+	return s.impl.Describe(), nil
+}
+
+func (s *server) Configure(ctx context.Context, req *proto.ConfigureRequest) (*proto.ConfigureResponse, error) {
+	s.mu.Lock()
+	if s.up == nil {
+		// Dial the host's scheduler once per plugin lifetime; every later
+		// upstream request reuses this connection.
+		conn, err := s.broker.Dial(req.GetHostBrokerId())
+		if err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+		s.up = newUpstream(proto.NewHostClient(conn))
+	}
+	s.mu.Unlock()
+	if err := s.impl.Configure(ctx, req.GetConfigJson()); err != nil {
+		return nil, err
+	}
+	return &proto.ConfigureResponse{}, nil
+}
+
+func (s *server) upstream() *Upstream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.up
+}
+
+func (s *server) Call(m *proto.CallRequest, stream proto.Provider_CallServer) error {
+	w := &ResponseWriter{stream: stream}
+	up := s.upstream()
+	if up == nil {
+		return w.writeProblem(problem.New(http.StatusServiceUnavailable, "provider not configured yet"))
+	}
+	req := &Request{
+		ID: m.GetRequestId(), Operation: m.GetOperation(), Method: m.GetMethod(), Path: m.GetPath(),
+		Params: url.Values{}, Body: m.GetBody(), ContentType: m.GetContentType(), Header: http.Header{},
+		PublicBase: m.GetPublicBase(), MaxWait: time.Duration(m.GetMaxWaitMs()) * time.Millisecond,
+	}
+	for _, kv := range m.GetParams() {
+		req.Params.Add(kv.GetName(), kv.GetValue())
+	}
+	for _, kv := range m.GetHeaders() {
+		req.Header.Add(kv.GetName(), kv.GetValue())
+	}
+	ctx := withCall(stream.Context(), req)
+	err := s.impl.Call(ctx, req, w, up)
+	if err == nil {
+		return nil
+	}
+	if w.HeadWritten() {
+		// Mid-body failure: abort the stream so the host sees a truncated
+		// answer as an error rather than a short success.
+		return err
+	}
+	var p *problem.Problem
+	if !errors.As(err, &p) {
+		p = problem.New(http.StatusBadGateway, err.Error())
+	}
+	return w.writeProblem(p)
+}
+
+type callKey struct{}
+
+// withCall lets Upstream.Do find the caller's max wait and request id without
+// every plugin threading them through.
+func withCall(ctx context.Context, r *Request) context.Context {
+	return context.WithValue(ctx, callKey{}, r)
+}
+
+func callFrom(ctx context.Context) *Request {
+	r, _ := ctx.Value(callKey{}).(*Request)
+	return r
+}

@@ -1,0 +1,296 @@
+package scheduler
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// waiter is one blocked Acquire. All fields but ch are guarded by the
+// bucket's mutex until ch is closed; afterwards they are read-only.
+type waiter struct {
+	ch       chan struct{}
+	deadline time.Time // zero: no maxWait
+	done     bool
+	grant    Grant
+	err      error
+	gen      uint64 // persister generation that holds the grant
+}
+
+// bucket is one named limit: a sliding-window log of grant times, a FIFO
+// queue of waiters and a single timer armed for the head's earliest grant.
+type bucket struct {
+	s    *Scheduler
+	name string
+
+	mu    sync.Mutex
+	limit Limit
+	// log holds grant times, ascending, for the last retain (at least
+	// historyFloor) and at most max(maxReq, historyCap) entries.
+	log []time.Time
+	// retain is the longest history this bucket needs: the largest
+	// Window+Margin it has had (here or, via the state file, in an earlier
+	// run), never less than historyFloor. Keeping more than the current
+	// window means a reload that lengthens the window or raises the margin
+	// still sees the grants the longer window now covers.
+	retain      time.Duration
+	maxReq      int
+	pausedUntil time.Time
+	pauseReason string
+	queue       []*waiter
+	timer       *time.Timer
+	granted     uint64
+	closed      bool
+}
+
+// historyFloor and historyCap bound the grant history independently of the
+// current limit. A minute covers realistic window changes on reload; the cap
+// keeps a high-rate bucket from making every state write large.
+const (
+	historyFloor = time.Minute
+	historyCap   = 1024
+)
+
+func newBucket(s *Scheduler, name string, l Limit, d diskBucket) *bucket {
+	b := &bucket{s: s, name: name, limit: l}
+	now := time.Now()
+	for _, ns := range d.Grants {
+		b.log = append(b.log, anchor(now, time.Unix(0, ns)))
+	}
+	// A clock step could have reordered wall times; the log must be sorted.
+	slices.SortFunc(b.log, func(x, y time.Time) int { return x.Compare(y) })
+	b.retain = max(time.Duration(d.RetainNS), historyFloor)
+	if d.PauseUntil != 0 {
+		b.pauseLocked(now, time.Unix(0, d.PauseUntil), d.PauseReason)
+	}
+	return b
+}
+
+// anchor converts a persisted wall-clock time to one carrying the monotonic
+// reading of now, so later comparisons are immune to wall-clock steps. A time
+// in the future (the clock went back since it was written) is treated as now:
+// still counted, but unable to hold the bucket for longer than one window.
+func anchor(now, wall time.Time) time.Time {
+	d := wall.Sub(now)
+	if d > 0 {
+		d = 0
+	}
+	return now.Add(d)
+}
+
+func (b *bucket) span() time.Duration { return b.limit.Window + b.s.marginNow() }
+
+func (b *bucket) setLimitLocked(l Limit) {
+	b.limit = l
+	b.maxReq = max(b.maxReq, l.Requests)
+	b.retain = max(b.retain, b.span())
+	b.syncMirrorLocked()
+}
+
+// pauseLocked extends the pause to until; it reports whether anything
+// changed. A pause until is converted to the monotonic clock (it may come
+// from a wall-clock Retry-After date).
+func (b *bucket) pauseLocked(now, until time.Time, reason string) bool {
+	until = now.Add(until.Sub(now))
+	if !until.After(now) || !until.After(b.pausedUntil) {
+		return false
+	}
+	b.pausedUntil, b.pauseReason = until, reason
+	b.syncMirrorLocked()
+	return true
+}
+
+// floor is the earliest any grant may happen: now, or the end of a pause.
+func (b *bucket) floor(now time.Time) time.Time {
+	if b.pausedUntil.After(now) {
+		return b.pausedUntil
+	}
+	return now
+}
+
+// nextAt is the earliest time not before floor at which one more grant keeps
+// at most req grants in every (t − span, t]: the req-th most recent grant
+// must lie at or before t − span.
+func nextAt(log []time.Time, req int, span time.Duration, floor time.Time) time.Time {
+	if n := len(log); n >= req {
+		if t := log[n-req].Add(span); t.After(floor) {
+			return t
+		}
+	}
+	return floor
+}
+
+// tail copies the last n entries of log into a slice with room to grow, the
+// starting point of a schedule simulation.
+func tail(log []time.Time, n, extra int) []time.Time {
+	log = log[max(0, len(log)-n):]
+	out := make([]time.Time, len(log), len(log)+extra)
+	copy(out, log)
+	return out
+}
+
+func (b *bucket) pruneLocked(now time.Time) {
+	b.retain = max(b.retain, b.span())
+	b.maxReq = max(b.maxReq, b.limit.Requests)
+	cut := now.Add(-b.retain)
+	i := 0
+	for i < len(b.log) && !b.log[i].After(cut) {
+		i++
+	}
+	i = max(i, len(b.log)-max(b.maxReq, historyCap))
+	if i > 0 {
+		b.log = append(b.log[:0:0], b.log[i:]...)
+	}
+}
+
+func (b *bucket) inWindowLocked(now time.Time) int {
+	cut := now.Add(-b.span())
+	n := 0
+	for _, t := range b.log {
+		if t.After(cut) && !t.After(now) {
+			n++
+		}
+	}
+	return n
+}
+
+// dispatchLocked is the bucket's only scheduling step: grant every waiter
+// that is due, fail waiters whose deadline the schedule now misses, and arm
+// the timer for the next head. Every event that can change the schedule
+// (arrival, cancellation, timer, limit, margin, pause) calls it.
+func (b *bucket) dispatchLocked(now time.Time) {
+	if b.closed {
+		return
+	}
+	b.pruneLocked(now)
+	req, span := b.limit.Requests, b.span()
+	for len(b.queue) > 0 && !nextAt(b.log, req, span, b.floor(now)).After(now) {
+		w := b.queue[0]
+		b.queue[0] = nil
+		b.queue = b.queue[1:]
+		b.grantLocked(w, now)
+	}
+	if len(b.queue) == 0 {
+		b.queue = nil // drop the drained backing array
+		if b.timer != nil {
+			b.timer.Stop()
+		}
+		return
+	}
+
+	// Predict every waiter's grant, each consuming one slot ahead of the
+	// next; those predicted past their deadline leave without consuming,
+	// which can only bring the ones behind them forward.
+	sim := tail(b.log, req, len(b.queue))
+	floor := b.floor(now)
+	kept := b.queue[:0]
+	for i, w := range b.queue {
+		at := nextAt(sim, req, span, floor)
+		if !w.deadline.IsZero() && at.After(w.deadline.Add(deadlineSlack)) {
+			w.err = b.budgetErrorLocked(now, at, w.deadline, i)
+			w.done = true
+			close(w.ch)
+			continue
+		}
+		sim = append(sim, at)
+		kept = append(kept, w)
+	}
+	clear(b.queue[len(kept):])
+	b.queue = kept
+	if len(b.queue) == 0 {
+		if b.timer != nil {
+			b.timer.Stop()
+		}
+		return
+	}
+
+	d := nextAt(b.log, req, span, floor).Sub(now)
+	if b.timer == nil {
+		b.timer = time.AfterFunc(d, b.onTimer)
+	} else {
+		b.timer.Reset(d)
+	}
+}
+
+func (b *bucket) onTimer() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dispatchLocked(time.Now())
+}
+
+func (b *bucket) grantLocked(w *waiter, now time.Time) {
+	b.log = append(b.log, now)
+	b.granted++
+	w.grant = Grant{Bucket: b.name, At: now, Seq: b.granted}
+	w.gen = b.syncMirrorLocked()
+	w.done = true
+	close(w.ch)
+}
+
+// predictTailLocked is when a caller joining the queue now would be granted.
+func (b *bucket) predictTailLocked(now time.Time) time.Time {
+	req, span := b.limit.Requests, b.span()
+	sim := tail(b.log, req, len(b.queue)+1)
+	floor := b.floor(now)
+	for range b.queue {
+		sim = append(sim, nextAt(sim, req, span, floor))
+	}
+	return nextAt(sim, req, span, floor)
+}
+
+func (b *bucket) budgetErrorLocked(now, at, deadline time.Time, ahead int) *BudgetError {
+	var reason string
+	if b.pausedUntil.After(deadline) {
+		reason = fmt.Sprintf("paused until %s: %s", b.pausedUntil.Round(0).Format(time.RFC3339Nano), b.pauseReason)
+	} else {
+		reason = fmt.Sprintf("limit %d per %s plus %s margin, %d waiting ahead",
+			b.limit.Requests, b.limit.Window, b.s.marginNow(), ahead)
+	}
+	return &BudgetError{Bucket: b.name, RetryAfter: roundUp(at.Sub(now)), Reason: reason}
+}
+
+// roundUp rounds d up to a whole millisecond, at least one: finer precision
+// means nothing to a retrying caller, and zero would invite a busy loop.
+func roundUp(d time.Duration) time.Duration {
+	if d <= 0 {
+		return time.Millisecond
+	}
+	return (d + time.Millisecond - 1).Truncate(time.Millisecond)
+}
+
+func (b *bucket) removeLocked(w *waiter) {
+	if i := slices.Index(b.queue, w); i >= 0 {
+		b.queue = slices.Delete(b.queue, i, i+1)
+	}
+	w.done = true
+}
+
+func (b *bucket) closeLocked() {
+	b.closed = true
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	for _, w := range b.queue {
+		w.err = fmt.Errorf("scheduler: acquire %q: %w", b.name, ErrClosed)
+		w.done = true
+		close(w.ch)
+	}
+	b.queue = nil
+}
+
+// syncMirrorLocked copies the bucket's persistent state into the persister
+// and returns the generation that contains it.
+func (b *bucket) syncMirrorLocked() uint64 {
+	d := diskBucket{
+		Grants:   make([]int64, len(b.log)),
+		RetainNS: int64(b.retain),
+	}
+	for i, t := range b.log {
+		d.Grants[i] = t.UnixNano()
+	}
+	if !b.pausedUntil.IsZero() {
+		d.PauseUntil, d.PauseReason = b.pausedUntil.UnixNano(), b.pauseReason
+	}
+	return b.s.persist.set(b.name, d)
+}

@@ -1,0 +1,243 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRestartKeepsWindow(t *testing.T) {
+	t.Parallel()
+	const (
+		window = 500 * time.Millisecond
+		margin = 50 * time.Millisecond
+		span   = window + margin
+	)
+	limit := Limit{Requests: 5, Window: window}
+	// A missing, nested state dir is created private.
+	dir := filepath.Join(t.TempDir(), "a", "state")
+
+	s1, err := New(Options{StateDir: dir, Margin: margin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustConfigure(t, s1, "b", limit)
+	first := mustAcquire(t, s1, "b")
+	for range 4 {
+		mustAcquire(t, s1, "b")
+	}
+	// No Close: a SIGKILL gives the daemon no chance to save on the way out,
+	// so every grant must already be on disk. Stop the timers only after
+	// reading the file to keep goleak quiet.
+	data, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if err != nil {
+		t.Fatalf("state file after grants: %v", err)
+	}
+	var st diskState
+	if err := json.Unmarshal(data, &st); err != nil || len(st.Buckets["b"].Grants) != 5 {
+		t.Fatalf("state file holds %+v (err %v), want 5 grants of b", st, err)
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for path, want := range map[string]os.FileMode{dir: 0o700, filepath.Join(dir, StateFile): 0o600} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
+			t.Fatalf("%s: mode %v (err %v), want %v", path, fi.Mode().Perm(), err, want)
+		}
+	}
+
+	s2 := newTestScheduler(t, Options{StateDir: dir, Margin: margin})
+	mustConfigure(t, s2, "b", limit)
+	if got := bucketStatus(t, s2, "b").InWindow; got != 5 {
+		t.Fatalf("InWindow after restart = %d, want 5", got)
+	}
+	g := mustAcquire(t, s2, "b")
+	// Compare wall clocks: the monotonic clock does not survive a restart.
+	if d := g.At.Round(0).Sub(first.At.Round(0)); d < span {
+		t.Fatalf("first grant after restart only %s after the burst began, want ≥ %s", d, span)
+	}
+	if s2.StateError() != "" {
+		t.Fatalf("StateError = %q", s2.StateError())
+	}
+}
+
+func TestRestartKeepsPausesAndUnconfiguredBuckets(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	limit := Limit{Requests: 1, Window: 10 * time.Second}
+
+	s1, err := New(Options{StateDir: dir, Margin: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustConfigure(t, s1, "paused", limit)
+	mustConfigure(t, s1, "idle", limit)
+	until := time.Now().Add(time.Hour)
+	s1.Pause("paused", until, "banned")
+	mustAcquire(t, s1, "idle")
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Run 2 configures only "paused"; its writes must keep "idle"'s grant.
+	s2, err := New(Options{StateDir: dir, Margin: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustConfigure(t, s2, "paused", limit)
+	st := bucketStatus(t, s2, "paused")
+	if st.PauseReason != "banned" || st.PausedUntil.Round(0).Sub(until.Round(0)).Abs() > time.Microsecond {
+		t.Fatalf("pause after restart: %v %q, want %v banned", st.PausedUntil, st.PauseReason, until)
+	}
+	s2.Resume("paused")
+	mustAcquire(t, s2, "paused")
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s3 := newTestScheduler(t, Options{StateDir: dir, Margin: 10 * time.Millisecond})
+	mustConfigure(t, s3, "idle", limit)
+	if st := bucketStatus(t, s3, "idle"); st.InWindow != 1 {
+		t.Fatalf("idle bucket lost its grant across a run that did not configure it: %+v", st)
+	}
+	if _, err := s3.Acquire(context.Background(), "idle", 100*time.Millisecond); err == nil {
+		t.Fatal("idle bucket granted again inside its window")
+	}
+}
+
+// TestUnreadableState covers the safe default: when the saved grants cannot
+// be known, every bucket is assumed full at startup.
+func TestUnreadableState(t *testing.T) {
+	t.Parallel()
+	const (
+		window = 150 * time.Millisecond
+		margin = 20 * time.Millisecond
+	)
+	tests := []struct {
+		name  string
+		setup func(t *testing.T) string // returns the state dir
+	}{
+		{"garbage", stateFileWith("{not json")},
+		{"empty file", stateFileWith("")},
+		{"unknown version", stateFileWith(`{"version":99,"buckets":{}}`)},
+		{"negative grant", stateFileWith(`{"version":1,"buckets":{"b":{"grants":[-5]}}}`)},
+		{"state dir under a regular file", func(t *testing.T) string {
+			f := filepath.Join(t.TempDir(), "file")
+			if err := os.WriteFile(f, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(f, "sub")
+		}},
+		{"state file is a directory", func(t *testing.T) string {
+			dir := t.TempDir()
+			if err := os.Mkdir(filepath.Join(dir, StateFile), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := tc.setup(t)
+			before := time.Now()
+			s := newTestScheduler(t, Options{StateDir: dir, Margin: margin})
+			if !strings.Contains(s.StateError(), "load") {
+				t.Fatalf("StateError = %q, want the load failure", s.StateError())
+			}
+			mustConfigure(t, s, "b", Limit{Requests: 5, Window: window})
+			st := bucketStatus(t, s, "b")
+			if !strings.Contains(st.PauseReason, "unreadable") || st.LastError == "" {
+				t.Fatalf("status does not report the condition: %+v", st)
+			}
+			g := mustAcquire(t, s, "b")
+			if d := g.At.Sub(before); d < window+margin {
+				t.Fatalf("first grant %s after startup, want ≥ %s", d, window+margin)
+			}
+		})
+	}
+}
+
+func stateFileWith(content string) func(t *testing.T) string {
+	return func(t *testing.T) string {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, StateFile), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+}
+
+// TestSaveFailureKeepsServing breaks the state dir after a clean start (a
+// regular file in its place stops even root) and checks that grants go on,
+// the error is reported and logged once, and recovery clears it.
+func TestSaveFailureKeepsServing(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "state")
+	h := &recordingHandler{}
+	s := newTestScheduler(t, Options{StateDir: dir, Margin: 10 * time.Millisecond, Logger: slog.New(h)})
+	mustConfigure(t, s, "b", Limit{Requests: 10, Window: time.Minute})
+	mustAcquire(t, s, "b")
+	if s.StateError() != "" {
+		t.Fatalf("StateError on a healthy dir: %q", s.StateError())
+	}
+
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := s.Acquire(ctx, "b", -1) // must be immediate: failures may not slow grants
+		cancel()
+		if err != nil {
+			t.Fatalf("Acquire with a broken state dir: %v", err)
+		}
+	}
+	if e := s.StateError(); !strings.Contains(e, "save") {
+		t.Fatalf("StateError = %q, want the save failure", e)
+	}
+	if st := bucketStatus(t, s, "b"); st.LastError == "" || st.Granted != 4 {
+		t.Fatalf("status %+v", st)
+	}
+	if n := h.count(slog.LevelWarn, "not saved"); n != 1 {
+		t.Fatalf("%d warnings for one repeated error, want 1", n)
+	}
+
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	mustAcquire(t, s, "b")
+	if e := s.StateError(); e != "" {
+		t.Fatalf("StateError after recovery = %q", e)
+	}
+}
+
+// TestReadOnlyStateDir is the permission variant of the save failure; root
+// ignores directory modes, so it only runs unprivileged.
+func TestReadOnlyStateDir(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() == 0 {
+		t.Skip("root ignores directory permissions; TestSaveFailureKeepsServing covers this for root")
+	}
+	dir := t.TempDir()
+	s := newTestScheduler(t, Options{StateDir: dir, Margin: 10 * time.Millisecond})
+	mustConfigure(t, s, "b", Limit{Requests: 10, Window: time.Minute})
+	if err := os.Chmod(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
+	for range 3 {
+		mustAcquire(t, s, "b")
+	}
+	if !strings.Contains(s.StateError(), "save") {
+		t.Fatalf("StateError = %q, want the save failure", s.StateError())
+	}
+}

@@ -1,0 +1,441 @@
+// Package scheduler is the single gate every upstream request of sluice passes
+// through: first tries, retries, token fetches and page follow-ups, for all
+// local callers together.
+//
+// Some upstreams ban the caller for good when it sends more than N requests
+// within a window (iNeo: more than 6 in 7 s bans the IP, then the token). A
+// token bucket does not prevent that: golang.org/x/time/rate with burst 6 at
+// 6/7s lets 11–12 requests into one 7 s window. The scheduler therefore keeps
+// a sliding-window log of grant times per named bucket and guarantees, for
+// every grant at time t, that the bucket granted at most Limit.Requests in the
+// half-open interval (t − (Window+Margin), t]. The margin exists because the
+// upstream counts arrivals in closed windows (sends at t and t+Window land in
+// one window) and because network jitter and the persistence write between
+// the grant and the send move the arrival.
+//
+// Every grant counts forever: there is no release, because a request that
+// timed out may still have reached the upstream. Waiters are served strictly
+// FIFO per bucket; a caller may bound its wait (maxWait) and is told at once,
+// with a BudgetError carrying RetryAfter, when it cannot be served in time.
+// Pause holds a bucket for every caller after a 429/Retry-After or a ban
+// signal.
+//
+// Grants and pauses are persisted (atomic temp file + fsync + rename) before
+// Acquire returns, so a daemon killed in the middle of a burst and restarted
+// cannot exceed the limit together with the grants made just before. When the
+// state cannot be read, every bucket is assumed to have been full at startup.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultMargin is the safety margin added to every window when
+// Options.Margin is zero.
+const DefaultMargin = 250 * time.Millisecond
+
+// deadlineSlack absorbs timer latency when re-checking waiters against their
+// maxWait: a waiter whose prediction was exactly its deadline must not be
+// failed because the head's timer fired a few milliseconds late and shifted
+// the schedule by that much. Real changes (a Pause, a lower limit) move the
+// prediction by far more.
+const deadlineSlack = 10 * time.Millisecond
+
+var (
+	// ErrBudget is matched (errors.Is) by every *BudgetError.
+	ErrBudget = errors.New("rate budget exceeded")
+	// ErrUnknownBucket is returned by Acquire for a bucket never configured.
+	ErrUnknownBucket = errors.New("unknown rate bucket")
+	// ErrClosed is returned once the scheduler has been closed.
+	ErrClosed = errors.New("scheduler closed")
+)
+
+// Limit is the upstream's rule: at most Requests within any Window.
+type Limit struct {
+	Requests int
+	Window   time.Duration
+}
+
+func (l Limit) validate() error {
+	if l.Requests < 1 {
+		return fmt.Errorf("limit requests must be at least 1, got %d", l.Requests)
+	}
+	if l.Window <= 0 {
+		return fmt.Errorf("limit window must be positive, got %s", l.Window)
+	}
+	return nil
+}
+
+// Grant is one permission to send one upstream request.
+type Grant struct {
+	Bucket string
+	// At is when the grant was recorded (monotonic clock reading included).
+	At time.Time
+	// Seq numbers the bucket's grants since this scheduler started, from 1.
+	Seq uint64
+}
+
+// BudgetError reports that a caller could not be granted within its maxWait.
+// Nothing was consumed.
+type BudgetError struct {
+	Bucket string
+	// RetryAfter is how long from now the caller's grant was predicted,
+	// rounded up to the millisecond.
+	RetryAfter time.Duration
+	Reason     string
+}
+
+func (e *BudgetError) Error() string {
+	return fmt.Sprintf("scheduler: bucket %q: %v: retry after %s (%s)", e.Bucket, ErrBudget, e.RetryAfter, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrBudget) true.
+func (e *BudgetError) Is(target error) bool { return target == ErrBudget }
+
+// BucketStatus is a snapshot of one bucket, for the status API.
+type BucketStatus struct {
+	Name     string
+	Requests int
+	Window   time.Duration
+	// InWindow counts grants within the last Window+Margin.
+	InWindow int
+	Queued   int
+	// PausedUntil is zero when the bucket is not paused.
+	PausedUntil time.Time
+	PauseReason string
+	// Granted counts grants since the scheduler started.
+	Granted uint64
+	// LastError is the scheduler's state error (see Scheduler.StateError).
+	LastError string
+}
+
+// Options configure New.
+type Options struct {
+	// StateDir holds scheduler-state.json. Created with mode 0700 when
+	// missing. Empty disables persistence (tests, throwaway instances).
+	StateDir string
+	// Margin is added to every window. Zero selects DefaultMargin; use
+	// SetMargin(0) to run without one.
+	Margin time.Duration
+	// Logger receives warnings about state problems; nil discards.
+	Logger *slog.Logger
+}
+
+// Scheduler gates upstream requests per bucket. It is safe for concurrent use.
+type Scheduler struct {
+	log     *slog.Logger
+	margin  atomic.Int64
+	persist *persister
+	start   time.Time
+	// untrusted is set when the persisted state could not be read: every
+	// bucket is then held for one Window+Margin after start. Immutable after
+	// New, so buckets may read it without s.mu.
+	untrusted bool
+
+	// mu guards the fields below. Lock order: s.mu, then bucket.mu, then
+	// persister.mu; never the reverse.
+	mu      sync.RWMutex
+	closed  bool
+	buckets map[string]*bucket
+	// pending is persisted state for buckets not configured yet.
+	pending map[string]diskBucket
+}
+
+// New creates a scheduler and loads its state from opts.StateDir. A state
+// that cannot be read is not an error: the scheduler starts in the safe mode
+// described in the package comment and reports it through StateError.
+func New(opts Options) (*Scheduler, error) {
+	if opts.Margin < 0 {
+		return nil, fmt.Errorf("scheduler: negative margin %s", opts.Margin)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Scheduler{
+		log:     logger,
+		start:   time.Now(),
+		buckets: make(map[string]*bucket),
+		pending: make(map[string]diskBucket),
+	}
+	margin := opts.Margin
+	if margin == 0 {
+		margin = DefaultMargin
+	}
+	s.margin.Store(int64(margin))
+
+	s.persist = newPersister(opts.StateDir, logger)
+	loaded, err := s.persist.load()
+	if err != nil {
+		s.untrusted = true
+		logger.Error("scheduler state unreadable; every bucket is held for one window after startup", "dir", opts.StateDir, "err", err)
+	} else {
+		s.pending = loaded
+	}
+	return s, nil
+}
+
+// SetMargin changes the safety margin live. Waiters are re-evaluated at once.
+// Negative values are treated as zero.
+func (s *Scheduler) SetMargin(d time.Duration) {
+	s.margin.Store(int64(max(d, 0)))
+	for _, b := range s.snapshotBuckets() {
+		b.mu.Lock()
+		b.dispatchLocked(time.Now())
+		b.mu.Unlock()
+	}
+}
+
+func (s *Scheduler) marginNow() time.Duration { return time.Duration(s.margin.Load()) }
+
+// Configure creates the bucket or changes its limit live (config reload).
+// Waiters re-evaluate under the new limit at once: a higher limit releases
+// them, a lower one may fail those whose maxWait it now exceeds.
+func (s *Scheduler) Configure(name string, l Limit) error {
+	if err := l.validate(); err != nil {
+		return fmt.Errorf("scheduler: configure %q: %w", name, err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("scheduler: configure %q: %w", name, ErrClosed)
+	}
+	b, ok := s.buckets[name]
+	if !ok {
+		b = newBucket(s, name, l, s.pending[name])
+		delete(s.pending, name)
+		s.buckets[name] = b
+	}
+	// Taking b.mu under s.mu follows the lock order and keeps a bucket that
+	// is being created invisible until it is fully set up.
+	b.mu.Lock()
+	s.mu.Unlock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	b.setLimitLocked(l)
+	if s.untrusted {
+		// Assume the bucket was full when the daemon started: nothing
+		// before one whole Window+Margin has passed since then.
+		until := s.start.Add(l.Window + s.marginNow())
+		b.pauseLocked(now, until, "scheduler state unreadable at startup; assuming the bucket was full")
+	}
+	b.dispatchLocked(now)
+	return nil
+}
+
+// Acquire blocks until the bucket grants one request, in FIFO order with the
+// other callers. If maxWait > 0 and the grant is predicted later than
+// now+maxWait, it fails at once with a *BudgetError, and a waiting caller
+// fails the same way as soon as the prediction moves past its deadline
+// (Pause, lower limit). maxWait 0 leaves the wait to ctx; a negative maxWait
+// accepts only an immediate grant. A cancelled caller leaves the queue
+// without consuming anything; a grant, once returned, counts forever.
+func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Duration) (Grant, error) {
+	if err := ctx.Err(); err != nil {
+		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, err)
+	}
+	b, err := s.lookup(name)
+	if err != nil {
+		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, err)
+	}
+
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, ErrClosed)
+	}
+	now := time.Now()
+	// Serve waiters that are already due first so a newcomer never
+	// overtakes them, even if their timer has not fired yet.
+	b.dispatchLocked(now)
+	w := &waiter{ch: make(chan struct{})}
+	if maxWait != 0 {
+		w.deadline = now.Add(max(maxWait, 0))
+		if at := b.predictTailLocked(now); at.After(w.deadline) {
+			err := b.budgetErrorLocked(now, at, w.deadline, len(b.queue))
+			b.mu.Unlock()
+			return Grant{}, err
+		}
+	}
+	b.queue = append(b.queue, w)
+	b.dispatchLocked(now)
+	b.mu.Unlock()
+
+	select {
+	case <-w.ch:
+	case <-ctx.Done():
+		b.mu.Lock()
+		if !w.done {
+			b.removeLocked(w)
+			b.dispatchLocked(time.Now())
+			b.mu.Unlock()
+			return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, ctx.Err())
+		}
+		// Granted at the same moment: the slot is counted already, so
+		// hand it out rather than waste it silently.
+		b.mu.Unlock()
+	}
+	if w.err != nil {
+		return Grant{}, w.err
+	}
+	// Persist before the caller may send: a crash after this point must not
+	// forget the grant. A failed write is recorded and reported, but the
+	// in-memory log stays authoritative, so the grant still stands.
+	_ = s.persist.flush(w.gen)
+	return w.grant, nil
+}
+
+// Pause holds the bucket for every caller until until (429 Retry-After, ban
+// signal). Pauses only extend: an until earlier than the current one is
+// ignored. Waiters whose maxWait the pause exceeds fail at once. Pausing a
+// bucket that is not configured yet takes effect when it is configured.
+func (s *Scheduler) Pause(name string, until time.Time, reason string) {
+	now := time.Now()
+	if !until.After(now) {
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	b, ok := s.buckets[name]
+	if !ok {
+		d := s.pending[name]
+		if w := until.UnixNano(); w > d.PauseUntil {
+			d.PauseUntil, d.PauseReason = w, reason
+			s.pending[name] = d
+			s.persist.set(name, d)
+		}
+		s.mu.Unlock()
+		s.log.Warn("pause for unconfigured bucket recorded", "bucket", name, "until", until, "reason", reason)
+		_ = s.persist.flushAll()
+		return
+	}
+	b.mu.Lock()
+	s.mu.Unlock()
+	changed := b.pauseLocked(now, until, reason)
+	if changed {
+		b.dispatchLocked(now)
+	}
+	b.mu.Unlock()
+	if changed {
+		s.log.Warn("bucket paused", "bucket", name, "until", until, "reason", reason)
+		_ = s.persist.flushAll()
+	}
+}
+
+// Resume clears a pause (operator action).
+func (s *Scheduler) Resume(name string) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	b, ok := s.buckets[name]
+	if !ok {
+		if d, ok := s.pending[name]; ok && d.PauseUntil != 0 {
+			d.PauseUntil, d.PauseReason = 0, ""
+			s.pending[name] = d
+			s.persist.set(name, d)
+		}
+		s.mu.Unlock()
+		_ = s.persist.flushAll()
+		return
+	}
+	b.mu.Lock()
+	s.mu.Unlock()
+	b.pausedUntil, b.pauseReason = time.Time{}, ""
+	b.syncMirrorLocked()
+	b.dispatchLocked(time.Now())
+	b.mu.Unlock()
+	s.log.Info("bucket resumed", "bucket", name)
+	_ = s.persist.flushAll()
+}
+
+// Status reports every configured bucket, sorted by name.
+func (s *Scheduler) Status() []BucketStatus {
+	stateErr := s.StateError()
+	bs := s.snapshotBuckets()
+	out := make([]BucketStatus, 0, len(bs))
+	now := time.Now()
+	for _, b := range bs {
+		b.mu.Lock()
+		st := BucketStatus{
+			Name:      b.name,
+			Requests:  b.limit.Requests,
+			Window:    b.limit.Window,
+			InWindow:  b.inWindowLocked(now),
+			Queued:    len(b.queue),
+			Granted:   b.granted,
+			LastError: stateErr,
+		}
+		if b.pausedUntil.After(now) {
+			st.PausedUntil, st.PauseReason = b.pausedUntil, b.pauseReason
+		}
+		b.mu.Unlock()
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b BucketStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// StateError describes why the persisted state could not be loaded and the
+// latest failure to save it; empty when state handling is healthy.
+func (s *Scheduler) StateError() string { return s.persist.errString() }
+
+// Close fails all waiters with ErrClosed, stops the buckets' timers and
+// writes the state a last time. Later calls return nil.
+func (s *Scheduler) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	bs := make([]*bucket, 0, len(s.buckets))
+	for _, b := range s.buckets {
+		bs = append(bs, b)
+	}
+	s.mu.Unlock()
+	for _, b := range bs {
+		b.mu.Lock()
+		b.closeLocked()
+		b.mu.Unlock()
+	}
+	if err := s.persist.flushAll(); err != nil {
+		return fmt.Errorf("scheduler: close: %w", err)
+	}
+	return nil
+}
+
+func (s *Scheduler) lookup(name string) (*bucket, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	b, ok := s.buckets[name]
+	if !ok {
+		return nil, ErrUnknownBucket
+	}
+	return b, nil
+}
+
+func (s *Scheduler) snapshotBuckets() []*bucket {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	bs := make([]*bucket, 0, len(s.buckets))
+	for _, b := range s.buckets {
+		bs = append(bs, b)
+	}
+	return bs
+}

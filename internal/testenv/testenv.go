@@ -1,0 +1,292 @@
+// Package testenv is the one shared helper of sluice's end-to-end tests: it
+// builds the real binaries (race-enabled), starts the upstream simulators on
+// loopback, writes a config, runs a real sluiced with real plugin
+// subprocesses, and hands the test a client. Nothing of the core is mocked.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/core/api/client"
+	"github.com/sluice-dev/sluice/plugins/ineo/ineosim"
+)
+
+// Main builds the binaries once for a test package, runs its tests and
+// removes them. Use it from TestMain: os.Exit(testenv.Main(m)).
+func Main(m *testing.M) int {
+	dir := os.Getenv("SLUICE_TEST_BINDIR")
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "sluice-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testenv:", err)
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		if err := Build(tmp); err != nil {
+			fmt.Fprintln(os.Stderr, "testenv: build:", err)
+			return 1
+		}
+		os.Setenv("SLUICE_TEST_BINDIR", tmp)
+	}
+	return m.Run()
+}
+
+// Build compiles sluiced, sluicectl and every plugin into dir with the race
+// detector, so the daemon's own races fail tests too.
+func Build(dir string) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	targets := map[string]string{
+		"sluiced":        "./cmd/daemon",
+		"sluicectl":      "./cmd/ctl",
+		"sluice-ineo":    "./plugins/ineo",
+		"sluice-hellorf": "./plugins/hellorf",
+		"sluice-spotify": "./plugins/spotify",
+	}
+	for name, pkg := range targets {
+		cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, name), pkg)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+		}
+	}
+	return nil
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Dir(strings.TrimSpace(string(out))), nil
+}
+
+// BinDir is where the test binaries are.
+func BinDir(t testing.TB) string {
+	d := os.Getenv("SLUICE_TEST_BINDIR")
+	if d == "" {
+		t.Fatal("testenv: binaries not built; call testenv.Main from TestMain")
+	}
+	return d
+}
+
+// Options shape one environment.
+type Options struct {
+	// Limits of the iNeo services, applied to the simulator AND the daemon's
+	// config alike (tests scale windows down; zero means the real figures).
+	SpotifyLimit, TmanageLimit ineosim.Limit
+	// Margin is the scheduler margin (default "50ms").
+	Margin string
+	// Extra is appended to the generated config.
+	Extra string
+	// IneoExtra is appended inside [providers.ineo].
+	IneoExtra string
+	// Prefix serves the iNeo simulator under a path prefix.
+	Prefix string
+}
+
+// Env is one running simulator set plus daemon.
+type Env struct {
+	t       testing.TB
+	opts    Options
+	Dir     string
+	Socket  string
+	Config  string
+	LogPath string
+	Ineo    *ineosim.Sim
+	IneoURL string
+	Client  *client.Client
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+// Start starts the simulators and a daemon and waits until it is healthy.
+func Start(t testing.TB, opts Options) *Env {
+	t.Helper()
+	if opts.SpotifyLimit.Requests == 0 {
+		opts.SpotifyLimit = ineosim.Limit{Requests: 6, Window: 7 * time.Second}
+	}
+	if opts.TmanageLimit.Requests == 0 {
+		opts.TmanageLimit = ineosim.Limit{Requests: 10, Window: 11 * time.Second}
+	}
+	if opts.Margin == "" {
+		opts.Margin = "50ms"
+	}
+	// A short directory: the socket path must fit in sun_path.
+	dir, err := os.MkdirTemp("", "sl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sim, url, err := ineosim.Start(ineosim.Options{SpotifyLimit: opts.SpotifyLimit, TmanageLimit: opts.TmanageLimit, Prefix: opts.Prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	e := &Env{t: t, opts: opts, Dir: dir, Socket: filepath.Join(dir, "s.sock"), Config: filepath.Join(dir, "config.toml"),
+		LogPath: filepath.Join(dir, "daemon.log"), Ineo: sim, IneoURL: url}
+	e.Client = client.New(e.Socket)
+	e.WriteConfig(e.ConfigText())
+	e.StartDaemon()
+	t.Cleanup(func() {
+		e.StopDaemon()
+		if t.Failed() {
+			if b, err := os.ReadFile(e.LogPath); err == nil {
+				t.Logf("daemon log:\n%s", b)
+			}
+		}
+	})
+	return e
+}
+
+// ConfigText renders the environment's config.
+func (e *Env) ConfigText() string {
+	o := e.opts
+	return fmt.Sprintf(`socket = %q
+state_dir = %q
+plugin_dir = %q
+log_level = "debug"
+
+[scheduler]
+margin = %q
+max_wait = "60s"
+
+[providers.ineo]
+base_url = %q
+access_key = %q
+tmanage_auth = %q
+%s
+
+[providers.ineo.limits.spotify]
+requests = %d
+window = %q
+
+[providers.ineo.limits.tmanage]
+requests = %d
+window = %q
+
+%s
+`, e.Socket, filepath.Join(e.Dir, "state"), BinDir(e.t), o.Margin, e.IneoURL, ineosim.DefaultAccessKey, ineosim.DefaultTmanageAuth,
+		o.IneoExtra, o.SpotifyLimit.Requests, o.SpotifyLimit.Window.String(), o.TmanageLimit.Requests, o.TmanageLimit.Window.String(), o.Extra)
+}
+
+// WriteConfig atomically replaces the config file (as editors do).
+func (e *Env) WriteConfig(text string) {
+	e.t.Helper()
+	tmp := e.Config + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, e.Config); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// StartDaemon starts sluiced and waits for health ok.
+func (e *Env) StartDaemon() {
+	e.t.Helper()
+	logf, err := os.OpenFile(e.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(BinDir(e.t), "sluiced"), "--config", e.Config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "SLUICE_SOCKET=")
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	logf.Close()
+	e.cmd, e.exited = cmd, make(chan struct{})
+	go func(c *exec.Cmd, ch chan struct{}) { c.Wait(); close(ch) }(cmd, e.exited)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := e.Client.WaitHealthy(ctx); err != nil {
+		b, _ := os.ReadFile(e.LogPath)
+		e.t.Fatalf("daemon did not become healthy: %v\n%s", err, b)
+	}
+}
+
+// DaemonPID is the running daemon's pid.
+func (e *Env) DaemonPID() int { return e.cmd.Process.Pid }
+
+// KillDaemon SIGKILLs the daemon and waits for it to be gone.
+func (e *Env) KillDaemon() {
+	if e.cmd == nil {
+		return
+	}
+	e.cmd.Process.Signal(syscall.SIGKILL)
+	<-e.exited
+	e.cmd = nil
+}
+
+// StopDaemon stops the daemon gracefully (SIGTERM), SIGKILL after 15 s.
+func (e *Env) StopDaemon() {
+	if e.cmd == nil {
+		return
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.exited:
+	case <-time.After(15 * time.Second):
+		e.cmd.Process.Kill()
+		<-e.exited
+	}
+	e.cmd = nil
+}
+
+// Alive reports whether pid is a live, non-zombie process.
+func Alive(pid int) bool {
+	state, err := procState(pid)
+	return err == nil && state != "Z" && state != "X"
+}
+
+func procStat(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	// The command name is in parentheses and may contain spaces.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("bad stat")
+	}
+	return strings.Fields(s[i+1:]), nil
+}
+
+func procState(pid int) (string, error) {
+	f, err := procStat(pid)
+	if err != nil || len(f) < 1 {
+		return "", err
+	}
+	return f[0], nil
+}
+
+// Eventually polls cond until it holds or the deadline passes.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Ctx is a context bounded for one test step.
+func Ctx(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}

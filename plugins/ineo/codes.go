@@ -1,0 +1,50 @@
+package main
+
+import (
+	"time"
+
+	"github.com/sluice-dev/sluice/core/provider"
+)
+
+// codes is iNeo's status-code table (shared/upstream/README.md §1c and the
+// service tables of §1a/§1b). The "stop now" codes pause the bucket: an
+// explicit ban or block for an hour (a human must look), maintenance and
+// offline for a few minutes, 429 for half a minute.
+var codes = provider.Codes{
+	200:  {Name: "successfully", Class: provider.Success},
+	400:  {Name: "bad_request", Class: provider.CallerError},
+	4001: {Name: "parameter_error", Class: provider.CallerError},
+	401:  {Name: "authentication_error", Class: provider.CallerError},
+	402:  {Name: "data_error", Class: provider.ServerError},
+	403:  {Name: "access_deniad", Class: provider.CallerError},
+	404:  {Name: "not_found", Class: provider.CallerError},
+	405:  {Name: "method_error", Class: provider.CallerError},
+	408:  {Name: "user_blocked", Class: provider.Stop, Pause: time.Hour},
+	12:   {Name: "ip_limited", Class: provider.Stop, Pause: time.Hour},
+	33:   {Name: "activity_error", Class: provider.ServerError},
+	66:   {Name: "offline", Class: provider.Stop, Pause: 5 * time.Minute},
+	2001: {Name: "update", Class: provider.Stop, Pause: 5 * time.Minute},
+	1:    {Name: "country_error", Class: provider.CallerError},
+	2:    {Name: "ip_country_error", Class: provider.CallerError},
+	3:    {Name: "phone_invalid", Class: provider.CallerError},
+	8:    {Name: "input_error", Class: provider.CallerError},
+	72:   {Name: "ip_error", Class: provider.CallerError},
+	10:   {Name: "ip_blocked", Class: provider.Stop, Pause: time.Hour},
+	6:    {Name: "no_charge", Class: provider.Stop, Pause: time.Hour},
+	101:  {Name: "bot_token_invalid", Class: provider.CallerError},
+	2003: {Name: "login_fail", Class: provider.CallerError},
+	0:    {Name: "unknown_error", Class: provider.ServerError},
+	13:   {Name: "fail", Class: provider.ServerError},
+	429:  {Name: "too_many_requests", Class: provider.Stop, Pause: 30 * time.Second},
+	503:  {Name: "service_unavailable", Class: provider.ServerError},
+	500:  {Name: "internal_server_error", Class: provider.ServerError},
+	502:  {Name: "server_error", Class: provider.ServerError},
+	504:  {Name: "server_error", Class: provider.ServerError},
+	// tmanage-v2 service codes.
+	602: {Name: "download_error", Class: provider.ServerError},
+	36:  {Name: "phone_error/login_fail", Class: provider.CallerError},
+	606: {Name: "login_error", Class: provider.CallerError},
+	22:  {Name: "delete_cancel", Class: provider.CallerError},
+	32:  {Name: "ceateapp_error", Class: provider.CallerError},
+	903: {Name: "platform_fail", Class: provider.CallerError},
+}

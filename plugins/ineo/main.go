@@ -1,0 +1,279 @@
+// Command sluice-ineo is sluice's provider plugin for the iNeo web services:
+// spotify.php (track download links) and tmanage-v2.php (Telegram developer
+// accounts). It validates every call before spending a request, adds the
+// access tokens from config, and turns iNeo's "stop now" status codes into a
+// bucket pause for every caller.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/core/proto"
+	"github.com/sluice-dev/sluice/core/provider"
+)
+
+func main() {
+	provider.Serve(func(l *slog.Logger) provider.Provider { return newIneo(l) })
+}
+
+// Bucket names; limits are the vendor's: more than 6 in 7 s (10 in 11 s)
+// bans the IP and then the token for good.
+const (
+	bucketSpotify = "ineo.spotify"
+	bucketTmanage = "ineo.tmanage"
+)
+
+type settings struct {
+	BaseURL            string `json:"base_url"`
+	AccessKey          string `json:"access_key"`
+	TmanageAuth        string `json:"tmanage_auth"`
+	LinkTTL            string `json:"link_ttl"`
+	AllowDeleteAccount bool   `json:"allow_delete_account"`
+	Timeout            string `json:"timeout"`
+
+	linkTTL time.Duration
+	base    *url.URL
+}
+
+type ineo struct {
+	log *slog.Logger
+	mu  sync.RWMutex
+	cfg *settings
+}
+
+func newIneo(l *slog.Logger) *ineo { return &ineo{log: l} }
+
+func (p *ineo) Describe() *proto.Description {
+	phone := &proto.Param{Name: "phone", Required: true, Summary: "Telegram number with country code, digits only (989012345678)"}
+	tm := func(action, summary string, destructive bool, params ...*proto.Param) *proto.Operation {
+		return &proto.Operation{Name: "tmanage." + action, Methods: []string{"GET"}, Path: "tmanage-v2.php",
+			Match: map[string]string{"action": action}, Params: append([]*proto.Param{phone}, params...),
+			Bucket: bucketTmanage, Destructive: destructive, Summary: summary}
+	}
+	req := func(name, summary string) *proto.Param { return &proto.Param{Name: name, Required: true, Summary: summary} }
+	return &proto.Description{
+		Name:    "ineo",
+		Version: "1",
+		Operations: []*proto.Operation{
+			{Name: "spotify.track", Methods: []string{"GET", "POST"}, Path: "spotify.php", Cacheable: true, Bucket: bucketSpotify,
+				Params:  []*proto.Param{req("trackId", "Spotify track id, spotify:track: URI or open.spotify.com URL")},
+				Summary: "direct download link for a Spotify track"},
+			tm("sendcode", "step 1: Telegram sends a login code; answer carries random_hash", false),
+			tm("login", "step 2: log in with the code", false, req("random_hash", "from sendcode"), req("password", "the code Telegram sent")),
+			tm("createapplication", "register as a developer", false, req("title", ""), req("shortname", ""), req("url", ""),
+				req("platform", strings.Join(platforms, ", ")), &proto.Param{Name: "description"}),
+			tm("information", "account info incl. api_id and api_hash", false),
+			tm("deleteaccount", "DELETES the Telegram account permanently", true, req("access", "must be yes")),
+			tm("logout", "close the session", false),
+		},
+		Buckets: []*proto.Bucket{
+			{Name: bucketSpotify, Requests: 6, WindowMs: 7000},
+			{Name: bucketTmanage, Requests: 10, WindowMs: 11000},
+		},
+		CredentialParams: []string{"accessKey", "auth"},
+	}
+}
+
+func (p *ineo) Configure(_ context.Context, raw []byte) error {
+	var s settings
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return fmt.Errorf("ineo config: %w", err)
+	}
+	base, err := url.Parse(strings.TrimRight(s.BaseURL, "/"))
+	if err != nil || base.Scheme == "" || base.Host == "" {
+		return fmt.Errorf("ineo config: base_url must be an absolute URL")
+	}
+	s.base = base
+	s.linkTTL = 10 * time.Minute
+	if d, err := time.ParseDuration(s.LinkTTL); err == nil && d > 0 {
+		s.linkTTL = d
+	}
+	p.mu.Lock()
+	p.cfg = &s
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *ineo) settings() *settings {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.cfg
+}
+
+var platforms = []string{"android", "ios", "ubuntu_mobile", "desktop", "black_berry", "windows_phone", "web", "other"}
+
+var (
+	base62  = regexp.MustCompile(`^[0-9A-Za-z]{22}$`)
+	phoneRE = regexp.MustCompile(`^[1-9][0-9]{7,14}$`)
+	// open.spotify.com/track/ID, optionally with a locale segment
+	// (open.spotify.com/intl-de/track/ID) and a query (?si=...).
+	trackURL = regexp.MustCompile(`^(?:https?://)?open\.spotify\.com/(?:intl-[a-zA-Z-]+/)?track/([0-9A-Za-z]{22})(?:[/?#].*)?$`)
+)
+
+// normaliseTrackID accepts a bare id, a spotify:track: URI or an
+// open.spotify.com track URL and returns the bare id.
+func normaliseTrackID(v string) (string, bool) {
+	v = strings.TrimSpace(v)
+	if base62.MatchString(v) {
+		return v, true
+	}
+	if id, ok := strings.CutPrefix(v, "spotify:track:"); ok && base62.MatchString(id) {
+		return id, true
+	}
+	if m := trackURL.FindStringSubmatch(v); m != nil {
+		return m[1], true
+	}
+	return "", false
+}
+
+// validate checks everything that can be checked locally, so a bad call
+// costs no upstream request, and returns the parameters to send.
+func (p *ineo) validate(req *provider.Request, s *settings) (url.Values, string, error) {
+	out := url.Values{}
+	if req.Operation == "spotify.track" {
+		id, ok := normaliseTrackID(req.Params.Get("trackId"))
+		if !ok {
+			return nil, "", problem.BadParam("trackId", "trackId must be a 22-character base62 Spotify track id, a spotify:track: URI or an open.spotify.com track URL")
+		}
+		out.Set("trackId", id)
+		return out, bucketSpotify, nil
+	}
+	action := strings.TrimPrefix(req.Operation, "tmanage.")
+	out.Set("action", action)
+	phone := req.Params.Get("phone")
+	if !phoneRE.MatchString(phone) {
+		return nil, "", problem.BadParam("phone", "phone must be the country code and number, digits only, no + (e.g. 989012345678)")
+	}
+	out.Set("phone", phone)
+	switch action {
+	case "login":
+		out.Set("random_hash", req.Params.Get("random_hash"))
+		out.Set("password", req.Params.Get("password"))
+	case "createapplication":
+		plat := req.Params.Get("platform")
+		if !contains(platforms, plat) {
+			return nil, "", problem.BadParam("platform", "platform must be one of "+strings.Join(platforms, ", "))
+		}
+		if u, err := url.Parse(req.Params.Get("url")); err != nil || u.Host == "" {
+			return nil, "", problem.BadParam("url", "url must be an absolute URL of the project's site")
+		}
+		for _, k := range []string{"title", "shortname", "url", "platform", "description"} {
+			if v := req.Params.Get(k); v != "" {
+				out.Set(k, v)
+			}
+		}
+	case "deleteaccount":
+		if !s.AllowDeleteAccount {
+			return nil, "", problem.Forbidden("deleteaccount permanently deletes a Telegram account; it is disabled unless allow_delete_account = true in [providers.ineo]")
+		}
+		if req.Params.Get("access") != "yes" {
+			return nil, "", problem.BadParam("access", "deleteaccount requires access=yes")
+		}
+		out.Set("access", "yes")
+	}
+	return out, bucketTmanage, nil
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// envelope is the part of iNeo's answer sluice reads.
+type envelope struct {
+	StatusCode *int   `json:"status_code"`
+	Status     string `json:"status"`
+}
+
+func (p *ineo) Call(ctx context.Context, req *provider.Request, w *provider.ResponseWriter, up *provider.Upstream) error {
+	s := p.settings()
+	if s == nil {
+		return problem.New(http.StatusServiceUnavailable, "ineo provider not configured")
+	}
+	params, bucket, err := p.validate(req, s)
+	if err != nil {
+		return err
+	}
+	script, credName, cred := "spotify.php", "accessKey", s.AccessKey
+	if bucket == bucketTmanage {
+		script, credName, cred = "tmanage-v2.php", "auth", s.TmanageAuth
+	}
+	if cred == "" {
+		return problem.New(http.StatusServiceUnavailable, fmt.Sprintf("no credential configured for %s (set [providers.ineo] %s)", script, map[string]string{"accessKey": "access_key", "auth": "tmanage_auth"}[credName]))
+	}
+	up.SetTimeout(parseDuration(s.Timeout, 30*time.Second))
+	endpoint := *s.base
+	endpoint.Path = strings.TrimRight(endpoint.Path, "/") + "/" + script
+	resp, err := up.Do(ctx, bucket, func(ctx context.Context) (*http.Request, error) {
+		q := url.Values{credName: {cred}}
+		for k, vs := range params {
+			q[k] = vs
+		}
+		if req.Method == http.MethodPost {
+			r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), strings.NewReader(q.Encode()))
+			if err == nil {
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			}
+			return r, err
+		}
+		u := endpoint
+		u.RawQuery = q.Encode()
+		return http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	})
+	if err != nil {
+		return err
+	}
+	body, err := provider.ReadBody(ctx, resp, 4<<20)
+	if err != nil {
+		return err
+	}
+	var env envelope
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(bytes.TrimSpace(body), &env) != nil || env.StatusCode == nil {
+		return problem.New(http.StatusBadGateway, fmt.Sprintf("iNeo answered HTTP %d with a body that is not its JSON envelope", resp.StatusCode))
+	}
+	code := codes.Lookup(*env.StatusCode)
+	if code.Class == provider.Stop {
+		until := time.Now().Add(code.Pause)
+		p.log.Error("iNeo says stop: pausing bucket for every caller", "bucket", bucket, "status_code", *env.StatusCode, "name", code.Name, "until", until.Format(time.RFC3339))
+		if err := up.Pause(context.WithoutCancel(ctx), bucket, until, fmt.Sprintf("iNeo status_code %d %s", *env.StatusCode, code.Name)); err != nil {
+			p.log.Error("could not pause bucket", "bucket", bucket, "err", err)
+		}
+	}
+	hint := provider.CacheHint{Outcome: fmt.Sprintf("ineo:%d", *env.StatusCode)}
+	if code.Class == provider.Success && req.Operation == "spotify.track" {
+		// iNeo's links carry no expiry of their own: link_ttl is the bound.
+		hint.Cacheable, hint.ExpiresAt = true, time.Now().Add(s.linkTTL)
+	}
+	h := http.Header{"Content-Type": {resp.Header.Get("Content-Type")}}
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/json")
+	}
+	h.Set("Sluice-Upstream-Status", fmt.Sprintf("%d %s", *env.StatusCode, code.Name))
+	if err := w.WriteHead(http.StatusOK, h, hint); err != nil {
+		return err
+	}
+	_, err = w.Write(body)
+	return err
+}
+
+func parseDuration(s string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d
+	}
+	return def
+}
