@@ -61,7 +61,9 @@ func (p *ineo) Describe() *proto.Description {
 			Match: map[string]string{"action": action}, Params: append([]*proto.Param{phone}, params...),
 			Bucket: bucketTmanage, Destructive: destructive, Summary: summary}
 	}
-	req := func(name, summary string) *proto.Param { return &proto.Param{Name: name, Required: true, Summary: summary} }
+	req := func(name, summary string) *proto.Param {
+		return &proto.Param{Name: name, Required: true, Summary: summary}
+	}
 	return &proto.Description{
 		Name:    "ineo",
 		Version: "1",

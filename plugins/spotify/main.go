@@ -19,7 +19,9 @@ func main() {
 
 type stub struct{}
 
-func (stub) Describe() *proto.Description { return &proto.Description{Name: "spotify", Version: "0-stub"} }
+func (stub) Describe() *proto.Description {
+	return &proto.Description{Name: "spotify", Version: "0-stub"}
+}
 
 func (stub) Configure(context.Context, []byte) error {
 	return errors.New("the spotify provider is not implemented yet; set enabled = false in [providers.spotify]")
