@@ -29,7 +29,7 @@ type ConfigStatus struct {
 	LoadedAt     time.Time `json:"loaded_at"`
 	Hash         string    `json:"hash,omitempty"`
 	LastReloadOK bool      `json:"last_reload_ok"`
-	LastError    string    `json:"last_error,omitempty"`
+	LastError    string    `json:"last_error"`
 	LastErrorAt  time.Time `json:"last_error_at,omitzero"`
 }
 
@@ -39,23 +39,24 @@ type ProviderStatus struct {
 	State     string    `json:"state"`
 	PID       int       `json:"pid"`
 	Restarts  int       `json:"restarts"`
-	LastError string    `json:"last_error,omitempty"`
+	LastError string    `json:"last_error"`
 	Since     time.Time `json:"since"`
 	Version   string    `json:"version,omitempty"`
 }
 
 // BucketStatus describes one rate bucket.
 type BucketStatus struct {
-	Name          string    `json:"name"`
-	Requests      int       `json:"requests"`
-	Window        string    `json:"window"`
-	WindowSeconds float64   `json:"window_seconds"`
-	InWindow      int       `json:"in_window"`
-	Queued        int       `json:"queued"`
-	PausedUntil   time.Time `json:"paused_until,omitzero"`
-	PauseReason   string    `json:"pause_reason,omitempty"`
-	Granted       uint64    `json:"granted"`
-	LastError     string    `json:"last_error,omitempty"`
+	Name          string  `json:"name"`
+	Requests      int     `json:"requests"`
+	Window        string  `json:"window"`
+	WindowSeconds float64 `json:"window_seconds"`
+	InWindow      int     `json:"in_window"`
+	Queued        int     `json:"queued"`
+	// PausedUntil is null unless the bucket is paused.
+	PausedUntil *time.Time `json:"paused_until"`
+	PauseReason string     `json:"pause_reason,omitempty"`
+	Granted     uint64     `json:"granted"`
+	LastError   string     `json:"last_error,omitempty"`
 }
 
 // CacheStats is the body of GET /v1/cache and part of status.

@@ -166,7 +166,7 @@ func Default() *Config {
 		LogLevel:   "info",
 		Scheduler: Scheduler{
 			Margin:  dur(250 * time.Millisecond),
-			MaxWait: dur(30 * time.Second),
+			MaxWait: dur(2 * time.Minute),
 		},
 		Cache: Cache{
 			MaxSize:      64 << 20,

@@ -166,7 +166,7 @@ func TestDefaults(t *testing.T) {
 		{"log_level info", cfg.LogLevel == "info"},
 		{"plugin_dir empty", cfg.PluginDir == ""},
 		{"scheduler.margin 250ms", cfg.Scheduler.Margin.Duration == 250*time.Millisecond},
-		{"scheduler.max_wait 30s", cfg.Scheduler.MaxWait.Duration == 30*time.Second},
+		{"scheduler.max_wait 2m", cfg.Scheduler.MaxWait.Duration == 2*time.Minute},
 		{"cache.max_size 64MiB", cfg.Cache.MaxSize == 64<<20},
 		{"cache.default_ttl 1h", cfg.Cache.DefaultTTL.Duration == time.Hour},
 		{"cache.expiry_margin 30s", cfg.Cache.ExpiryMargin.Duration == 30*time.Second},

@@ -42,9 +42,13 @@ func (d *Daemon) Status() api.Status {
 	}
 	st.Buckets = []api.BucketStatus{}
 	for _, b := range d.sched.Status() {
-		st.Buckets = append(st.Buckets, api.BucketStatus{Name: b.Name, Requests: b.Requests, Window: b.Window.String(),
-			WindowSeconds: b.Window.Seconds(), InWindow: b.InWindow, Queued: b.Queued, PausedUntil: b.PausedUntil,
-			PauseReason: b.PauseReason, Granted: b.Granted, LastError: b.LastError})
+		bs := api.BucketStatus{Name: b.Name, Requests: b.Requests, Window: b.Window.String(),
+			WindowSeconds: b.Window.Seconds(), InWindow: b.InWindow, Queued: b.Queued,
+			PauseReason: b.PauseReason, Granted: b.Granted, LastError: b.LastError}
+		if !b.PausedUntil.IsZero() {
+			bs.PausedUntil = &b.PausedUntil
+		}
+		st.Buckets = append(st.Buckets, bs)
 	}
 	return st
 }

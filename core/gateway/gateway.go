@@ -385,15 +385,19 @@ func parseCacheControl(values []string) cacheControl {
 	return cc
 }
 
-// parseMaxWait reads Sluice-Max-Wait: a Go duration ("20s") or whole seconds.
+// parseMaxWait reads Sluice-Max-Wait: a Go duration ("20s") or whole
+// seconds, bounded by the configured max_wait.
 func parseMaxWait(v string, def time.Duration) (time.Duration, error) {
 	if v == "" {
 		return def, nil
 	}
-	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second, nil
+	var d time.Duration
+	var err error
+	if n, aerr := strconv.Atoi(v); aerr == nil && n >= 0 {
+		d = time.Duration(n) * time.Second
+	} else {
+		d, err = time.ParseDuration(v)
 	}
-	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 {
 		p := problem.New(http.StatusBadRequest, "Sluice-Max-Wait must be a duration like 20s or whole seconds")
 		p.Title, p.Param = "Invalid header", "Sluice-Max-Wait"
@@ -403,6 +407,11 @@ func parseMaxWait(v string, def time.Duration) (time.Duration, error) {
 		// 0 would mean "no bound"; a caller asking for no wait wants the
 		// quickest answer, which a tiny bound gives.
 		d = time.Millisecond
+	}
+	// Callers may shorten the configured wait, never lengthen it: the
+	// queue is shared, and one caller must not hold a slot for hours.
+	if def > 0 && d > def {
+		d = def
 	}
 	return d, nil
 }

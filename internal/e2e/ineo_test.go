@@ -362,13 +362,17 @@ func TestStopCodePausesEveryCaller(t *testing.T) {
 	}
 	var paused bool
 	for _, b := range st.Buckets {
-		if b.Name == "ineo.spotify" && b.PausedUntil.After(time.Now()) && strings.Contains(b.PauseReason, "2001") {
+		if b.Name == "ineo.spotify" && b.PausedUntil != nil && b.PausedUntil.After(time.Now()) && strings.Contains(b.PauseReason, "2001") {
 			paused = true
 		}
 	}
 	if !paused {
 		t.Fatalf("bucket not paused: %+v", st.Buckets)
 	}
+	testenv.Eventually(t, 5*time.Second, "the stop code in the daemon log", func() bool {
+		log := env.Log()
+		return strings.Contains(log, "level=ERROR") && strings.Contains(log, "iNeo says stop") && strings.Contains(log, "status_code=2001")
+	})
 	before := env.Ineo.Requests(ineosim.ServiceSpotify)
 	start := time.Now()
 	_, err = track(ctx, env.Client, "6fx5VOjqYNBHcDf5GIF5g6", http.Header{"Sluice-Max-Wait": {"2s"}})
@@ -422,12 +426,15 @@ func TestBrokenConfigKeepsServing(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ctx := testenv.Ctx(t, time.Minute)
 	good := env.ConfigText()
-	broken := good + "\n[providers.ineo.limits.tmanage]\nrequests = 0\n"
-	// Broken by an unknown key on a known line instead (duplicate tables
-	// are a TOML error too, but we want a key error with a line).
+	// An unknown key on a known line (line 4).
 	lines := strings.Split(good, "\n")
-	broken = strings.Join(append(lines[:3:3], append([]string{"bogus_key = 1"}, lines[3:]...)...), "\n")
+	broken := strings.Join(append(lines[:3:3], append([]string{"bogus_key = 1"}, lines[3:]...)...), "\n")
 	env.WriteConfig(broken)
+	// The file watch notices by itself and status names the line.
+	testenv.Eventually(t, 10*time.Second, "status to show the broken config", func() bool {
+		st, err := env.Client.Status(ctx)
+		return err == nil && !st.Config.LastReloadOK && strings.Contains(st.Config.LastError, ":4:")
+	})
 	_, err := env.Client.Reload(ctx)
 	var p *problem.Problem
 	if !errors.As(err, &p) || p.Status != 422 {

@@ -93,6 +93,9 @@ type Options struct {
 	IneoExtra string
 	// Prefix serves the iNeo simulator under a path prefix.
 	Prefix string
+	// AccessKey and TmanageAuth are the iNeo credentials (simulator and
+	// config alike); default: the simulator's sample tokens.
+	AccessKey, TmanageAuth string
 }
 
 // Env is one running simulator set plus daemon.
@@ -119,6 +122,12 @@ func Start(t testing.TB, opts Options) *Env {
 	if opts.TmanageLimit.Requests == 0 {
 		opts.TmanageLimit = ineosim.Limit{Requests: 10, Window: 11 * time.Second}
 	}
+	if opts.AccessKey == "" {
+		opts.AccessKey = ineosim.DefaultAccessKey
+	}
+	if opts.TmanageAuth == "" {
+		opts.TmanageAuth = ineosim.DefaultTmanageAuth
+	}
 	if opts.Margin == "" {
 		opts.Margin = "50ms"
 	}
@@ -128,7 +137,7 @@ func Start(t testing.TB, opts Options) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	sim, url, err := ineosim.Start(ineosim.Options{SpotifyLimit: opts.SpotifyLimit, TmanageLimit: opts.TmanageLimit, Prefix: opts.Prefix})
+	sim, url, err := ineosim.Start(ineosim.Options{AccessKey: opts.AccessKey, TmanageAuth: opts.TmanageAuth, SpotifyLimit: opts.SpotifyLimit, TmanageLimit: opts.TmanageLimit, Prefix: opts.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +168,7 @@ log_level = "debug"
 
 [scheduler]
 margin = %q
-max_wait = "60s"
+max_wait = "3m"
 
 [providers.ineo]
 base_url = %q
@@ -176,7 +185,7 @@ requests = %d
 window = %q
 
 %s
-`, e.Socket, filepath.Join(e.Dir, "state"), BinDir(e.t), o.Margin, e.IneoURL, ineosim.DefaultAccessKey, ineosim.DefaultTmanageAuth,
+`, e.Socket, filepath.Join(e.Dir, "state"), BinDir(e.t), o.Margin, e.IneoURL, o.AccessKey, o.TmanageAuth,
 		o.IneoExtra, o.SpotifyLimit.Requests, o.SpotifyLimit.Window.String(), o.TmanageLimit.Requests, o.TmanageLimit.Window.String(), o.Extra)
 }
 
@@ -214,6 +223,12 @@ func (e *Env) StartDaemon() {
 		b, _ := os.ReadFile(e.LogPath)
 		e.t.Fatalf("daemon did not become healthy: %v\n%s", err, b)
 	}
+}
+
+// Log returns the daemon's log so far (plugins' records included).
+func (e *Env) Log() string {
+	b, _ := os.ReadFile(e.LogPath)
+	return string(b)
 }
 
 // DaemonPID is the running daemon's pid.

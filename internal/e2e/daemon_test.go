@@ -1,0 +1,90 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/internal/testenv"
+)
+
+// TestSocketOwnership: the socket gets socket_mode, and a second daemon on
+// the same socket refuses to start while the first is alive.
+func TestSocketOwnership(t *testing.T) {
+	t.Parallel()
+	env := testenv.Start(t, testenv.Options{})
+	fi, err := os.Stat(env.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode %v, want 0660 socket", fi.Mode())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(testenv.BinDir(t), "sluiced"), "--config", env.Config)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err == nil || !strings.Contains(out.String(), "already serving") {
+		t.Fatalf("second daemon: %v\n%s", err, out.String())
+	}
+	// The first one still serves.
+	if _, err := env.Client.Health(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("log_level = \"info\"\n\n[providers.ineo]\nlink_ttl = \"forever\"\n"), 0o600)
+	out, err := exec.Command(filepath.Join(testenv.BinDir(t), "sluiced"), "--check-config", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "bad.toml:4") || !strings.Contains(string(out), "providers.ineo.link_ttl") {
+		t.Fatalf("--check-config of a bad file: %v\n%s", err, out)
+	}
+	root, _ := filepath.Abs("../..")
+	out, err = exec.Command(filepath.Join(testenv.BinDir(t), "sluiced"), "--check-config", filepath.Join(root, "config.toml")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("the example config.toml does not check: %v\n%s", err, out)
+	}
+}
+
+// TestAPIErrorsAreProblems: routes answer JSON problems, browsers are
+// refused.
+func TestAPIErrorsAreProblems(t *testing.T) {
+	t.Parallel()
+	env := testenv.Start(t, testenv.Options{})
+	ctx := testenv.Ctx(t, 30*time.Second)
+	cases := []struct {
+		method, path string
+		hdr          http.Header
+		status       int
+	}{
+		{"GET", "/v2/status", nil, 404},
+		{"GET", "/v1/", nil, 404},
+		{"DELETE", "/v1/health", nil, 405},
+		{"GET", "/v1/status", http.Header{"Origin": {"https://evil.example"}}, 403},
+		{"GET", "/v1/ineo/spotify.php?trackId=6fx5VOjqYNBHcDf5GIF5g5", http.Header{"Referer": {"https://evil.example/"}}, 403},
+		{"DELETE", "/v1/cache/nope", nil, 404},
+	}
+	for _, tc := range cases {
+		resp, err := env.Client.Do(ctx, tc.method, tc.path, nil, nil, tc.hdr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s %s: %d %s, want %d problem", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Content-Type"), tc.status)
+		}
+	}
+	if n := env.Ineo.Requests("spotify"); n != 0 {
+		t.Fatalf("refused requests reached upstream: %d", n)
+	}
+}
