@@ -266,6 +266,8 @@ func (p *ineo) Call(ctx context.Context, req *provider.Request, w *provider.Resp
 		h.Set("Content-Type", "application/json")
 	}
 	h.Set("Sluice-Upstream-Status", fmt.Sprintf("%d %s", *env.StatusCode, code.Name))
+	// The class from the code table, so clients need not keep their own.
+	h.Set("Sluice-Upstream-Class", code.Class.String())
 	if err := w.WriteHead(http.StatusOK, h, hint); err != nil {
 		return err
 	}

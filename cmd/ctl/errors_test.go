@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/core/api/client"
+	"github.com/sluice-dev/sluice/core/problem"
+)
+
+func TestExitCode(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"nil", nil, 0},
+		{"plain", errors.New("boom"), 1},
+		{"usage", usageErrorf("bad"), 2},
+		{"unreachable", &client.UnreachableError{Socket: "/s", Err: errors.New("no such file")}, 4},
+		{"wrapped unreachable", fmt.Errorf("status: %w", &client.UnreachableError{Socket: "/s"}), 4},
+		{"400", problem.BadParam("trackId", "bad"), 2},
+		{"403", problem.Forbidden("off"), 2},
+		{"404", problem.New(404, ""), 2},
+		{"405", problem.New(405, ""), 2},
+		{"409", problem.New(409, ""), 2},
+		{"413", problem.New(413, ""), 2},
+		{"422", problem.New(422, ""), 2},
+		{"429", problem.RateLimited(time.Second, ""), 5},
+		{"500", problem.New(500, ""), 1},
+		{"502", problem.New(502, ""), 3},
+		{"503", problem.New(503, ""), 6},
+		{"504", problem.New(504, ""), 3},
+		{"wrapped problem", fmt.Errorf("sendcode: %w", problem.New(503, "")), 6},
+		{"ineo parameter_error", &ineoError{Code: 4001}, 2},
+		{"ineo ip_blocked", &ineoError{Code: 10, Name: "ip_blocked"}, 3},
+		{"ineo not_found", &ineoError{Code: 404}, 3},
+		{"ineo login_error", fmt.Errorf("information: %w", &ineoError{Code: 606}), 2},
+		{"ineo download_error", &ineoError{Code: 602}, 3},
+		{"ineo unknown code", &ineoError{Code: 12345}, 3},
+		{"upstream 404", &httpStatusError{Status: 404}, 2},
+		{"upstream 429", &httpStatusError{Status: 429}, 5},
+		{"upstream 500", &httpStatusError{Status: 500}, 3},
+		{"garbled", &upstreamError{msg: "x"}, 3},
+		{"timeout", &timeoutError{after: time.Second, err: context.DeadlineExceeded}, 3},
+		{"silent", &exitError{code: 6}, 6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := exitCode(tt.err); got != tt.want {
+				t.Errorf("exitCode(%v) = %d, want %d", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestIneoCallerCodes(t *testing.T) {
+	for _, c := range []int{4001, 401, 403, 405, 1, 3, 8, 72, 101, 36, 606, 22, 32, 903, 400} {
+		if !ineoCallerError(c) {
+			t.Errorf("code %d should be a caller error", c)
+		}
+	}
+	for _, c := range []int{200, 10, 12, 404, 402, 408, 602, 66, 2001, 2003, 0, 13, 429, 500, 502} {
+		if ineoCallerError(c) {
+			t.Errorf("code %d should not be a caller error", c)
+		}
+	}
+}
+
+func TestRender(t *testing.T) {
+	cfg := &problem.Problem{Status: 422, Title: "Invalid config; the previous config keeps serving",
+		Detail: "/etc/sluice.toml:12: providers.ineo.timeout: not a duration",
+		Extra:  map[string]any{"file": "/etc/sluice.toml", "line": float64(12), "key": "providers.ineo.timeout"}}
+	cfgNoPos := &problem.Problem{Status: 422, Title: "Invalid config", Detail: "not a duration",
+		Extra: map[string]any{"file": "/etc/sluice.toml", "line": float64(12), "key": "a.b"}}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"param", problem.BadParam("trackId", "trackId must be a Spotify track id"),
+			"Invalid parameter: trackId must be a Spotify track id (parameter trackId)"},
+		{"wrapped keeps context", fmt.Errorf("sendcode: %w", problem.BadParam("phone", "digits only")),
+			"sendcode: Invalid parameter: digits only (parameter phone)"},
+		{"retry after", problem.RateLimited(11500*time.Millisecond, "budget spent"),
+			"Rate budget exceeded: budget spent; retry after 12s"},
+		{"retry unknown", &problem.Problem{Status: 429, Title: "Too Many Requests"}, "Too Many Requests; retry later"},
+		{"no title", &problem.Problem{Status: 503, Detail: "plugin down"}, "Service Unavailable: plugin down"},
+		{"config position in detail", fmt.Errorf("reload: %w", cfg),
+			"reload: Invalid config; the previous config keeps serving: /etc/sluice.toml:12: providers.ineo.timeout: not a duration"},
+		{"config position added", cfgNoPos, "Invalid config: not a duration (at /etc/sluice.toml:12, key a.b)"},
+		{"multi-line", problem.New(422, "a.toml:1: x: bad\na.toml:2: y: bad\n"), "Unprocessable Entity: a.toml:1: x: bad; a.toml:2: y: bad"},
+		{"ineo", fmt.Errorf("login: %w", &ineoError{Code: 2003, Name: "login_fail"}),
+			"login: iNeo answered status_code 2003 login_fail (wrong or used code: run login again for a new one)"},
+		{"canceled", &url.Error{Op: "Get", URL: "http://sluice/v1/status", Err: context.Canceled}, "interrupted"},
+		{"silent", &exitError{code: 6}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := render(tt.err); got != tt.want {
+				t.Errorf("render:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRequestErrorAddsRetryAfterFromHeader(t *testing.T) {
+	o := &options{timeout: time.Second}
+	p := &problem.Problem{Status: 429, Title: "Rate budget exceeded"}
+	resp := &client.Response{Status: 429, Header: map[string][]string{"Retry-After": {"7"}}}
+	err := o.requestError(resp, p)
+	if got := render(err); !strings.HasSuffix(got, "retry after 7s") {
+		t.Errorf("render = %q, want retry after 7s", got)
+	}
+	if exitCode(err) != 5 {
+		t.Errorf("exit = %d, want 5", exitCode(err))
+	}
+
+	err = o.requestError(nil, &url.Error{Op: "Get", URL: "x", Err: context.DeadlineExceeded})
+	if exitCode(err) != 3 || !strings.Contains(render(err), "within --timeout 1s") {
+		t.Errorf("timeout: exit %d, %q", exitCode(err), render(err))
+	}
+}
