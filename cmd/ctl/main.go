@@ -149,6 +149,8 @@ func newRootCmd(o *options, getenv func(string) string) *cobra.Command {
 		newCacheCmd(o),
 		newCallCmd(o),
 		newIneoCmd(o),
+		newHellorfCmd(o),
+		newSpotifyCmd(o),
 		newVersionCmd(o),
 	)
 	return root

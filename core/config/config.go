@@ -122,14 +122,14 @@ type Hellorf struct {
 	PurchaseGuard Duration  `toml:"purchase_guard" json:"purchase_guard"`
 	PluginSHA256  string    `toml:"plugin_sha256" json:"plugin_sha256,omitempty"`
 	Timeout       Duration  `toml:"timeout" json:"timeout"`
-	TTL           Duration  `toml:"ttl" json:"ttl"`
+	SearchTTL     Duration  `toml:"search_ttl" json:"search_ttl"`
 	Limits        APILimits `toml:"limits" json:"limits"`
 }
 
 // Spotify configures the Spotify Web API provider.
 type Spotify struct {
 	Enabled            bool     `toml:"enabled" json:"enabled"`
-	BaseURL            string   `toml:"base_url" json:"base_url"`
+	APIURL             string   `toml:"api_url" json:"api_url"`
 	AccountsURL        string   `toml:"accounts_url" json:"accounts_url"`
 	ClientID           Secret   `toml:"client_id" json:"client_id"`
 	ClientSecret       Secret   `toml:"client_secret" json:"client_secret"`
@@ -139,7 +139,7 @@ type Spotify struct {
 	// DefaultMarket is an ISO 3166-1 alpha-2 country code (upper-cased on
 	// load), or empty.
 	DefaultMarket  string    `toml:"default_market" json:"default_market,omitempty"`
-	SearchLimitMax int       `toml:"search_limit_max" json:"search_limit_max"`
+	SearchMaxLimit int       `toml:"search_max_limit" json:"search_max_limit"`
 	PluginSHA256   string    `toml:"plugin_sha256" json:"plugin_sha256,omitempty"`
 	Timeout        Duration  `toml:"timeout" json:"timeout"`
 	Limits         APILimits `toml:"limits" json:"limits"`
@@ -184,15 +184,15 @@ func Default() *Config {
 				CategoriesTTL: dur(24 * time.Hour),
 				PurchaseGuard: dur(10 * time.Minute),
 				Timeout:       dur(30 * time.Second),
-				TTL:           dur(10 * time.Minute),
+				SearchTTL:     dur(10 * time.Minute),
 			},
 			Spotify: Spotify{
-				BaseURL:            "https://api.spotify.com",
+				APIURL:             "https://api.spotify.com",
 				AccountsURL:        "https://accounts.spotify.com",
 				TTL:                dur(time.Hour),
 				TokenRefreshMargin: dur(60 * time.Second),
 				MaxRetryAfter:      dur(60 * time.Second),
-				SearchLimitMax:     10,
+				SearchMaxLimit:     10,
 				Timeout:            dur(30 * time.Second),
 			},
 		},

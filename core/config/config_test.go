@@ -180,15 +180,15 @@ func TestDefaults(t *testing.T) {
 		{"hellorf no purchase", !cfg.Providers.Hellorf.AllowPurchase},
 		{"hellorf categories_ttl 24h", cfg.Providers.Hellorf.CategoriesTTL.Duration == 24*time.Hour},
 		{"hellorf purchase_guard 10m", cfg.Providers.Hellorf.PurchaseGuard.Duration == 10*time.Minute},
-		{"hellorf ttl 10m", cfg.Providers.Hellorf.TTL.Duration == 10*time.Minute},
+		{"hellorf search_ttl 10m", cfg.Providers.Hellorf.SearchTTL.Duration == 10*time.Minute},
 		{"hellorf limits nil", cfg.Providers.Hellorf.Limits.API == nil},
 		{"spotify disabled", !cfg.Providers.Spotify.Enabled},
-		{"spotify base_url", cfg.Providers.Spotify.BaseURL == "https://api.spotify.com"},
+		{"spotify api_url", cfg.Providers.Spotify.APIURL == "https://api.spotify.com"},
 		{"spotify accounts_url", cfg.Providers.Spotify.AccountsURL == "https://accounts.spotify.com"},
 		{"spotify ttl 1h", cfg.Providers.Spotify.TTL.Duration == time.Hour},
 		{"spotify token_refresh_margin 60s", cfg.Providers.Spotify.TokenRefreshMargin.Duration == time.Minute},
 		{"spotify max_retry_after 60s", cfg.Providers.Spotify.MaxRetryAfter.Duration == time.Minute},
-		{"spotify search_limit_max 10", cfg.Providers.Spotify.SearchLimitMax == 10},
+		{"spotify search_max_limit 10", cfg.Providers.Spotify.SearchMaxLimit == 10},
 		{"spotify timeout 30s", cfg.Providers.Spotify.Timeout.Duration == 30*time.Second},
 	}
 	for _, c := range checks {
@@ -305,9 +305,9 @@ window = "1s"`, func(c *Config) bool {
 [providers.spotify]
 enabled = true
 default_market = "de"
-search_limit_max = 50`, func(c *Config) bool {
+search_max_limit = 50`, func(c *Config) bool {
 			s := c.Providers.Spotify
-			return s.Enabled && s.DefaultMarket == "DE" && s.SearchLimitMax == 50
+			return s.Enabled && s.DefaultMarket == "DE" && s.SearchMaxLimit == 50
 		}},
 		{"access", `
 [access]
@@ -380,13 +380,13 @@ func TestParseErrors(t *testing.T) {
 		{"zero size", "[cache]\nmax_size = 0\n", 2, "cache.max_size", "greater than zero", 1},
 		{"ftp url", "[providers.ineo]\nbase_url = \"ftp://x\"\n", 2, "providers.ineo.base_url", "http or https", 1},
 		{"relative url", "[providers.spotify]\naccounts_url = \"accounts.spotify.com\"\n", 2, "providers.spotify.accounts_url", "http or https", 1},
-		{"url with credentials", "[providers.spotify]\nbase_url = \"https://u:p@api.spotify.com\"\n", 2, "providers.spotify.base_url", "credentials", 1},
+		{"url with credentials", "[providers.spotify]\napi_url = \"https://u:p@api.spotify.com\"\n", 2, "providers.spotify.api_url", "credentials", 1},
 		{"url with query", "[providers.ineo]\nbase_url = \"https://x/?a=b\"\n", 2, "providers.ineo.base_url", "query", 1},
 		{"empty default url", "[providers.ineo]\nbase_url = \"\"\n", 2, "providers.ineo.base_url", "must be set", 1},
 		{"hellorf enabled without base_url", "log_level = \"info\"\n[providers.hellorf]\nenabled = true\n", 2, "providers.hellorf.base_url", "must be set", 1},
 		{"market", "[providers.spotify]\ndefault_market = \"DEU\"\n", 2, "providers.spotify.default_market", "two-letter", 1},
 		{"market non-letters", "[providers.spotify]\ndefault_market = \"D1\"\n", 2, "providers.spotify.default_market", "two-letter", 1},
-		{"search limit", "[providers.spotify]\nsearch_limit_max = 0\n", 2, "providers.spotify.search_limit_max", "between 1 and 50", 1},
+		{"search limit", "[providers.spotify]\nsearch_max_limit = 0\n", 2, "providers.spotify.search_max_limit", "between 1 and 50", 1},
 		{"sha256 short", "[providers.hellorf]\nplugin_sha256 = \"abc\"\n", 2, "providers.hellorf.plugin_sha256", "64 hex", 1},
 		{"sha256 not hex", "[providers.spotify]\nplugin_sha256 = \"" + strings.Repeat("g", 64) + "\"\n", 2, "providers.spotify.plugin_sha256", "64 hex", 1},
 		{"negative uid", "[access]\nread_uids = [1000, -1]\n", 2, "access.read_uids", "out of range", 1},

@@ -76,12 +76,12 @@ func (c *Config) normalizeAndValidate() []fieldErr {
 	positive("providers.hellorf.categories_ttl", p.Hellorf.CategoriesTTL)
 	positive("providers.hellorf.purchase_guard", p.Hellorf.PurchaseGuard)
 	positive("providers.hellorf.timeout", p.Hellorf.Timeout)
-	positive("providers.hellorf.ttl", p.Hellorf.TTL)
+	positive("providers.hellorf.search_ttl", p.Hellorf.SearchTTL)
 	errs = append(errs, checkSHA("providers.hellorf.plugin_sha256", &p.Hellorf.PluginSHA256)...)
 	errs = append(errs, checkLimit("providers.hellorf.limits.api", p.Hellorf.Limits.API)...)
 
 	// Spotify
-	errs = append(errs, checkURL("providers.spotify.base_url", &p.Spotify.BaseURL, true)...)
+	errs = append(errs, checkURL("providers.spotify.api_url", &p.Spotify.APIURL, true)...)
 	errs = append(errs, checkURL("providers.spotify.accounts_url", &p.Spotify.AccountsURL, true)...)
 	positive("providers.spotify.ttl", p.Spotify.TTL)
 	positive("providers.spotify.max_retry_after", p.Spotify.MaxRetryAfter)
@@ -93,8 +93,8 @@ func (c *Config) normalizeAndValidate() []fieldErr {
 		p.Spotify.DefaultMarket = m
 	}
 	// The Web API accepts limit values up to 50.
-	if n := p.Spotify.SearchLimitMax; n < 1 || n > 50 {
-		bad("providers.spotify.search_limit_max", "must be between 1 and 50")
+	if n := p.Spotify.SearchMaxLimit; n < 1 || n > 50 {
+		bad("providers.spotify.search_max_limit", "must be between 1 and 50")
 	}
 	errs = append(errs, checkSHA("providers.spotify.plugin_sha256", &p.Spotify.PluginSHA256)...)
 	errs = append(errs, checkLimit("providers.spotify.limits.api", p.Spotify.Limits.API)...)

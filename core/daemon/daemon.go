@@ -290,7 +290,6 @@ func gatewaySettings(cfg *config.Config) gateway.Settings {
 		DefaultMaxWait: cfg.Scheduler.MaxWait.Duration,
 		DefaultTTL:     cfg.Cache.DefaultTTL.Duration,
 		ExpiryMargin:   cfg.Cache.ExpiryMargin.Duration,
-		ProviderTTL:    map[string]time.Duration{"hellorf": p.Hellorf.TTL.Duration, "spotify": p.Spotify.TTL.Duration},
 		ProviderTimeout: map[string]time.Duration{"ineo": p.Ineo.Timeout.Duration, "hellorf": p.Hellorf.Timeout.Duration,
 			"spotify": p.Spotify.Timeout.Duration},
 	}

@@ -36,8 +36,6 @@ type Settings struct {
 	DefaultMaxWait time.Duration
 	DefaultTTL     time.Duration
 	ExpiryMargin   time.Duration
-	// ProviderTTL is a provider's own `ttl` setting, when it has one.
-	ProviderTTL map[string]time.Duration
 	// ProviderTimeout bounds one upstream exchange per provider; used to
 	// bound coalesced fetches, which outlive any single caller.
 	ProviderTimeout map[string]time.Duration
@@ -209,13 +207,14 @@ func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*ca
 	return e, e.ExpiresAt.After(now), nil
 }
 
-// expiry is the smallest of the operation's TTL, the config's TTL and the
+// expiry is the smallest of the operation's TTL, the config's TTL (the
+// provider's own setting for this answer, else default_ttl) and the
 // earliest link expiry (from the plugin and from Expires= in the body) less
 // the margin.
 func (g *Gateway) expiry(c *call, head *proto.ResponseHead, body []byte, now time.Time) time.Time {
 	s := g.settings.Load()
 	ttl := s.DefaultTTL
-	if d, ok := s.ProviderTTL[c.provider]; ok && d > 0 {
+	if d := time.Duration(head.GetTtlMs()) * time.Millisecond; d > 0 {
 		ttl = d
 	}
 	if d := time.Duration(c.op.GetTtlMs()) * time.Millisecond; d > 0 && d < ttl {

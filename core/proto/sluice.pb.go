@@ -755,7 +755,11 @@ type ResponseHead struct {
 	// Earliest expiry of a link inside the body (Unix ms); 0 = none known.
 	ExpiresAtUnixMs int64 `protobuf:"varint,4,opt,name=expires_at_unix_ms,json=expiresAtUnixMs,proto3" json:"expires_at_unix_ms,omitempty"`
 	// Upstream outcome for status and logs, e.g. "ineo:200" or "ineo:10".
-	Outcome       string `protobuf:"bytes,5,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Outcome string `protobuf:"bytes,5,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// The provider's configured lifetime for this answer (e.g. a
+	// categories_ttl); 0 = the cache's default_ttl. The operation's TTL and
+	// link expiries still bound it.
+	TtlMs         int64 `protobuf:"varint,6,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -823,6 +827,13 @@ func (x *ResponseHead) GetOutcome() string {
 		return x.Outcome
 	}
 	return ""
+}
+
+func (x *ResponseHead) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
 }
 
 type Problem struct {
@@ -1207,13 +1218,14 @@ const file_sluice_proto_rawDesc = "" +
 	"\x04head\x18\x01 \x01(\v2\x17.sluice.v1.ResponseHeadH\x00R\x04head\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x12.\n" +
 	"\aproblem\x18\x03 \x01(\v2\x12.sluice.v1.ProblemH\x00R\aproblemB\x06\n" +
-	"\x04kind\"\xb4\x01\n" +
+	"\x04kind\"\xcb\x01\n" +
 	"\fResponseHead\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x12'\n" +
 	"\aheaders\x18\x02 \x03(\v2\r.sluice.v1.KVR\aheaders\x12\x1c\n" +
 	"\tcacheable\x18\x03 \x01(\bR\tcacheable\x12+\n" +
 	"\x12expires_at_unix_ms\x18\x04 \x01(\x03R\x0fexpiresAtUnixMs\x12\x18\n" +
-	"\aoutcome\x18\x05 \x01(\tR\aoutcome\"\x9f\x01\n" +
+	"\aoutcome\x18\x05 \x01(\tR\aoutcome\x12\x15\n" +
+	"\x06ttl_ms\x18\x06 \x01(\x03R\x05ttlMs\"\x9f\x01\n" +
 	"\aProblem\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +

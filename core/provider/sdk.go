@@ -51,6 +51,9 @@ type CacheHint struct {
 	ExpiresAt time.Time
 	// Outcome is a short label for logs and status, e.g. "ineo:404".
 	Outcome string
+	// TTL is the provider's configured lifetime for this answer (e.g.
+	// categories_ttl); zero means the cache's default_ttl.
+	TTL time.Duration
 }
 
 // chunkSize bounds each streamed message so memory stays flat for large files.
@@ -69,7 +72,7 @@ func (w *ResponseWriter) WriteHead(status int, h http.Header, hint CacheHint) er
 		return errors.New("provider: head already written")
 	}
 	w.wroteHeader = true
-	head := &proto.ResponseHead{Status: int32(status), Cacheable: hint.Cacheable, Outcome: hint.Outcome}
+	head := &proto.ResponseHead{Status: int32(status), Cacheable: hint.Cacheable, Outcome: hint.Outcome, TtlMs: hint.TTL.Milliseconds()}
 	if !hint.ExpiresAt.IsZero() {
 		head.ExpiresAtUnixMs = hint.ExpiresAt.UnixMilli()
 	}

@@ -99,3 +99,18 @@ func callFrom(ctx context.Context) *Request {
 	r, _ := ctx.Value(callKey{}).(*Request)
 	return r
 }
+
+// LimitWait returns a context under which Upstream waits for rate budget at
+// most d, or the caller's own max wait if that is shorter. A provider uses
+// it to bound how long it honours an upstream's Retry-After (e.g. Spotify's
+// max_retry_after) before answering 429 itself.
+func LimitWait(ctx context.Context, d time.Duration) context.Context {
+	r := Request{MaxWait: d}
+	if cur := callFrom(ctx); cur != nil {
+		r = *cur
+		if r.MaxWait <= 0 || d < r.MaxWait {
+			r.MaxWait = d
+		}
+	}
+	return withCall(ctx, &r)
+}

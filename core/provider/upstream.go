@@ -78,6 +78,33 @@ func (u *Upstream) Do(ctx context.Context, bucket string, build Builder) (*http.
 	return resp, nil
 }
 
+// DoStream is Do for answers that may be large (files): the timeout bounds
+// only the wait for the response headers, not the body, so a 100 MB file on
+// a slow link is not cut off. The caller's context still cancels it.
+func (u *Upstream) DoStream(ctx context.Context, bucket string, build Builder) (*http.Response, error) {
+	if err := u.Acquire(ctx, bucket); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	req, err := build(ctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("building upstream request: %w", err)
+	}
+	timer := time.AfterFunc(time.Duration(u.timeout.Load()), cancel)
+	resp, err := u.client.Do(req)
+	if !timer.Stop() && err != nil {
+		cancel()
+		return nil, problem.New(http.StatusGatewayTimeout, "upstream did not answer in time")
+	}
+	if err != nil {
+		cancel()
+		return nil, transportProblem(ctx, err)
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
 // Acquire obtains one grant without sending anything, for plugins whose
 // transport is not plain HTTP. Most plugins use Do.
 func (u *Upstream) Acquire(ctx context.Context, bucket string) error {
