@@ -7,7 +7,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 PLUGINS  := ineo hellorf spotify
 
-.PHONY: all build run test proto bench clean vet
+.PHONY: all build run test proto clean
 
 all: build
 

@@ -91,7 +91,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Socket != "" {
 		d.socket = opts.Socket
 	}
-	if cfg.InlineSecrets() && cfg.Path != "" {
+	if cfg.InlineSecrets() && cfg.Path != "" && opts.Sandbox == nil {
 		if fi, err := os.Stat(cfg.Path); err == nil && fi.Mode().Perm()&0o004 != 0 {
 			log.Warn("config file holds inline secrets and is world-readable; chmod o-r it or use env:/file: references", "path", cfg.Path)
 		}

@@ -18,9 +18,11 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,8 +47,9 @@ type Settings struct {
 // uploads.
 const MaxBody = 1 << 20
 
-// maxCached bounds an answer the gateway buffers for the cache; larger
-// answers of cacheable operations are still served, just not stored.
+// maxCached bounds an answer the gateway buffers for the cache and for
+// coalesced callers; a cacheable operation answering more is refused with
+// 502 (cacheable operations are lookups with small JSON answers).
 const maxCached = 8 << 20
 
 // readyWait is how long a call waits for a restarting plugin.
@@ -54,6 +57,7 @@ const readyWait = 10 * time.Second
 
 // Gateway serves provider calls.
 type Gateway struct {
+	patterns patternCache
 	host     *pluginhost.Host
 	cache    *cache.Cache
 	log      *slog.Logger
@@ -373,10 +377,11 @@ func parseCacheControl(values []string) cacheControl {
 	var cc cacheControl
 	for _, v := range values {
 		for _, d := range strings.Split(v, ",") {
-			switch strings.ToLower(strings.TrimSpace(strings.SplitN(d, "=", 2)[0])) {
-			case "no-cache", "no-store", "max-age=0":
+			name, arg, _ := strings.Cut(strings.ToLower(strings.TrimSpace(d)), "=")
+			switch {
+			case name == "no-cache", name == "no-store", name == "max-age" && strings.Trim(arg, `"`) == "0":
 				cc.noCache = true
-			case "only-if-cached":
+			case name == "only-if-cached":
 				cc.onlyIfCached = true
 			}
 		}
@@ -510,6 +515,9 @@ func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest
 		if ps.GetRequired() && strings.TrimSpace(params.Get(ps.GetName())) == "" {
 			return nil, withOp(problem.BadParam(ps.GetName(), fmt.Sprintf("missing required parameter %q", ps.GetName())), provider, op.GetName())
 		}
+		if err := canonicalise(&g.patterns, ps, params); err != nil {
+			return nil, withOp(err, provider, op.GetName())
+		}
 	}
 	req := &proto.CallRequest{Operation: op.GetName(), Method: r.Method, Path: rest, Body: body, ContentType: ct}
 	keys := make([]string, 0, len(params))
@@ -533,6 +541,36 @@ func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest
 // forwardHeaders are the caller headers a plugin may act on. Authorization is
 // not among them: callers never supply credentials.
 var forwardHeaders = []string{"Accept", "Accept-Language", "Sluice-Confirm", "If-None-Match"}
+
+// canonicalise checks a parameter against its declared pattern and replaces
+// each value by the pattern's first non-empty capture group.
+func canonicalise(pc *patternCache, ps *proto.Param, params url.Values) *problem.Problem {
+	vals, ok := params[ps.GetName()]
+	if !ok || ps.GetPattern() == "" {
+		return nil
+	}
+	re, err := pc.get(ps.GetPattern())
+	if err != nil {
+		return problem.New(http.StatusInternalServerError, fmt.Sprintf("provider declares a bad pattern for %q", ps.GetName()))
+	}
+	for i, v := range vals {
+		m := re.FindStringSubmatch(strings.TrimSpace(v))
+		if m == nil {
+			detail := fmt.Sprintf("invalid value for %q", ps.GetName())
+			if ps.GetSummary() != "" {
+				detail += ": expected " + ps.GetSummary()
+			}
+			return problem.BadParam(ps.GetName(), detail)
+		}
+		for _, g := range m[1:] {
+			if g != "" {
+				vals[i] = g
+				break
+			}
+		}
+	}
+	return nil
+}
 
 func withOp(p *problem.Problem, provider, op string) *problem.Problem {
 	p.Provider, p.Operation = provider, op
@@ -591,4 +629,19 @@ func pathMatches(pattern, path string) bool {
 		}
 	}
 	return true
+}
+
+// patternCache compiles each declared parameter pattern once.
+type patternCache struct{ m sync.Map }
+
+func (c *patternCache) get(expr string) (*regexp.Regexp, error) {
+	if re, ok := c.m.Load(expr); ok {
+		return re.(*regexp.Regexp), nil
+	}
+	re, err := regexp.Compile("^(?:" + expr + ")$")
+	if err != nil {
+		return nil, err
+	}
+	c.m.Store(expr, re)
+	return re, nil
 }

@@ -526,6 +526,15 @@ func TestTrackThroughCLIAndPrefix(t *testing.T) {
 	if len(log) != 1 || log[0].Query.Get("trackId") != "6fx5VOjqYNBHcDf5GIF5g5" {
 		t.Fatalf("upstream saw %+v; want the normalised id", log)
 	}
+	// Other spellings of the same track are the same cached answer.
+	for _, spelling := range []string{"spotify:track:6fx5VOjqYNBHcDf5GIF5g5", "6fx5VOjqYNBHcDf5GIF5g5"} {
+		if out, code := ctl(t, env, "ineo", "track", spelling); code != 0 {
+			t.Fatalf("%s: exit %d\n%s", spelling, code, out)
+		}
+	}
+	if n := env.Ineo.Requests(ineosim.ServiceSpotify); n != 1 {
+		t.Fatalf("three spellings of one track cost %d upstream requests, want 1", n)
+	}
 	out, code = ctl(t, env, "ineo", "track", "spotify:track:0000000000000000000602")
 	if code != 3 {
 		t.Fatalf("download_error: exit %d, want 3 (upstream error)\n%s", code, out)

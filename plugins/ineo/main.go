@@ -69,7 +69,8 @@ func (p *ineo) Describe() *proto.Description {
 		Version: "1",
 		Operations: []*proto.Operation{
 			{Name: "spotify.track", Methods: []string{"GET", "POST"}, Path: "spotify.php", Cacheable: true, Bucket: bucketSpotify,
-				Params:  []*proto.Param{req("trackId", "Spotify track id, spotify:track: URI or open.spotify.com URL")},
+				Params: []*proto.Param{{Name: "trackId", Required: true, Pattern: trackPattern,
+					Summary: "a 22-character base62 Spotify track id, a spotify:track: URI or an open.spotify.com track URL"}},
 				Summary: "direct download link for a Spotify track"},
 			tm("sendcode", "step 1: Telegram sends a login code; answer carries random_hash", false),
 			tm("login", "step 2: log in with the code", false, req("random_hash", "from sendcode"), req("password", "the code Telegram sent")),
@@ -114,6 +115,10 @@ func (p *ineo) settings() *settings {
 }
 
 var platforms = []string{"android", "ios", "ubuntu_mobile", "desktop", "black_berry", "windows_phone", "web", "other"}
+
+// trackPattern is declared to the host, which normalises every accepted
+// spelling of a track to its bare id before caching and coalescing.
+const trackPattern = `([0-9A-Za-z]{22})|spotify:track:([0-9A-Za-z]{22})|(?:https?://)?open\.spotify\.com/(?:intl-[a-zA-Z-]+/)?track/([0-9A-Za-z]{22})(?:[/?#].*)?`
 
 var (
 	base62  = regexp.MustCompile(`^[0-9A-Za-z]{22}$`)

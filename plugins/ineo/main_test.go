@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net/url"
+	"regexp"
 	"testing"
 
 	"github.com/sluice-dev/sluice/core/problem"
@@ -104,6 +105,37 @@ func TestCodeTableStopCodes(t *testing.T) {
 	for _, c := range []int{4001, 401, 403, 405, 1, 3, 8, 72, 101, 36, 606, 22, 32, 903} {
 		if got := codes.Lookup(c); got.Class != provider.CallerError {
 			t.Errorf("code %d: %+v, want a caller error", c, got)
+		}
+	}
+}
+
+// TestTrackPatternAgrees: the pattern the host applies and the plugin's own
+// normaliser must accept the same spellings and extract the same id.
+func TestTrackPatternAgrees(t *testing.T) {
+	re := regexp.MustCompile("^(?:" + trackPattern + ")$")
+	for _, in := range []string{
+		"6fx5VOjqYNBHcDf5GIF5g5", "spotify:track:6fx5VOjqYNBHcDf5GIF5g5",
+		"https://open.spotify.com/track/6fx5VOjqYNBHcDf5GIF5g5?si=x", "open.spotify.com/intl-de/track/6fx5VOjqYNBHcDf5GIF5g5",
+		"6fx5VOjqYNBHcDf5GIF5g", "spotify:album:6fx5VOjqYNBHcDf5GIF5g5", "https://evil.example/track/6fx5VOjqYNBHcDf5GIF5g5", "",
+	} {
+		want, ok := normaliseTrackID(in)
+		m := re.FindStringSubmatch(in)
+		if (m != nil) != ok {
+			t.Errorf("%q: pattern match %v, normaliser %v", in, m != nil, ok)
+			continue
+		}
+		if m == nil {
+			continue
+		}
+		got := ""
+		for _, g := range m[1:] {
+			if g != "" {
+				got = g
+				break
+			}
+		}
+		if got != want {
+			t.Errorf("%q: pattern gives %q, normaliser %q", in, got, want)
 		}
 	}
 }
