@@ -9,9 +9,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/sluice-dev/sluice/core/access"
 	"github.com/sluice-dev/sluice/core/problem"
 )
 
@@ -26,43 +29,97 @@ type Backend interface {
 	// PurgeCache purges one provider's answers, or all for "".
 	PurgeCache(provider string) (PurgeResult, error)
 	ServeProvider(w http.ResponseWriter, r *http.Request, provider, rest string)
+	// Metrics serves the Prometheus registry.
+	Metrics() http.Handler
+	// Level maps a peer to its permission tier under the current config.
+	Level(access.Peer) access.Level
+}
+
+// Observer receives one record per provider call (metrics).
+type Observer interface {
+	ObserveRequest(provider, operation, outcome string, took, upstream time.Duration)
+	Denied(needed string)
 }
 
 // Server is the socket API's http.Handler.
 type Server struct {
 	b      Backend
 	log    *slog.Logger
+	obs    Observer
 	routes []route
 }
 
 type route struct {
 	method string
 	// path is exact, or ends in "/{provider}" for one trailing segment.
-	path    string
+	path string
+	// level is the permission the route needs.
+	level   access.Level
 	handler func(w http.ResponseWriter, r *http.Request, arg string)
 }
 
-// NewServer builds the route table.
-func NewServer(b Backend, log *slog.Logger) *Server {
+// NewServer builds the route table. obs may be nil.
+func NewServer(b Backend, log *slog.Logger, obs Observer) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{b: b, log: log}
+	s := &Server{b: b, log: log, obs: obs}
 	s.routes = []route{
-		{http.MethodGet, "/v1/health", s.health},
-		{http.MethodGet, "/v1/status", s.status},
-		{http.MethodPost, "/v1/reload", s.reload},
-		{http.MethodGet, "/v1/cache", s.cacheStats},
-		{http.MethodDelete, "/v1/cache", s.purge},
-		{http.MethodDelete, "/v1/cache/{provider}", s.purge},
+		{http.MethodGet, "/v1/health", access.Read, s.health},
+		{http.MethodGet, "/v1/status", access.Read, s.status},
+		{http.MethodPost, "/v1/reload", access.Admin, s.reload},
+		{http.MethodGet, "/v1/cache", access.Read, s.cacheStats},
+		{http.MethodDelete, "/v1/cache", access.Admin, s.purge},
+		{http.MethodDelete, "/v1/cache/{provider}", access.Admin, s.purge},
+		{http.MethodGet, "/metrics", access.Read, s.metrics},
 	}
 	return s
 }
+
+// ConnContext identifies each connection's peer with SO_PEERCRED; use it as
+// http.Server.ConnContext.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if p, err := access.PeerOf(c); err == nil {
+		return context.WithValue(ctx, peerKey{}, p)
+	}
+	return ctx
+}
+
+type peerKey struct{}
 
 // reserved first path segments under /v1/ that are not providers.
 var reserved = map[string]bool{"health": true, "status": true, "reload": true, "cache": true}
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ctx, info := withInfo(r.Context())
+	if peer, ok := r.Context().Value(peerKey{}).(access.Peer); ok {
+		ctx = access.WithGrant(ctx, access.Grant{Peer: peer, Level: s.b.Level(peer), Known: true})
+	}
+	r = r.WithContext(ctx)
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	s.route(rec, r)
+	s.accessLog(r, rec, info, time.Since(start))
+}
+
+// Require answers 403 and returns false unless the request's peer has at
+// least level; the gateway uses it for destructive operations.
+func (s *Server) require(w http.ResponseWriter, r *http.Request, level access.Level, what string) bool {
+	g := access.FromContext(r.Context())
+	if g.Level >= level {
+		return true
+	}
+	s.log.Warn("permission denied", "peer_uid", g.Peer.UID, "peer_pid", g.Peer.PID, "needed", level.String(), "what", what)
+	if s.obs != nil {
+		s.obs.Denied(level.String())
+	}
+	p := problem.Forbidden(fmt.Sprintf("%s needs the %s permission; uid %d has %s (see [access] in the config)", what, level, g.Peer.UID, g.Level))
+	p.Title = "Permission denied"
+	problem.Write(w, p)
+	return false
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	// The socket is for local programs; a browser reaching it through some
 	// local forwarder would arrive with Origin or Referer.
 	if r.Header.Get("Origin") != "" || r.Header.Get("Referer") != "" {
@@ -71,14 +128,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	path := r.URL.Path
 	rest, ok := strings.CutPrefix(path, "/v1/")
-	if !ok {
+	if !ok && path != "/metrics" {
 		problem.Write(w, problem.New(http.StatusNotFound, fmt.Sprintf("no route %s; the API lives under /v1/", path)))
 		return
 	}
 	first, tail, _ := strings.Cut(rest, "/")
-	if !reserved[first] {
+	if ok && !reserved[first] {
 		if first == "" || tail == "" {
 			problem.Write(w, problem.New(http.StatusNotFound, fmt.Sprintf("no route %s; provider calls are /v1/{provider}/{upstream path}", path)))
+			return
+		}
+		if !s.require(w, r, access.Read, "calling providers") {
 			return
 		}
 		s.b.ServeProvider(w, r, first, tail)
@@ -91,7 +151,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if rt.method == r.Method || (rt.method == http.MethodGet && r.Method == http.MethodHead) {
-			rt.handler(w, r, arg)
+			if s.require(w, r, rt.level, rt.method+" "+rt.path) {
+				rt.handler(w, r, arg)
+			}
 			return
 		}
 		allow = append(allow, rt.method)
@@ -147,6 +209,10 @@ func (s *Server) cacheStats(w http.ResponseWriter, _ *http.Request, _ string) {
 	writeJSON(w, http.StatusOK, s.b.CacheStats())
 }
 
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request, _ string) {
+	s.b.Metrics().ServeHTTP(w, r)
+}
+
 func (s *Server) purge(w http.ResponseWriter, _ *http.Request, provider string) {
 	res, err := s.b.PurgeCache(provider)
 	if err != nil {
@@ -154,4 +220,58 @@ func (s *Server) purge(w http.ResponseWriter, _ *http.Request, provider string) 
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// recorder captures the status for the access log.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Flush keeps streaming answers streaming through the recorder.
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// accessLog writes one line per request. It names the provider and
+// operation, never the query: callers sometimes put credentials there.
+func (s *Server) accessLog(r *http.Request, rec *recorder, in *Info, took time.Duration) {
+	g := access.FromContext(r.Context())
+	if in.Provider != "" && in.Outcome == "" {
+		switch {
+		case rec.status >= 500:
+			in.Outcome = "failed"
+		case rec.status >= 400 && in.Upstream == "":
+			in.Outcome = "rejected"
+		}
+	}
+	attrs := []slog.Attr{slog.Int("peer_uid", int(g.Peer.UID)), slog.Int("peer_pid", int(g.Peer.PID)),
+		slog.String("method", r.Method), slog.Int("status", rec.status), slog.Duration("took", took)}
+	if in.Provider != "" {
+		attrs = append(attrs, slog.String("provider", in.Provider), slog.String("operation", in.Operation),
+			slog.String("outcome", in.Outcome), slog.String("cache", in.Cache), slog.Duration("wait", in.Wait),
+			slog.String("upstream", in.Upstream), slog.Duration("upstream_took", in.Upstreamed))
+		if s.obs != nil {
+			s.obs.ObserveRequest(in.Provider, in.Operation, in.Outcome, took, in.Upstreamed)
+		}
+	} else {
+		attrs = append(attrs, slog.String("path", r.URL.Path))
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }

@@ -6,7 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-dev/sluice/core/access"
 	"github.com/sluice-dev/sluice/core/api"
+	"github.com/sluice-dev/sluice/core/metrics"
 	"github.com/sluice-dev/sluice/core/problem"
 )
 
@@ -74,6 +76,37 @@ func (d *Daemon) PurgeCache(provider string) (api.PurgeResult, error) {
 		return api.PurgeResult{}, p
 	}
 	return api.PurgeResult{Provider: provider, Purged: d.cache.Purge(provider)}, nil
+}
+
+// Metrics serves the Prometheus registry.
+func (d *Daemon) Metrics() http.Handler { return d.metrics.Handler() }
+
+// Level maps a socket peer to its permission tier under the current config.
+func (d *Daemon) Level(p access.Peer) access.Level { return d.policy.Load().Level(p) }
+
+func (d *Daemon) metricSources() metrics.Sources {
+	return metrics.Sources{
+		Cache: func() metrics.CacheStats {
+			s := d.cache.Stats()
+			return metrics.CacheStats{Entries: s.Entries, Bytes: s.Bytes, MaxBytes: s.MaxBytes, Hits: s.Hits,
+				Misses: s.Misses, Coalesced: s.Coalesced, Evictions: s.Evictions}
+		},
+		Buckets: func() []metrics.BucketStats {
+			var out []metrics.BucketStats
+			for _, b := range d.sched.Status() {
+				out = append(out, metrics.BucketStats{Name: b.Name, Requests: b.Requests, Window: b.Window,
+					InWindow: b.InWindow, Queued: b.Queued, Granted: b.Granted, PausedUntil: b.PausedUntil, PauseReason: b.PauseReason})
+			}
+			return out
+		},
+		Providers: func() []metrics.ProviderStats {
+			var out []metrics.ProviderStats
+			for _, p := range d.host.Status() {
+				out = append(out, metrics.ProviderStats{Name: p.Name, Ready: p.State == "ready", Restarts: p.Restarts})
+			}
+			return out
+		},
+	}
 }
 
 // ServeProvider hands provider calls to the gateway.

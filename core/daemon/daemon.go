@@ -21,10 +21,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-dev/sluice/core/access"
 	"github.com/sluice-dev/sluice/core/api"
 	"github.com/sluice-dev/sluice/core/cache"
 	"github.com/sluice-dev/sluice/core/config"
 	"github.com/sluice-dev/sluice/core/gateway"
+	"github.com/sluice-dev/sluice/core/metrics"
 	"github.com/sluice-dev/sluice/core/pluginhost"
 	"github.com/sluice-dev/sluice/core/problem"
 	"github.com/sluice-dev/sluice/core/scheduler"
@@ -56,12 +58,16 @@ type Daemon struct {
 	started time.Time
 	socket  string
 
-	sched *scheduler.Scheduler
-	cache *cache.Cache
-	host  *pluginhost.Host
-	gw    *gateway.Gateway
+	sched   *scheduler.Scheduler
+	cache   *cache.Cache
+	host    *pluginhost.Host
+	gw      *gateway.Gateway
+	metrics *metrics.Metrics
 
-	cfg atomic.Pointer[config.Config]
+	cfg    atomic.Pointer[config.Config]
+	policy atomic.Pointer[access.Policy]
+	// socketGID is the socket file's group, whose members may read.
+	socketGID int
 
 	reloadMu sync.Mutex
 	cfgMu    sync.Mutex
@@ -76,7 +82,12 @@ func Run(ctx context.Context, opts Options) error {
 	if out == nil {
 		out = os.Stderr
 	}
-	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
+	// Text for a person at a terminal, JSON for journald and collectors.
+	var handler slog.Handler = slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})
+	if fi, err := out.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		handler = slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})
+	}
+	log := slog.New(handler)
 
 	cfg, raw, err := loadConfig(opts)
 	if err != nil {
@@ -107,7 +118,9 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("cache: %w", err)
 	}
 	defer d.cache.Close()
-	d.host, err = pluginhost.New(pluginhost.Options{Scheduler: d.sched, Logger: log.With("component", "plugins")})
+	d.metrics = metrics.New(d.metricSources())
+	d.host, err = pluginhost.New(pluginhost.Options{Scheduler: d.sched, Logger: log.With("component", "plugins"),
+		ObserveWait: d.metrics.ObserveWait})
 	if err != nil {
 		return err
 	}
@@ -115,6 +128,16 @@ func Run(ctx context.Context, opts Options) error {
 	d.gw = gateway.New(d.host, d.cache, gatewaySettings(cfg), log.With("component", "gateway"))
 
 	ln := opts.Listener
+	activated := false
+	if ln == nil {
+		if ln, err = activatedListener(); err != nil {
+			return err
+		}
+		activated = ln != nil
+		if activated {
+			d.socket = ln.Addr().String()
+		}
+	}
 	if ln == nil {
 		ln, err = listen(d.socket, cfg.SocketMode.Perm())
 		if err != nil {
@@ -122,6 +145,8 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	defer ln.Close()
+	d.socketGID = fileGID(d.socket)
+	d.policy.Store(access.NewPolicy(cfg.Access, uint32(os.Geteuid()), d.socketGID))
 
 	specs, err := providerSpecs(cfg)
 	if err != nil {
@@ -129,14 +154,17 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.host.Apply(specs)
 
-	srv := &http.Server{Handler: api.NewServer(d, log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: api.NewServer(d, log.With("component", "api"), d.metrics), ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: api.ConnContext, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("sluiced listening", "socket", d.socket, "config", cfg.Path, "version", opts.Version, "sandbox", opts.Sandbox != nil)
+	log.Info("sluiced listening", "socket", d.socket, "activated", activated, "config", cfg.Path, "version", opts.Version, "sandbox", opts.Sandbox != nil)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go d.announceReady(ctx)
+	go d.watchdog(ctx)
 	go d.watchSignals(ctx)
 	if cfg.Path != "" {
 		go func() {
@@ -155,10 +183,11 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	log.Info("sluiced stopping")
+	d.notify("STOPPING=1")
 	shutCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
 	srv.Shutdown(shutCtx)
-	if opts.Listener == nil {
+	if opts.Listener == nil && !activated {
 		os.Remove(d.socket)
 	}
 	return nil
@@ -228,6 +257,8 @@ func listen(path string, mode os.FileMode) (net.Listener, error) {
 func (d *Daemon) reload(ctx context.Context, force bool) (api.ReloadResult, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	d.notifyReloading()
+	defer d.notify("READY=1")
 	cfg, raw, err := loadConfig(d.opts)
 	if err == nil {
 		_, err = providerSpecs(cfg)
@@ -237,6 +268,7 @@ func (d *Daemon) reload(ctx context.Context, force bool) (api.ReloadResult, erro
 		d.cfgState.LastReloadOK, d.cfgState.LastError, d.cfgState.LastErrorAt = false, err.Error(), time.Now()
 		d.cfgMu.Unlock()
 		d.log.Error("config reload failed; keeping the previous config", "err", err)
+		d.metrics.Reloaded(false)
 		return api.ReloadResult{}, configProblem(err)
 	}
 	hash := config.Hash(raw)
@@ -251,6 +283,7 @@ func (d *Daemon) reload(ctx context.Context, force bool) (api.ReloadResult, erro
 		return api.ReloadResult{Status: "unchanged", Hash: hash, LoadedAt: st.LoadedAt}, nil
 	}
 	d.apply(cfg)
+	d.metrics.Reloaded(true)
 	now := time.Now()
 	d.cfgMu.Lock()
 	d.cfgState = api.ConfigStatus{Path: cfg.Path, LoadedAt: now, Hash: hash, LastReloadOK: true}
@@ -267,6 +300,7 @@ func (d *Daemon) apply(cfg *config.Config) {
 	d.sched.SetMargin(cfg.Scheduler.Margin.Duration)
 	d.cache.SetMaxBytes(int64(cfg.Cache.MaxSize))
 	d.gw.SetSettings(gatewaySettings(cfg))
+	d.policy.Store(access.NewPolicy(cfg.Access, uint32(os.Geteuid()), d.socketGID))
 	specs, _ := providerSpecs(cfg)
 	d.host.Apply(specs)
 	if old.Socket != cfg.Socket || old.StateDir != cfg.StateDir {
@@ -293,4 +327,16 @@ func gatewaySettings(cfg *config.Config) gateway.Settings {
 		ProviderTimeout: map[string]time.Duration{"ineo": p.Ineo.Timeout.Duration, "hellorf": p.Hellorf.Timeout.Duration,
 			"spotify": p.Spotify.Timeout.Duration},
 	}
+}
+
+// fileGID is the group of the file at path, or -1.
+func fileGID(path string) int {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return -1
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Gid)
+	}
+	return -1
 }

@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-dev/sluice/core/access"
+	"github.com/sluice-dev/sluice/core/api"
 	"github.com/sluice-dev/sluice/core/cache"
 	"github.com/sluice-dev/sluice/core/pluginhost"
 	"github.com/sluice-dev/sluice/core/problem"
@@ -106,6 +108,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		p.Extra = map[string]any{"known_providers": g.host.Names()}
 		return p
 	}
+	info := api.InfoFrom(r.Context())
+	info.Provider = provider
 	desc := h.Description()
 	if desc == nil {
 		return problem.New(http.StatusServiceUnavailable, "provider plugin has not started")
@@ -113,6 +117,16 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	c, err := g.match(r, desc, provider, rest)
 	if err != nil {
 		return err
+	}
+	// Destructive or paying operations need the admin tier, whatever the
+	// provider's own policy says.
+	if c.op.GetDestructive() {
+		if grant := access.FromContext(r.Context()); grant.Level < access.Admin {
+			p := problem.Forbidden(fmt.Sprintf("%s is destructive or spends money and needs the admin permission; uid %d has %s (see [access] in the config)",
+				c.op.GetName(), grant.Peer.UID, grant.Level))
+			p.Title = "Permission denied"
+			return withOp(p, provider, c.op.GetName())
+		}
 	}
 	s := g.settings.Load()
 	maxWait, err := parseMaxWait(r.Header.Get("Sluice-Max-Wait"), s.DefaultMaxWait)
@@ -129,23 +143,36 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		if cc.onlyIfCached {
 			return notCached(c)
 		}
+		info.Outcome = "bypass"
 		return g.stream(w, r.Context(), h, c)
 	}
 	key := cache.Key(provider, c.op.GetName(), "", c.params, bodyForKey(c))
 	if !cc.noCache {
 		if e, ok := g.cache.Get(key); ok {
-			writeEntry(w, e, fmt.Sprintf("sluice; hit; ttl=%d", max(0, int(time.Until(e.ExpiresAt).Seconds()))), true)
+			info.Outcome, info.Cache = "hit", fmt.Sprintf("sluice; hit; ttl=%d", max(0, int(time.Until(e.ExpiresAt).Seconds())))
+			writeEntry(w, e, info.Cache, true)
 			return nil
 		}
 	}
 	if cc.onlyIfCached {
 		return notCached(c)
 	}
+	var head *proto.ResponseHead
 	e, shared, err := g.cache.Do(r.Context(), key, func(ctx context.Context) (*cache.Entry, bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, maxWait+g.timeout(provider)+readyWait)
 		defer cancel()
-		return g.fetch(ctx, h, c)
+		var entry *cache.Entry
+		var store bool
+		var err error
+		entry, head, store, err = g.fetch(ctx, h, c)
+		return entry, store, err
 	})
+	info.Outcome = "miss"
+	if shared {
+		info.Outcome = "coalesced"
+	} else {
+		noteHead(info, head)
+	}
 	if err != nil {
 		return err
 	}
@@ -158,8 +185,20 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	} else if !e.ExpiresAt.IsZero() {
 		status += "; stored"
 	}
+	info.Cache = status
 	writeEntry(w, e, status, false)
 	return nil
+}
+
+// noteHead copies the plugin's measurements into the request's info.
+func noteHead(info *api.Info, head *proto.ResponseHead) {
+	if head == nil {
+		return
+	}
+	info.Upstream = head.GetOutcome()
+	info.Wait = time.Duration(head.GetWaitUs()) * time.Microsecond
+	info.Upstreamed = time.Duration(head.GetUpstreamUs()) * time.Microsecond
+	info.Attempts = int(head.GetAttempts())
 }
 
 func (g *Gateway) timeout(provider string) time.Duration {
@@ -178,15 +217,15 @@ func notCached(c *call) error {
 // fetch runs one plugin call to completion and buffers the answer for the
 // cache. Only answers the plugin calls cacheable are stored, with a TTL bound
 // by every link expiry inside them.
-func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*cache.Entry, bool, error) {
+func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*cache.Entry, *proto.ResponseHead, bool, error) {
 	stream, done, err := g.open(ctx, h, c)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	defer done()
 	head, err := readHead(stream, c)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	var body bytes.Buffer
 	for {
@@ -195,20 +234,20 @@ func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*ca
 			break
 		}
 		if err != nil {
-			return nil, false, unavailable(c, err)
+			return nil, head, false, unavailable(c, err)
 		}
 		body.Write(chunk.GetData())
 		if body.Len() > maxCached {
-			return nil, false, problem.New(http.StatusBadGateway, "answer of a cacheable operation too large to buffer")
+			return nil, head, false, problem.New(http.StatusBadGateway, "answer of a cacheable operation too large to buffer")
 		}
 	}
 	now := time.Now()
 	e := &cache.Entry{Provider: c.provider, Status: int(head.GetStatus()), Header: headerOf(head), Body: body.Bytes(), StoredAt: now}
 	if !head.GetCacheable() || e.Status < 200 || e.Status > 299 {
-		return e, false, nil
+		return e, head, false, nil
 	}
 	e.ExpiresAt = g.expiry(c, head, e.Body, now)
-	return e, e.ExpiresAt.After(now), nil
+	return e, head, e.ExpiresAt.After(now), nil
 }
 
 // expiry is the smallest of the operation's TTL, the config's TTL (the
@@ -288,8 +327,11 @@ func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginho
 	if err != nil {
 		return err
 	}
+	info := api.InfoFrom(ctx)
+	noteHead(info, head)
+	info.Cache = "sluice; fwd=bypass"
 	copyHeader(w.Header(), headerOf(head))
-	w.Header().Set("Cache-Status", "sluice; fwd=bypass")
+	w.Header().Set("Cache-Status", info.Cache)
 	w.WriteHeader(int(head.GetStatus()))
 	fl, _ := w.(http.Flusher)
 	for {
@@ -506,6 +548,7 @@ func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest
 		}
 		return nil, unknownOperation(desc, provider, "no operation matches")
 	}
+	api.InfoFrom(r.Context()).Operation = op.GetName()
 	if !methodAllowed(op, r.Method) {
 		p := problem.New(http.StatusMethodNotAllowed, fmt.Sprintf("%s is not accepted by %s; use %s", r.Method, op.GetName(), strings.Join(op.GetMethods(), ", ")))
 		p.Extra = map[string]any{"allow": op.GetMethods()}

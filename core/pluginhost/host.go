@@ -53,6 +53,8 @@ type Options struct {
 	StartTimeout time.Duration
 	// MaxBackoff caps the restart backoff (default 30s).
 	MaxBackoff time.Duration
+	// ObserveWait, if set, receives every scheduler wait a plugin incurred.
+	ObserveWait func(bucket string, d time.Duration)
 }
 
 // Host owns every plugin supervisor.

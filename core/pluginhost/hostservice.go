@@ -18,9 +18,10 @@ import (
 // go-plugin broker. A plugin may only use its own buckets.
 type hostService struct {
 	proto.UnimplementedHostServer
-	name  string
-	sched Scheduler
-	log   *slog.Logger
+	name    string
+	sched   Scheduler
+	log     *slog.Logger
+	observe func(bucket string, d time.Duration)
 }
 
 func (h *hostService) own(bucket string) error {
@@ -34,7 +35,11 @@ func (h *hostService) Acquire(ctx context.Context, req *proto.AcquireRequest) (*
 	if err := h.own(req.GetBucket()); err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	g, err := h.sched.Acquire(ctx, req.GetBucket(), time.Duration(req.GetMaxWaitMs())*time.Millisecond)
+	if h.observe != nil && err == nil {
+		h.observe(req.GetBucket(), time.Since(start))
+	}
 	var be *scheduler.BudgetError
 	switch {
 	case errors.As(err, &be):

@@ -183,7 +183,7 @@ func (s *supervisor) start() (*instance, error) {
 	}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  provider.Handshake,
-		Plugins:          plugin.PluginSet{provider.PluginName: &provider.GRPCPlugin{Host: &hostService{name: s.spec.Name, sched: s.host.opts.Scheduler, log: s.log}}},
+		Plugins:          plugin.PluginSet{provider.PluginName: &provider.GRPCPlugin{Host: &hostService{name: s.spec.Name, sched: s.host.opts.Scheduler, log: s.log, observe: s.host.opts.ObserveWait}}},
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,

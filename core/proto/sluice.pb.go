@@ -771,7 +771,12 @@ type ResponseHead struct {
 	// The provider's configured lifetime for this answer (e.g. a
 	// categories_ttl); 0 = the cache's default_ttl. The operation's TTL and
 	// link expiries still bound it.
-	TtlMs         int64 `protobuf:"varint,6,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	TtlMs int64 `protobuf:"varint,6,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// Time spent waiting for scheduler grants and in upstream exchanges (up
+	// to the head), summed over attempts; for logs and metrics.
+	WaitUs        int64 `protobuf:"varint,7,opt,name=wait_us,json=waitUs,proto3" json:"wait_us,omitempty"`
+	UpstreamUs    int64 `protobuf:"varint,8,opt,name=upstream_us,json=upstreamUs,proto3" json:"upstream_us,omitempty"`
+	Attempts      int32 `protobuf:"varint,9,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -844,6 +849,27 @@ func (x *ResponseHead) GetOutcome() string {
 func (x *ResponseHead) GetTtlMs() int64 {
 	if x != nil {
 		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *ResponseHead) GetWaitUs() int64 {
+	if x != nil {
+		return x.WaitUs
+	}
+	return 0
+}
+
+func (x *ResponseHead) GetUpstreamUs() int64 {
+	if x != nil {
+		return x.UpstreamUs
+	}
+	return 0
+}
+
+func (x *ResponseHead) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
 	}
 	return 0
 }
@@ -1231,14 +1257,18 @@ const file_sluice_proto_rawDesc = "" +
 	"\x04head\x18\x01 \x01(\v2\x17.sluice.v1.ResponseHeadH\x00R\x04head\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x12.\n" +
 	"\aproblem\x18\x03 \x01(\v2\x12.sluice.v1.ProblemH\x00R\aproblemB\x06\n" +
-	"\x04kind\"\xcb\x01\n" +
+	"\x04kind\"\xa1\x02\n" +
 	"\fResponseHead\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x12'\n" +
 	"\aheaders\x18\x02 \x03(\v2\r.sluice.v1.KVR\aheaders\x12\x1c\n" +
 	"\tcacheable\x18\x03 \x01(\bR\tcacheable\x12+\n" +
 	"\x12expires_at_unix_ms\x18\x04 \x01(\x03R\x0fexpiresAtUnixMs\x12\x18\n" +
 	"\aoutcome\x18\x05 \x01(\tR\aoutcome\x12\x15\n" +
-	"\x06ttl_ms\x18\x06 \x01(\x03R\x05ttlMs\"\x9f\x01\n" +
+	"\x06ttl_ms\x18\x06 \x01(\x03R\x05ttlMs\x12\x17\n" +
+	"\await_us\x18\a \x01(\x03R\x06waitUs\x12\x1f\n" +
+	"\vupstream_us\x18\b \x01(\x03R\n" +
+	"upstreamUs\x12\x1a\n" +
+	"\battempts\x18\t \x01(\x05R\battempts\"\x9f\x01\n" +
 	"\aProblem\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-dev/sluice/core/problem"
@@ -41,6 +42,14 @@ type Request struct {
 	// provider through sluice (for rewriting links in answers).
 	PublicBase string
 	MaxWait    time.Duration
+
+	stats *callStats
+}
+
+// callStats accumulates what Upstream measured during one call.
+type callStats struct {
+	waitNs, upstreamNs atomic.Int64
+	attempts           atomic.Int32
 }
 
 // CacheHint is the plugin's verdict on an answer: only it knows whether an
@@ -62,6 +71,7 @@ const chunkSize = 128 << 10
 // ResponseWriter streams an answer back to the host.
 type ResponseWriter struct {
 	stream      proto.Provider_CallServer
+	stats       *callStats
 	wroteHeader bool
 }
 
@@ -73,6 +83,11 @@ func (w *ResponseWriter) WriteHead(status int, h http.Header, hint CacheHint) er
 	}
 	w.wroteHeader = true
 	head := &proto.ResponseHead{Status: int32(status), Cacheable: hint.Cacheable, Outcome: hint.Outcome, TtlMs: hint.TTL.Milliseconds()}
+	if st := w.stats; st != nil {
+		head.WaitUs = st.waitNs.Load() / 1e3
+		head.UpstreamUs = st.upstreamNs.Load() / 1e3
+		head.Attempts = st.attempts.Load()
+	}
 	if !hint.ExpiresAt.IsZero() {
 		head.ExpiresAtUnixMs = hint.ExpiresAt.UnixMilli()
 	}

@@ -54,7 +54,8 @@ func (s *server) upstream() *Upstream {
 }
 
 func (s *server) Call(m *proto.CallRequest, stream proto.Provider_CallServer) error {
-	w := &ResponseWriter{stream: stream}
+	stats := &callStats{}
+	w := &ResponseWriter{stream: stream, stats: stats}
 	up := s.upstream()
 	if up == nil {
 		return w.writeProblem(problem.New(http.StatusServiceUnavailable, "provider not configured yet"))
@@ -63,6 +64,7 @@ func (s *server) Call(m *proto.CallRequest, stream proto.Provider_CallServer) er
 		ID: m.GetRequestId(), Operation: m.GetOperation(), Method: m.GetMethod(), Path: m.GetPath(),
 		Params: url.Values{}, Body: m.GetBody(), ContentType: m.GetContentType(), Header: http.Header{},
 		PublicBase: m.GetPublicBase(), MaxWait: time.Duration(m.GetMaxWaitMs()) * time.Millisecond,
+		stats: stats,
 	}
 	for _, kv := range m.GetParams() {
 		req.Params.Add(kv.GetName(), kv.GetValue())

@@ -69,7 +69,7 @@ func (u *Upstream) Do(ctx context.Context, bucket string, build Builder) (*http.
 		cancel()
 		return nil, fmt.Errorf("building upstream request: %w", err)
 	}
-	resp, err := u.client.Do(req)
+	resp, err := u.send(ctx, req)
 	if err != nil {
 		cancel()
 		return nil, transportProblem(ctx, err)
@@ -92,7 +92,7 @@ func (u *Upstream) DoStream(ctx context.Context, bucket string, build Builder) (
 		return nil, fmt.Errorf("building upstream request: %w", err)
 	}
 	timer := time.AfterFunc(time.Duration(u.timeout.Load()), cancel)
-	resp, err := u.client.Do(req)
+	resp, err := u.send(ctx, req)
 	if !timer.Stop() && err != nil {
 		cancel()
 		return nil, problem.New(http.StatusGatewayTimeout, "upstream did not answer in time")
@@ -113,7 +113,11 @@ func (u *Upstream) Acquire(ctx context.Context, bucket string) error {
 	if r := callFrom(ctx); r != nil {
 		maxWait, id = r.MaxWait, r.ID
 	}
+	start := time.Now()
 	g, err := u.host.Acquire(ctx, &proto.AcquireRequest{Bucket: bucket, MaxWaitMs: maxWait.Milliseconds(), RequestId: id})
+	if st := statsFrom(ctx); st != nil {
+		st.waitNs.Add(int64(time.Since(start)))
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("waiting for rate budget: %w", ctx.Err())
@@ -122,6 +126,24 @@ func (u *Upstream) Acquire(ctx context.Context, bucket string) error {
 	}
 	if g.GetDenied() {
 		return problem.RateLimited(time.Duration(g.GetRetryAfterMs())*time.Millisecond, g.GetReason())
+	}
+	return nil
+}
+
+// send performs one exchange (up to the response head) and records it.
+func (u *Upstream) send(ctx context.Context, req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := u.client.Do(req)
+	if st := statsFrom(ctx); st != nil {
+		st.upstreamNs.Add(int64(time.Since(start)))
+		st.attempts.Add(1)
+	}
+	return resp, err
+}
+
+func statsFrom(ctx context.Context) *callStats {
+	if r := callFrom(ctx); r != nil {
+		return r.stats
 	}
 	return nil
 }

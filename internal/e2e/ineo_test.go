@@ -371,7 +371,12 @@ func TestStopCodePausesEveryCaller(t *testing.T) {
 	}
 	testenv.Eventually(t, 5*time.Second, "the stop code in the daemon log", func() bool {
 		log := env.Log()
-		return strings.Contains(log, "level=ERROR") && strings.Contains(log, "iNeo says stop") && strings.Contains(log, "status_code=2001")
+		for _, line := range strings.Split(log, "\n") {
+			if strings.Contains(line, "ERROR") && strings.Contains(line, "iNeo says stop") && strings.Contains(line, "2001") {
+				return true
+			}
+		}
+		return false
 	})
 	before := env.Ineo.Requests(ineosim.ServiceSpotify)
 	start := time.Now()

@@ -60,7 +60,8 @@ func Build(dir string) error {
 			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 		}
 	}
-	return nil
+	// Access tests run the binaries as other users.
+	return os.Chmod(dir, 0o755)
 }
 
 func moduleRoot() (string, error) {
@@ -96,6 +97,14 @@ type Options struct {
 	// AccessKey and TmanageAuth are the iNeo credentials (simulator and
 	// config alike); default: the simulator's sample tokens.
 	AccessKey, TmanageAuth string
+	// Top is inserted among the top-level keys (e.g. socket_mode).
+	Top string
+	// Env is added to the daemon's environment.
+	Env []string
+	// Launcher is a command the daemon runs under, e.g.
+	// {"systemd-socket-activate", "-l", SOCKET}; the word SOCKET is
+	// replaced by the socket path.
+	Launcher []string
 }
 
 // Env is one running simulator set plus daemon.
@@ -165,6 +174,7 @@ func (e *Env) ConfigText() string {
 state_dir = %q
 plugin_dir = %q
 log_level = "debug"
+%s
 
 [scheduler]
 margin = %q
@@ -185,7 +195,7 @@ requests = %d
 window = %q
 
 %s
-`, e.Socket, filepath.Join(e.Dir, "state"), BinDir(e.t), o.Margin, e.IneoURL, o.AccessKey, o.TmanageAuth,
+`, e.Socket, filepath.Join(e.Dir, "state"), BinDir(e.t), o.Top, o.Margin, e.IneoURL, o.AccessKey, o.TmanageAuth,
 		o.IneoExtra, o.SpotifyLimit.Requests, o.SpotifyLimit.Window.String(), o.TmanageLimit.Requests, o.TmanageLimit.Window.String(), o.Extra)
 }
 
@@ -208,9 +218,17 @@ func (e *Env) StartDaemon() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(BinDir(e.t), "sluiced"), "--config", e.Config)
+	args := []string{filepath.Join(BinDir(e.t), "sluiced"), "--config", e.Config}
+	if len(e.opts.Launcher) > 0 {
+		var pre []string
+		for _, a := range e.opts.Launcher {
+			pre = append(pre, strings.ReplaceAll(a, "SOCKET", e.Socket))
+		}
+		args = append(pre, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "SLUICE_SOCKET=")
+	cmd.Env = append(append(os.Environ(), "SLUICE_SOCKET="), e.opts.Env...)
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}

@@ -1,0 +1,120 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	sdnotify "github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+)
+
+// activatedListener returns the socket systemd passed (socket activation),
+// or nil when none was. The LISTEN_* variables are removed so nothing
+// started later inherits them.
+func activatedListener() (net.Listener, error) {
+	lns, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("socket activation: %w", err)
+	}
+	switch len(lns) {
+	case 0:
+		return nil, nil
+	case 1:
+		if lns[0] == nil {
+			return nil, fmt.Errorf("socket activation: the passed socket is not a listening socket")
+		}
+		return lns[0], nil
+	}
+	return nil, fmt.Errorf("socket activation: %d sockets passed, want 1", len(lns))
+}
+
+// notify sends a state to systemd when NOTIFY_SOCKET is set; errors are not
+// fatal (the daemon also runs without systemd).
+func (d *Daemon) notify(state string) {
+	if _, err := sdnotify.SdNotify(false, state); err != nil {
+		d.log.Warn("sd_notify failed", "state", state, "err", err)
+	}
+}
+
+// notifyReloading tells systemd a reload started, with the monotonic
+// timestamp Type=notify-reload requires.
+func (d *Daemon) notifyReloading() {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return
+	}
+	d.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+}
+
+// announceReady waits until the socket answers and every enabled plugin is
+// ready, then sends READY=1.
+func (d *Daemon) announceReady(ctx context.Context) {
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		return
+	}
+	for {
+		if d.selfCheck(ctx) == nil {
+			d.notify(sdnotify.SdNotifyReady)
+			d.log.Info("ready: notified systemd")
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// watchdog pings systemd while a real health check passes: a request over
+// the daemon's own socket (so a wedged accept loop or handler stops the
+// pings) that finds every plugin ready.
+func (d *Daemon) watchdog(ctx context.Context) {
+	interval, err := sdnotify.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := d.selfCheck(ctx); err != nil {
+				d.log.Warn("watchdog: health check failed; not pinging systemd", "err", err)
+				continue
+			}
+			d.notify(sdnotify.SdNotifyWatchdog)
+		}
+	}
+}
+
+// selfCheck asks the daemon's own socket for /v1/health.
+func (d *Daemon) selfCheck(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, "unix", d.socket)
+	}}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sluice/v1/health", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("health answered %d", resp.StatusCode)
+	}
+	return nil
+}

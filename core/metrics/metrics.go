@@ -1,0 +1,200 @@
+// Package metrics exposes sluiced's Prometheus metrics on its own registry:
+// counters and histograms the daemon observes as requests pass, plus
+// collectors that read the cache, the scheduler and the plugin host at
+// scrape time so the numbers can never drift from what status shows.
+//
+// Labels are bounded: providers and operations come from plugin
+// descriptions, buckets from config; nothing a caller sends becomes a label.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// CacheStats, BucketStats and ProviderStats are the live figures the
+// collectors read; the daemon adapts its components to them.
+type CacheStats struct {
+	Entries                            int
+	Bytes, MaxBytes                    int64
+	Hits, Misses, Coalesced, Evictions uint64
+}
+
+// BucketStats describes one scheduler bucket.
+type BucketStats struct {
+	Name        string
+	Requests    int
+	Window      time.Duration
+	InWindow    int
+	Queued      int
+	Granted     uint64
+	PausedUntil time.Time
+	PauseReason string
+}
+
+// ProviderStats describes one plugin.
+type ProviderStats struct {
+	Name     string
+	Ready    bool
+	Restarts int
+}
+
+// Sources are read at scrape time.
+type Sources struct {
+	Cache     func() CacheStats
+	Buckets   func() []BucketStats
+	Providers func() []ProviderStats
+}
+
+// Metrics is the daemon's registry and instruments.
+type Metrics struct {
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	upstream   *prometheus.HistogramVec
+	wait       *prometheus.HistogramVec
+	denied     *prometheus.CounterVec
+	reloadOK   prometheus.Gauge
+	reloadTime prometheus.Gauge
+}
+
+// New registers every metric.
+func New(src Sources) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_requests_total",
+			Help: "Provider calls by provider, operation and outcome (hit, miss, coalesced, bypass, rejected, failed)."},
+			[]string{"provider", "operation", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_request_duration_seconds",
+			Help: "Time to answer a provider call, queueing included.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12)},
+			[]string{"provider", "operation"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_upstream_duration_seconds",
+			Help: "Upstream exchange time up to the response head, summed over attempts.", Buckets: prometheus.ExponentialBuckets(0.001, 3, 10)},
+			[]string{"provider", "operation"}),
+		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_scheduler_wait_seconds",
+			Help: "Time a request waited for a grant from its bucket.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12)},
+			[]string{"bucket"}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_access_denied_total",
+			Help: "Requests refused for lack of permission, by the level they needed."}, []string{"needed"}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_config_last_reload_successful",
+			Help: "Whether the last config reload succeeded (1) or failed (0)."}),
+		reloadTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_config_last_reload_success_timestamp_seconds",
+			Help: "Time of the last successful config load."}),
+	}
+	m.reloadOK.Set(1)
+	m.reloadTime.SetToCurrentTime()
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.wait, m.denied, m.reloadOK, m.reloadTime,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&live{src: src})
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// ObserveRequest records one provider call.
+func (m *Metrics) ObserveRequest(provider, operation, outcome string, took, upstream time.Duration) {
+	m.requests.WithLabelValues(provider, operation, outcome).Inc()
+	m.duration.WithLabelValues(provider, operation).Observe(took.Seconds())
+	if upstream > 0 {
+		m.upstream.WithLabelValues(provider, operation).Observe(upstream.Seconds())
+	}
+}
+
+// ObserveWait records one scheduler wait.
+func (m *Metrics) ObserveWait(bucket string, d time.Duration) {
+	m.wait.WithLabelValues(bucket).Observe(d.Seconds())
+}
+
+// Denied counts a refused request.
+func (m *Metrics) Denied(needed string) { m.denied.WithLabelValues(needed).Inc() }
+
+// Reloaded records a reload attempt.
+func (m *Metrics) Reloaded(ok bool) {
+	if ok {
+		m.reloadOK.Set(1)
+		m.reloadTime.SetToCurrentTime()
+		return
+	}
+	m.reloadOK.Set(0)
+}
+
+// live reads current figures at scrape time.
+type live struct{ src Sources }
+
+var (
+	descCacheEntries   = prometheus.NewDesc("sluice_cache_entries", "Answers in the cache.", nil, nil)
+	descCacheBytes     = prometheus.NewDesc("sluice_cache_bytes", "Bytes of cached answers.", nil, nil)
+	descCacheMax       = prometheus.NewDesc("sluice_cache_max_bytes", "Configured cache size.", nil, nil)
+	descCacheHits      = prometheus.NewDesc("sluice_cache_hits_total", "Cache hits.", nil, nil)
+	descCacheMisses    = prometheus.NewDesc("sluice_cache_misses_total", "Cache misses.", nil, nil)
+	descCacheCoalesced = prometheus.NewDesc("sluice_cache_coalesced_total", "Requests merged into another caller's upstream request.", nil, nil)
+	descCacheEvictions = prometheus.NewDesc("sluice_cache_evictions_total", "Live answers evicted for space.", nil, nil)
+	descQueue          = prometheus.NewDesc("sluice_scheduler_queue_depth", "Requests waiting for a grant.", []string{"bucket"}, nil)
+	descInWindow       = prometheus.NewDesc("sluice_scheduler_in_window", "Grants in the current sliding window.", []string{"bucket"}, nil)
+	descLimit          = prometheus.NewDesc("sluice_scheduler_limit_requests", "Requests allowed per window.", []string{"bucket"}, nil)
+	descWindow         = prometheus.NewDesc("sluice_scheduler_window_seconds", "Window length.", []string{"bucket"}, nil)
+	descGrants         = prometheus.NewDesc("sluice_scheduler_grants_total", "Grants since start.", []string{"bucket"}, nil)
+	descPaused         = prometheus.NewDesc("sluice_scheduler_paused", "1 while the bucket is paused, with the reason.", []string{"bucket", "reason"}, nil)
+	descPausedUntil    = prometheus.NewDesc("sluice_scheduler_paused_until_timestamp_seconds", "End of the current pause.", []string{"bucket"}, nil)
+	descPluginUp       = prometheus.NewDesc("sluice_plugin_ready", "1 when the provider's plugin is ready.", []string{"provider"}, nil)
+	descRestarts       = prometheus.NewDesc("sluice_plugin_restarts_total", "Plugin restarts.", []string{"provider"}, nil)
+)
+
+func (l *live) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descCacheEntries, descCacheBytes, descCacheMax, descCacheHits, descCacheMisses,
+		descCacheCoalesced, descCacheEvictions, descQueue, descInWindow, descLimit, descWindow, descGrants, descPaused,
+		descPausedUntil, descPluginUp, descRestarts} {
+		ch <- d
+	}
+}
+
+func (l *live) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	if l.src.Cache != nil {
+		c := l.src.Cache()
+		gauge(descCacheEntries, float64(c.Entries))
+		gauge(descCacheBytes, float64(c.Bytes))
+		gauge(descCacheMax, float64(c.MaxBytes))
+		counter(descCacheHits, float64(c.Hits))
+		counter(descCacheMisses, float64(c.Misses))
+		counter(descCacheCoalesced, float64(c.Coalesced))
+		counter(descCacheEvictions, float64(c.Evictions))
+	}
+	if l.src.Buckets != nil {
+		now := time.Now()
+		for _, b := range l.src.Buckets() {
+			gauge(descQueue, float64(b.Queued), b.Name)
+			gauge(descInWindow, float64(b.InWindow), b.Name)
+			gauge(descLimit, float64(b.Requests), b.Name)
+			gauge(descWindow, b.Window.Seconds(), b.Name)
+			counter(descGrants, float64(b.Granted), b.Name)
+			if b.PausedUntil.After(now) {
+				gauge(descPaused, 1, b.Name, b.PauseReason)
+				gauge(descPausedUntil, float64(b.PausedUntil.Unix()), b.Name)
+			}
+		}
+	}
+	if l.src.Providers != nil {
+		for _, p := range l.src.Providers() {
+			up := 0.0
+			if p.Ready {
+				up = 1
+			}
+			gauge(descPluginUp, up, p.Name)
+			counter(descRestarts, float64(p.Restarts), p.Name)
+		}
+	}
+}

@@ -1,0 +1,299 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/sluice-dev/sluice/internal/testenv"
+)
+
+// ctlAs runs sluicectl as another user.
+func ctlAs(t *testing.T, env *testenv.Env, uid uint32, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(testenv.BinDir(t), "sluicectl"), append([]string{"--socket", env.Socket}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, NoSetGroups: true}}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out.String(), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), 0
+}
+
+// TestAccessTiers uses two real uids: one granted read, one granted
+// nothing; root (the test) is admin.
+func TestAccessTiers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run clients as other uids (CI runs as root)")
+	}
+	t.Parallel()
+	const reader, stranger = 65534, 65533
+	env := testenv.Start(t, testenv.Options{Top: `socket_mode = "0666"`,
+		Extra: "[access]\nread_uids = [65534]\n", IneoExtra: "allow_delete_account = true"})
+	if err := os.Chmod(env.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		uid  uint32
+		args []string
+		code int
+		want string
+	}{
+		{reader, []string{"status"}, 0, "ineo"},
+		{reader, []string{"ineo", "track", "6fx5VOjqYNBHcDf5GIF5g5"}, 0, "dl/"},
+		{reader, []string{"reload"}, 2, "admin"},
+		{reader, []string{"cache", "purge"}, 2, "admin"},
+		{reader, []string{"ineo", "tg", "delete", "989012345678", "--confirm", "989012345678"}, 2, "admin"},
+		{stranger, []string{"status"}, 2, "read"},
+		{stranger, []string{"ineo", "track", "6fx5VOjqYNBHcDf5GIF5g5"}, 2, "read"},
+	}
+	for _, tc := range cases {
+		out, code := ctlAs(t, env, tc.uid, tc.args...)
+		if code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("uid %d %v: exit %d, want %d with %q\n%s", tc.uid, tc.args, code, tc.code, tc.want, out)
+		}
+	}
+	if n := env.Ineo.Requests("tmanage"); n != 0 {
+		t.Fatalf("a refused deletion reached the upstream (%d requests)", n)
+	}
+	// Root is admin.
+	if out, code := ctl(t, env, "reload"); code != 0 {
+		t.Fatalf("root reload: exit %d\n%s", code, out)
+	}
+	if log := env.Log(); !strings.Contains(log, `"peer_uid":65533`) || !strings.Contains(log, "permission denied") {
+		t.Fatalf("denials are not logged with the peer's uid")
+	}
+}
+
+// TestMetricsScrape parses /metrics with the Prometheus text parser.
+func TestMetricsScrape(t *testing.T) {
+	t.Parallel()
+	env := testenv.Start(t, testenv.Options{})
+	ctx := testenv.Ctx(t, 30*time.Second)
+	for range 2 {
+		if _, err := track(ctx, env.Client, "6fx5VOjqYNBHcDf5GIF5g5", nil); err != nil {
+			t.Fatal(err)
+		}
+		env.Client.Call(ctx, "GET", "/v1/ineo/spotify.php", url.Values{"trackId": {"bad"}}, nil, nil)
+	}
+	resp, err := env.Client.Do(ctx, "GET", "/metrics", nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := func(name string, labels map[string]string) float64 {
+		f, ok := fams[name]
+		if !ok {
+			t.Fatalf("metric %s missing", name)
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+		t.Fatalf("metric %s%v missing", name, labels)
+		return 0
+	}
+	op := map[string]string{"provider": "ineo", "operation": "spotify.track"}
+	checks := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"sluice_requests_total", map[string]string{"provider": "ineo", "operation": "spotify.track", "outcome": "miss"}, 1},
+		{"sluice_requests_total", map[string]string{"provider": "ineo", "operation": "spotify.track", "outcome": "rejected"}, 2},
+		{"sluice_upstream_duration_seconds", op, 1},
+		{"sluice_scheduler_grants_total", map[string]string{"bucket": "ineo.spotify"}, 1},
+		{"sluice_scheduler_wait_seconds", map[string]string{"bucket": "ineo.spotify"}, 1},
+		{"sluice_scheduler_limit_requests", map[string]string{"bucket": "ineo.spotify"}, 6},
+		{"sluice_plugin_ready", map[string]string{"provider": "ineo"}, 1},
+		{"sluice_config_last_reload_successful", nil, 1},
+	}
+	for _, c := range checks {
+		if got := value(c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	// The second identical request was a hit, or coalesced if the first
+	// was still being stored.
+	if hits := value("sluice_cache_hits_total", nil); hits < 1 && value("sluice_cache_coalesced_total", nil) < 1 {
+		t.Errorf("no hit recorded")
+	}
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "sluice_cache_bytes", "sluice_scheduler_queue_depth"} {
+		if _, ok := fams[name]; !ok {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+}
+
+// TestSystemdNotifyAndPluginEnv reads the daemon's sd_notify messages from a
+// fake NOTIFY_SOCKET and checks that nothing of the daemon's environment
+// reaches a plugin.
+func TestSystemdNotifyAndPluginEnv(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "sn-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sockPath := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	await := func(what string) string {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					t.Fatalf("notify socket closed waiting for %s", what)
+				}
+				if strings.Contains(m, what) {
+					return m
+				}
+			case <-deadline:
+				t.Fatalf("no %s from the daemon", what)
+			}
+		}
+	}
+	env := testenv.Start(t, testenv.Options{Env: []string{"NOTIFY_SOCKET=" + sockPath, "SLUICE_TEST_SECRET=hunter2"}})
+	await("READY=1")
+	ctx := testenv.Ctx(t, 30*time.Second)
+	if _, err := env.Client.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := await("RELOADING=1")
+	if !strings.Contains(m, "MONOTONIC_USEC=") {
+		t.Fatalf("RELOADING without MONOTONIC_USEC: %q", m)
+	}
+	await("READY=1")
+
+	st, err := env.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	environ, err := os.ReadFile("/proc/" + strconv.Itoa(st.Providers[0].PID) + "/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"NOTIFY_SOCKET", "SLUICE_TEST_SECRET", "hunter2", "LISTEN_FDS", "HOME="} {
+		if bytes.Contains(environ, []byte(bad)) {
+			t.Errorf("plugin environment contains %q", bad)
+		}
+	}
+	env.StopDaemon()
+	await("STOPPING=1")
+}
+
+// TestSocketActivation runs sluiced under systemd-socket-activate and calls
+// it through the passed socket.
+func TestSocketActivation(t *testing.T) {
+	bin, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate not installed (Debian package systemd; .ci/run installs it)")
+	}
+	t.Parallel()
+	env := testenv.Start(t, testenv.Options{Launcher: []string{bin, "-l", "SOCKET"}})
+	ctx := testenv.Ctx(t, 30*time.Second)
+	st, err := env.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Socket != env.Socket {
+		t.Fatalf("status socket %q, want %q", st.Socket, env.Socket)
+	}
+	if !strings.Contains(env.Log(), `"activated":true`) {
+		t.Fatalf("daemon did not use the passed socket:\n%s", env.Log())
+	}
+	if r, err := track(ctx, env.Client, "6fx5VOjqYNBHcDf5GIF5g5", nil); err != nil || r.Status != http.StatusOK {
+		t.Fatalf("call through the activated socket: %v", err)
+	}
+}
+
+// TestPluginChecksumPin: a plugin binary that does not match plugin_sha256
+// is not started (loudly); the daemon stays up and says why. The right
+// sum starts it again.
+func TestPluginChecksumPin(t *testing.T) {
+	t.Parallel()
+	good := sha256File(t, filepath.Join(testenv.BinDir(t), "sluice-ineo"))
+	env := testenv.Start(t, testenv.Options{IneoExtra: `plugin_sha256 = "` + good + `"`})
+	ctx := testenv.Ctx(t, 60*time.Second)
+	env.WriteConfig(strings.Replace(env.ConfigText(), good, strings.Repeat("ab", 32), 1))
+	testenv.Eventually(t, 20*time.Second, "the provider to fail on the checksum", func() bool {
+		st, err := env.Client.Status(ctx)
+		return err == nil && len(st.Providers) == 1 && st.Providers[0].State == "failed" &&
+			strings.Contains(st.Providers[0].LastError, "plugin_sha256")
+	})
+	if h, err := env.Client.Health(ctx); err != nil || h.Status == "ok" {
+		t.Fatalf("health with a failed provider: %+v %v", h, err)
+	}
+	if _, err := track(ctx, env.Client, "6fx5VOjqYNBHcDf5GIF5g5", nil); problemStatus(err) != 503 {
+		t.Fatalf("call to a failed provider: %v, want 503", err)
+	}
+	env.WriteConfig(env.ConfigText())
+	if err := env.Client.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
