@@ -7,7 +7,16 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 PLUGINS  := ineo hellorf spotify
 
-.PHONY: all build run test proto clean
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SYSCONFDIR ?= /etc
+BINDIR      = $(PREFIX)/bin
+PLUGINDIR   = $(PREFIX)/lib/sluice/plugins
+UNITDIR     = $(PREFIX)/lib/systemd/system
+USERUNITDIR = $(PREFIX)/lib/systemd/user
+SYSUSERSDIR = $(PREFIX)/lib/sysusers.d
+
+.PHONY: all build run test proto clean install install-files uninstall
 
 all: build
 
@@ -38,6 +47,40 @@ test:
 proto:
 	cd core/proto && protoc --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative sluice.proto
+
+# Install binaries, plugins, units and (only if none exists) the example
+# config. Honours PREFIX (default /usr/local), DESTDIR and SYSCONFDIR.
+# sluiced finds its plugins in $(PREFIX)/lib/sluice/plugins by itself.
+install: build
+	$(MAKE) install-files
+
+# install-files installs what is already in $(BIN) (tests use it with
+# prebuilt binaries).
+install-files:
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(SYSCONFDIR)/sluice
+	install -m 0755 $(BIN)/sluiced $(BIN)/sluicectl $(DESTDIR)$(BINDIR)/
+	@for p in $(PLUGINS); do install -m 0755 $(BIN)/sluice-$$p $(DESTDIR)$(PLUGINDIR)/ || exit 1; done
+	@for u in sluice.service sluice.socket; do \
+		sed -e 's|/usr/local/bin|$(BINDIR)|g' -e 's|/etc/sluice|$(SYSCONFDIR)/sluice|g' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u; \
+		sed -e 's|/usr/local/bin|$(BINDIR)|g' systemd/user/$$u > $(DESTDIR)$(USERUNITDIR)/$$u; \
+	done
+	install -m 0644 systemd/sluice.sysusers $(DESTDIR)$(SYSUSERSDIR)/sluice.conf
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/sluice/config.toml ]; then \
+		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/sluice/config.toml"; \
+	else \
+		install -m 0640 config.toml $(DESTDIR)$(SYSCONFDIR)/sluice/config.toml; \
+	fi
+
+# Remove what install put in place, except the config (it may hold your
+# settings) and the state directory.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/sluiced $(DESTDIR)$(BINDIR)/sluicectl
+	@for p in $(PLUGINS); do rm -f $(DESTDIR)$(PLUGINDIR)/sluice-$$p; done
+	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(PREFIX)/lib/sluice 2>/dev/null
+	rm -f $(DESTDIR)$(UNITDIR)/sluice.service $(DESTDIR)$(UNITDIR)/sluice.socket
+	rm -f $(DESTDIR)$(USERUNITDIR)/sluice.service $(DESTDIR)$(USERUNITDIR)/sluice.socket
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/sluice.conf
 
 clean:
 	rm -rf $(BIN)

@@ -20,11 +20,10 @@ import (
 func providerSpecs(cfg *config.Config) ([]pluginhost.Spec, error) {
 	dir := cfg.PluginDir
 	if dir == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("locating plugin_dir: %w", err)
+		var err error
+		if dir, err = defaultPluginDir(); err != nil {
+			return nil, err
 		}
-		dir = filepath.Dir(exe)
 	}
 	var specs []pluginhost.Spec
 	pv := reflect.ValueOf(cfg.Providers)
@@ -82,4 +81,24 @@ func tomlName(f reflect.StructField) string {
 		return strings.ToLower(f.Name)
 	}
 	return name
+}
+
+// defaultPluginDir is the directory of sluiced itself (a build tree, bin/),
+// or, when installed, PREFIX/lib/sluice/plugins beside PREFIX/bin.
+func defaultPluginDir() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("locating plugin_dir: %w", err)
+	}
+	if exe, err = filepath.EvalSymlinks(exe); err != nil {
+		return "", fmt.Errorf("locating plugin_dir: %w", err)
+	}
+	dir := filepath.Dir(exe)
+	installed := filepath.Join(dir, "..", "lib", "sluice", "plugins")
+	if _, err := os.Stat(filepath.Join(dir, "sluice-ineo")); err != nil {
+		if fi, err := os.Stat(installed); err == nil && fi.IsDir() {
+			return filepath.Clean(installed), nil
+		}
+	}
+	return dir, nil
 }
