@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/sluice-dev/sluice/internal/testenv"
@@ -19,7 +20,16 @@ func ctl(t *testing.T, env *testenv.Env, args ...string) (string, int) {
 
 func ctlSocket(t *testing.T, socket string, args ...string) (string, int) {
 	t.Helper()
+	return runCtl(t, socket, nil, args...)
+}
+
+// runCtl runs sluicectl against socket, as another user when cred is set.
+func runCtl(t *testing.T, socket string, cred *syscall.Credential, args ...string) (string, int) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(testenv.BinDir(t), "sluicectl"), append([]string{"--socket", socket}, args...)...)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Stdin = strings.NewReader("")

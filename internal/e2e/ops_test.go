@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,19 +25,7 @@ import (
 // ctlAs runs sluicectl as another user.
 func ctlAs(t *testing.T, env *testenv.Env, uid uint32, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(testenv.BinDir(t), "sluicectl"), append([]string{"--socket", env.Socket}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, NoSetGroups: true}}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return out.String(), ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), 0
+	return runCtl(t, env.Socket, &syscall.Credential{Uid: uid, Gid: uid, NoSetGroups: true}, args...)
 }
 
 // TestAccessTiers uses two real uids: one granted read, one granted
