@@ -156,6 +156,9 @@ func Run(ctx context.Context, opts Options) error {
 
 	srv := &http.Server{Handler: api.NewServer(d, log.With("component", "api"), d.metrics), ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: api.ConnContext, MaxHeaderBytes: 64 << 10,
+		// Bounds on reading a request (slow or stalled clients); answers are
+		// not bounded, as files stream for as long as they take.
+		ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sluice-dev/sluice/core/access"
 	"github.com/sluice-dev/sluice/core/api"
@@ -513,6 +514,21 @@ func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest
 	if err != nil {
 		return nil, err
 	}
+	// Plugin RPC strings must be UTF-8, and no upstream API here takes
+	// anything else: refuse early with a clear 400.
+	for k, vs := range params {
+		if !utf8.ValidString(k) {
+			return nil, withOp(problem.BadParam("", "parameter names must be valid UTF-8"), provider, "")
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return nil, withOp(problem.BadParam(k, fmt.Sprintf("parameter %q is not valid UTF-8", k)), provider, "")
+			}
+		}
+	}
+	if !utf8.ValidString(rest) {
+		return nil, unknownOperation(desc, provider, "path is not valid UTF-8")
+	}
 	// Credentials come from config only: what a caller sends is dropped.
 	for _, cred := range desc.GetCredentialParams() {
 		for k := range params {
@@ -575,7 +591,9 @@ func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest
 	}
 	for _, name := range forwardHeaders {
 		for _, v := range r.Header.Values(name) {
-			req.Headers = append(req.Headers, &proto.KV{Name: name, Value: v})
+			if utf8.ValidString(v) {
+				req.Headers = append(req.Headers, &proto.KV{Name: name, Value: v})
+			}
 		}
 	}
 	return &call{provider: provider, op: op, req: req, params: params, bodyInParams: inParams}, nil

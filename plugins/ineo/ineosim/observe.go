@@ -99,6 +99,9 @@ func (s *Sim) resetLocked() {
 	s.notFound = map[string]bool{}
 	s.dlTokens = map[string]string{}
 	s.delay = 0
+	for _, svc := range s.services {
+		svc.faults = nil
+	}
 }
 
 // SetDelay delays every answer by d (0 turns it off). Arrivals are still

@@ -132,6 +132,7 @@ type service struct {
 	violations int
 	log        []Arrival
 	failNext   []int
+	faults     []Fault
 }
 
 // reply is what a handler decided; ServeHTTP renders it.
@@ -261,10 +262,14 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, name string) {
 	token := params.Get(svc.tokenParam)
 	blocked := s.arriveLocked(svc, clientIP(r), token, now, r.Method, params)
 	rep := s.decideLocked(svc, r, params, parseErr, blocked)
+	fault := s.popFaultLocked(svc)
 	s.mu.Unlock()
 
 	s.log.Debug("ineosim: request", "service", name, "method", r.Method, "status_code", rep.code)
 	s.wait(r.Context())
+	if writeFault(w, fault) {
+		return
+	}
 	writeEnvelope(w, rep)
 }
 

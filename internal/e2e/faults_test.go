@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/internal/testenv"
+	"github.com/sluice-dev/sluice/plugins/ineo/ineosim"
+)
+
+// TestUpstreamFaults: broken, garbled, slow and absent upstreams give the
+// documented problems within the configured timeout, every attempt is
+// counted by the scheduler exactly as the upstream saw it, and nothing is
+// cached.
+func TestUpstreamFaults(t *testing.T) {
+	t.Parallel()
+	env := testenv.Start(t, testenv.Options{IneoExtra: `timeout = "1s"`,
+		SpotifyLimit: ineosim.Limit{Requests: 50, Window: time.Second}})
+	ctx := testenv.Ctx(t, time.Minute)
+	cases := []struct {
+		name  string
+		fault ineosim.Fault
+		delay time.Duration
+		want  int
+	}{
+		{"reset mid-body", ineosim.FaultReset, 0, http.StatusBadGateway},
+		{"truncated body", ineosim.FaultTruncated, 0, http.StatusBadGateway},
+		{"HTML error page", ineosim.FaultHTML500, 0, http.StatusBadGateway},
+		{"not JSON", ineosim.FaultNotJSON, 0, http.StatusBadGateway},
+		{"stall past the timeout", 0, 3 * time.Second, http.StatusGatewayTimeout},
+	}
+	for i, tc := range cases {
+		id := trackID(i)
+		if tc.fault != 0 {
+			env.Ineo.InjectFault(ineosim.ServiceSpotify, tc.fault)
+		}
+		env.Ineo.SetDelay(tc.delay)
+		start := time.Now()
+		_, err := track(ctx, env.Client, id, nil)
+		took := time.Since(start)
+		env.Ineo.SetDelay(0)
+		if got := problemStatus(err); got != tc.want {
+			t.Errorf("%s: %v, want a %d problem", tc.name, err, tc.want)
+		}
+		if took > 2500*time.Millisecond {
+			t.Errorf("%s: took %s with a 1s timeout", tc.name, took)
+		}
+		if _, err := track(ctx, env.Client, id, http.Header{"Cache-Control": {"only-if-cached"}}); problemStatus(err) != 504 {
+			t.Errorf("%s: the failure was cached", tc.name)
+		}
+	}
+	// A storm of 5xx pages from many callers at once.
+	for range 10 {
+		env.Ineo.InjectFault(ineosim.ServiceSpotify, ineosim.FaultHTML500)
+	}
+	for i, err := range burst(ctx, env.Client, 100, 10) {
+		if problemStatus(err) != http.StatusBadGateway {
+			t.Errorf("storm request %d: %v", i, err)
+		}
+	}
+	// The scheduler counted every attempt the upstream saw.
+	st, err := env.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range st.Buckets {
+		if b.Name == "ineo.spotify" && int(b.Granted) != env.Ineo.Requests(ineosim.ServiceSpotify) {
+			t.Errorf("bucket granted %d, upstream saw %d", b.Granted, env.Ineo.Requests(ineosim.ServiceSpotify))
+		}
+	}
+	if st.Cache.Entries != 0 {
+		t.Errorf("%d failed answers cached", st.Cache.Entries)
+	}
+	// Connection refused.
+	env.Ineo.Close()
+	if _, err := track(ctx, env.Client, trackID(200), nil); problemStatus(err) != http.StatusBadGateway {
+		t.Errorf("connection refused: %v, want 502", err)
+	}
+	if v := env.Ineo.Violations(); v != 0 {
+		t.Errorf("violations: %d", v)
+	}
+}
+
+// TestUnwritableStateDir: with a state_dir that cannot be written, the
+// daemon still serves (holding the first request per bucket for one window,
+// the safe default) and says why in status.
+func TestUnwritableStateDir(t *testing.T) {
+	t.Parallel()
+	env := testenv.Start(t, testenv.Options{})
+	ctx := testenv.Ctx(t, time.Minute)
+	env.StopDaemon()
+	// Replace the state directory by a regular file: unwritable even for
+	// root, unlike a chmod.
+	state := env.Dir + "/state"
+	if err := os.RemoveAll(state); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(state, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env.StartDaemon()
+	if r, err := track(ctx, env.Client, "6fx5VOjqYNBHcDf5GIF5g5", nil); err != nil || r.Status != 200 {
+		t.Fatalf("daemon with unwritable state_dir: %v", err)
+	}
+	st, err := env.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.StateError == "" {
+		t.Fatalf("status does not say the state cannot be kept: %+v", st)
+	}
+}
