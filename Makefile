@@ -16,7 +16,9 @@ UNITDIR     = $(PREFIX)/lib/systemd/system
 USERUNITDIR = $(PREFIX)/lib/systemd/user
 SYSUSERSDIR = $(PREFIX)/lib/sysusers.d
 
-.PHONY: all build run test proto clean install install-files uninstall
+FUZZTIME ?= 30s
+
+.PHONY: all build run test proto clean install install-files uninstall fuzz
 
 all: build
 
@@ -41,6 +43,16 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Run every fuzz target for FUZZTIME each (their seed corpora already run
+# in make test).
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; \
+			$(GO) test -run=NONE -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
 
 # Regenerate the plugin RPC code (needs protoc, protoc-gen-go and
 # protoc-gen-go-grpc; the generated code is committed).
