@@ -18,7 +18,7 @@ SYSUSERSDIR = $(PREFIX)/lib/sysusers.d
 
 FUZZTIME ?= 30s
 
-.PHONY: all build run test proto clean install install-files uninstall fuzz
+.PHONY: all build run test proto clean install install-files uninstall fuzz man soak
 
 all: build
 
@@ -43,6 +43,15 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Man pages for sluicectl's whole command tree (roff, into man/man1).
+man: build
+	$(BIN)/sluicectl gen-man man/man1
+
+# The long chaos run (two minutes of mixed load with plugin kills and
+# config rewrites); make test runs a 20-second version.
+soak:
+	SLUICE_CHAOS=2m $(GO) test -race -count=1 -timeout 30m -run 'Chaos' -v ./internal/e2e/
 
 # Run every fuzz target for FUZZTIME each (their seed corpora already run
 # in make test).
@@ -78,6 +87,8 @@ install-files:
 		sed -e 's|/usr/local/bin|$(BINDIR)|g' systemd/user/$$u > $(DESTDIR)$(USERUNITDIR)/$$u; \
 	done
 	install -m 0644 systemd/sluice.sysusers $(DESTDIR)$(SYSUSERSDIR)/sluice.conf
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	$(BIN)/sluicectl gen-man $(DESTDIR)$(PREFIX)/share/man/man1
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/sluice/config.toml ]; then \
 		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/sluice/config.toml"; \
 	else \
@@ -93,6 +104,7 @@ uninstall:
 	rm -f $(DESTDIR)$(UNITDIR)/sluice.service $(DESTDIR)$(UNITDIR)/sluice.socket
 	rm -f $(DESTDIR)$(USERUNITDIR)/sluice.service $(DESTDIR)$(USERUNITDIR)/sluice.socket
 	rm -f $(DESTDIR)$(SYSUSERSDIR)/sluice.conf
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man1/sluicectl*.1
 
 clean:
 	rm -rf $(BIN)

@@ -152,6 +152,9 @@ func newRootCmd(o *options, getenv func(string) string) *cobra.Command {
 		newHellorfCmd(o),
 		newSpotifyCmd(o),
 		newVersionCmd(o),
+		newWatchCmd(o),
+		newCompletionCmd(o),
+		newGenManCmd(o, getenv),
 	)
 	return root
 }
