@@ -228,6 +228,29 @@ func (b *bucket) grantLocked(w *waiter, now time.Time) {
 	close(w.ch)
 }
 
+// restampLocked moves a grant's log entry from the moment it was granted to
+// the moment it is handed to the caller, after the state write: the caller
+// sends right then. Under load that write can take long enough to squeeze
+// two windows' worth of sends closer than the margin allows; logging the
+// later time only ever delays later grants, so it cannot let one through.
+func (b *bucket) restampLocked(at, now time.Time) time.Time {
+	if !now.After(at) {
+		return at
+	}
+	for i := len(b.log) - 1; i >= 0; i-- {
+		if !b.log[i].Equal(at) {
+			continue
+		}
+		b.log = slices.Delete(b.log, i, i+1)
+		j, _ := slices.BinarySearchFunc(b.log, now, func(e, t time.Time) int { return e.Compare(t) })
+		b.log = slices.Insert(b.log, j, now)
+		b.syncMirrorLocked()
+		b.dispatchLocked(now)
+		return now
+	}
+	return at
+}
+
 // predictTailLocked is when a caller joining the queue now would be granted.
 func (b *bucket) predictTailLocked(now time.Time) time.Time {
 	req, span := b.limit.Requests, b.span()

@@ -290,6 +290,9 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 	// forget the grant. A failed write is recorded and reported, but the
 	// in-memory log stays authoritative, so the grant still stands.
 	_ = s.persist.flush(w.gen)
+	b.mu.Lock()
+	w.grant.At = b.restampLocked(w.grant.At, time.Now())
+	b.mu.Unlock()
 	return w.grant, nil
 }
 

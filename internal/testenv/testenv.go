@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -275,6 +276,26 @@ func (e *Env) StopDaemon() {
 		<-e.exited
 	}
 	e.cmd = nil
+}
+
+// ChildPluginPIDs lists the live plugin processes whose parent is pid.
+func ChildPluginPIDs(parent int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil || !strings.HasPrefix(filepath.Base(exe), "sluice-") || !Alive(pid) {
+			continue
+		}
+		if f, err := procStat(pid); err == nil && len(f) > 1 && f[1] == strconv.Itoa(parent) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // Alive reports whether pid is a live, non-zombie process.
