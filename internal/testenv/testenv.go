@@ -87,7 +87,8 @@ type Options struct {
 	// Limits of the iNeo services, applied to the simulator AND the daemon's
 	// config alike (tests scale windows down; zero means the real figures).
 	SpotifyLimit, TmanageLimit ineosim.Limit
-	// Margin is the scheduler margin (default "50ms").
+	// Margin is the scheduler margin (default "100ms": enough for the
+	// jitter of race-instrumented processes on a busy CI machine).
 	Margin string
 	// Extra is appended to the generated config.
 	Extra string
@@ -139,7 +140,7 @@ func Start(t testing.TB, opts Options) *Env {
 		opts.TmanageAuth = ineosim.DefaultTmanageAuth
 	}
 	if opts.Margin == "" {
-		opts.Margin = "50ms"
+		opts.Margin = "100ms"
 	}
 	// A short directory: the socket path must fit in sun_path.
 	dir, err := os.MkdirTemp("", "sl-")
