@@ -147,7 +147,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		info.Outcome = "bypass"
 		return g.stream(w, r.Context(), h, c)
 	}
-	key := cache.Key(provider, c.op.GetName(), "", c.params, bodyForKey(c))
+	// The key covers the upstream path (operations with {id} segments share
+	// a name) and the public base the answer's links are rewritten to.
+	key := cache.Key(provider, c.op.GetName()+"\x00"+strings.Trim(rest, "/")+"\x00"+c.req.PublicBase, "", c.params, bodyForKey(c))
 	if !cc.noCache {
 		if e, ok := g.cache.Get(key); ok {
 			info.Outcome, info.Cache = "hit", fmt.Sprintf("sluice; hit; ttl=%d", max(0, int(time.Until(e.ExpiresAt).Seconds())))
@@ -331,7 +333,13 @@ func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginho
 	info := api.InfoFrom(ctx)
 	noteHead(info, head)
 	info.Cache = "sluice; fwd=bypass"
-	copyHeader(w.Header(), headerOf(head))
+	hdr := headerOf(head)
+	copyHeader(w.Header(), hdr)
+	// A streamed file keeps its length: the caller can show progress, and a
+	// stream that breaks off is visibly short rather than silently complete.
+	if cl := hdr.Get("Content-Length"); cl != "" {
+		w.Header().Set("Content-Length", cl)
+	}
 	w.Header().Set("Cache-Status", info.Cache)
 	w.WriteHeader(int(head.GetStatus()))
 	fl, _ := w.(http.Flusher)

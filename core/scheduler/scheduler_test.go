@@ -89,8 +89,11 @@ func TestSlidingWindowUnderLoad(t *testing.T) {
 	if elapsed < minimum {
 		t.Fatalf("last grant after %s, faster than the limit allows (%s)", elapsed, minimum)
 	}
-	if elapsed > minimum+minimum/10 {
-		t.Fatalf("last grant after %s, more than 10%% over the minimum %s", elapsed, minimum)
+	// Each window also pays one state write (grants are logged when handed
+	// out, after it): with 220 ms windows on a loaded CI machine that is a
+	// few per cent, so allow 20%; at real windows (seconds) it is noise.
+	if elapsed > minimum+minimum/5 {
+		t.Fatalf("last grant after %s, more than 20%% over the minimum %s", elapsed, minimum)
 	}
 	if st := bucketStatus(t, s, "b"); st.Granted != n || st.Queued != 0 || st.InWindow > req {
 		t.Fatalf("status %+v", st)

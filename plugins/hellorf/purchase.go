@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/core/provider"
+)
+
+// ConfirmRepeat is the Sluice-Confirm value with which a caller buys again,
+// on purpose, what it bought within purchase_guard.
+const ConfirmRepeat = "repeat-purchase"
+
+// guardState is what the guard knows of the last purchase under a key.
+type guardState int
+
+const (
+	guardInFlight guardState = iota // sent, no answer yet
+	guardDone                       // hellorf answered with a purchase id
+	guardUnknown                    // the answer was lost: it may have been made
+)
+
+type guardEntry struct {
+	state      guardState
+	at         time.Time // when the purchase was started
+	purchaseID json.Number
+	ticket     uint64
+}
+
+// purchaseGuard refuses a second identical purchase within the guard window.
+// It lives in the plugin process: a plugin or daemon restart (including one
+// caused by a change to [providers.hellorf]) forgets it, which
+// docs/hellorf.md states.
+type purchaseGuard struct {
+	mu      sync.Mutex
+	entries map[string]*guardEntry
+	next    uint64
+}
+
+func newPurchaseGuard() *purchaseGuard {
+	return &purchaseGuard{entries: map[string]*guardEntry{}}
+}
+
+// guardKey identifies "the same purchase": the four parameters hellorf
+// takes, already canonicalised by validate.
+func guardKey(v url.Values) string {
+	b, _ := json.Marshal([]string{v.Get("audio_id"), v.Get("permission_id"), v.Get("warrant_name"), v.Get("third_user_id")})
+	return string(b)
+}
+
+// reserve claims key for a new purchase, atomically, so that two identical
+// purchases racing each other cannot both go out. It returns the ticket to
+// settle later, or a copy of the entry that blocks the purchase. confirm
+// (Sluice-Confirm: repeat-purchase) overrides a finished or unknown earlier
+// purchase, never one still in flight.
+func (g *purchaseGuard) reserve(key string, now time.Time, window time.Duration, confirm bool) (uint64, *guardEntry) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k, e := range g.entries {
+		if e.state != guardInFlight && now.Sub(e.at) >= window {
+			delete(g.entries, k)
+		}
+	}
+	if e, ok := g.entries[key]; ok && (e.state == guardInFlight || !confirm) {
+		c := *e
+		return 0, &c
+	}
+	g.next++
+	g.entries[key] = &guardEntry{state: guardInFlight, at: now, ticket: g.next}
+	return g.next, nil
+}
+
+// settle records how the purchase under ticket ended. release=true means it
+// certainly did not happen (hellorf refused it, or nothing was sent), so the
+// key is free again.
+func (g *purchaseGuard) settle(key string, ticket uint64, state guardState, id json.Number, release bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	e, ok := g.entries[key]
+	if !ok || e.ticket != ticket {
+		return
+	}
+	if release {
+		delete(g.entries, key)
+		return
+	}
+	e.state, e.purchaseID = state, id
+}
+
+// confirmed reports whether the caller sent Sluice-Confirm: repeat-purchase
+// (the header may list several confirmations).
+func confirmed(h http.Header) bool {
+	for _, v := range h.Values("Sluice-Confirm") {
+		for _, part := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), ConfirmRepeat) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// purchase buys a licence. It spends money, so: refused unless
+// allow_purchase; exactly one upstream attempt (never retried, and marked
+// destructive so the host never coalesces or caches it); refused as a
+// probable duplicate when an identical purchase was made within
+// purchase_guard, unless confirmed.
+func (p *hellorf) purchase(ctx context.Context, req *provider.Request, w answerWriter, up upstream, s *settings, op *operation, params url.Values) error {
+	if !s.AllowPurchase {
+		return problem.Forbidden("audio/purchase spends money; it is disabled unless allow_purchase = true in [providers.hellorf]")
+	}
+	key := guardKey(params)
+	ticket, prev := p.guard.reserve(key, p.now(), s.purchaseGuard, confirmed(req.Header))
+	if prev != nil {
+		return writeProblem(w, duplicateProblem(op, params, prev, s.purchaseGuard, p.now()))
+	}
+	var ex exchange
+	resp, err := up.Do(ctx, bucketAPI, ex.builder(s, op, params, p.now))
+	if err != nil {
+		if !ex.mayHaveArrived.Load() {
+			// Refused for budget, or no connection could be made: nothing
+			// reached hellorf.
+			p.guard.settle(key, ticket, 0, "", true)
+			return err
+		}
+		p.guard.settle(key, ticket, guardUnknown, "", false)
+		return lostPurchase(err, params, s.purchaseGuard)
+	}
+	body, err := provider.ReadBody(ctx, resp, maxJSON)
+	if err != nil {
+		p.guard.settle(key, ticket, guardUnknown, "", false)
+		return lostPurchase(err, params, s.purchaseGuard)
+	}
+	env, ok := parseEnvelope(body)
+	switch {
+	case ok && env.ok() && resp.StatusCode/100 == 2:
+		var d struct {
+			ID json.Number `json:"id"`
+		}
+		_ = json.Unmarshal(env.Data, &d) // an id-less success still blocks duplicates
+		p.guard.settle(key, ticket, guardDone, d.ID, false)
+		p.log.Info("purchase made", "purchase_id", d.ID.String(), "audio_id", params.Get("audio_id"), "permission_id", params.Get("permission_id"))
+	case ok && !env.ok():
+		// hellorf said no: no purchase exists, the key is free again.
+		p.guard.settle(key, ticket, 0, "", true)
+	default:
+		// A success status without a readable answer, or the reverse:
+		// what happened is not known.
+		p.guard.settle(key, ticket, guardUnknown, "", false)
+	}
+	return p.relayJSON(ctx, w, up, s, op, &ex, resp, body)
+}
+
+func describePurchase(v url.Values) string {
+	s := fmt.Sprintf("audio_id=%s permission_id=%s warrant_name=%q", v.Get("audio_id"), v.Get("permission_id"), v.Get("warrant_name"))
+	if t := v.Get("third_user_id"); t != "" {
+		s += fmt.Sprintf(" third_user_id=%q", t)
+	}
+	return s
+}
+
+func checkPurchasesHint(v url.Values) string {
+	return "check GET /v1/hellorf/audio/my-purchases?audio_id=" + v.Get("audio_id") + " (sluicectl hellorf purchases --audio " + v.Get("audio_id") + ")"
+}
+
+// duplicateProblem is the 409 for a purchase the guard blocks. Its extension
+// members name the earlier purchase so a program need not parse the detail.
+func duplicateProblem(op *operation, v url.Values, prev *guardEntry, window time.Duration, now time.Time) *problem.Problem {
+	ago := now.Sub(prev.at).Round(time.Second)
+	until := prev.at.Add(window)
+	var detail string
+	extra := map[string]any{"guard_until": until.UTC().Format(time.RFC3339), "first_purchase_at": prev.at.UTC().Format(time.RFC3339)}
+	switch prev.state {
+	case guardInFlight:
+		detail = fmt.Sprintf("an identical purchase (%s) is in progress right now; wait for its answer", describePurchase(v))
+	case guardDone:
+		id := prev.purchaseID.String()
+		if id == "" {
+			id = "(hellorf gave no id)"
+		} else {
+			extra["purchase_id"] = prev.purchaseID
+		}
+		detail = fmt.Sprintf("an identical purchase (%s) was made %s ago as purchase %s; a duplicate within purchase_guard (%s) is refused. To buy it again on purpose, repeat the request with the header Sluice-Confirm: %s",
+			describePurchase(v), ago, id, window, ConfirmRepeat)
+	case guardUnknown:
+		extra["outcome"] = "unknown"
+		detail = fmt.Sprintf("an identical purchase (%s) %s ago got no answer from hellorf, so it may have been made: %s before buying again. To buy it again anyway, repeat the request with the header Sluice-Confirm: %s",
+			describePurchase(v), ago, checkPurchasesHint(v), ConfirmRepeat)
+	}
+	p := problem.New(http.StatusConflict, detail)
+	p.Title = "Probable duplicate purchase"
+	p.Provider, p.Operation = "hellorf", op.name
+	p.Extra = extra
+	return p
+}
+
+// lostPurchase turns a failure after the purchase may have reached hellorf
+// into a problem that says so: a timeout is not a refusal.
+func lostPurchase(err error, v url.Values, window time.Duration) error {
+	p := problem.From(err)
+	if p.Status == http.StatusInternalServerError {
+		p = problem.New(http.StatusBadGateway, err.Error())
+	}
+	q := *p
+	q.Detail = fmt.Sprintf("%s. The purchase request was sent, so it may have been made and charged: %s before trying again; an identical purchase is refused for %s unless confirmed with Sluice-Confirm: %s",
+		strings.TrimSuffix(p.Detail, "."), checkPurchasesHint(v), window, ConfirmRepeat)
+	return &q
+}
+
+// writeProblem renders a problem as the answer itself rather than returning
+// it, because the plugin RPC carries only a problem's standard members and
+// the 409's purchase_id must reach the caller.
+func writeProblem(w answerWriter, p *problem.Problem) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("rendering problem: %w", err)
+	}
+	h := http.Header{"Content-Type": {problem.ContentType}, "Cache-Control": {"no-store"}}
+	if err := w.WriteHead(p.Status, h, provider.CacheHint{Outcome: "sluice:duplicate-purchase"}); err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
