@@ -1,32 +1,299 @@
-// Command sluice-spotify will be sluice's provider plugin for spotify. Until its
-// issue lands it serves a description with no operations and refuses to be
-// configured, so an enabled spotify provider shows as failed with a clear reason
-// instead of half-working.
+// Command sluice-spotify is sluice's provider plugin for the Spotify Web API
+// catalogue: search, artists, an artist's albums, albums, an album's tracks
+// and tracks, under the upstream's own paths (/v1/spotify/v1/search, ...).
+//
+// Callers never handle a client id, secret or token: the plugin holds one
+// Client Credentials token for everyone (fetched once however many callers
+// arrive together, refreshed before it expires and once on a 401), validates
+// every call before it spends a request, answers with links that lead back
+// through sluice, and turns a 429 into a pause of the spotify.api bucket for
+// every caller.
 package main
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
 
+	"github.com/sluice-dev/sluice/core/problem"
 	"github.com/sluice-dev/sluice/core/proto"
 	"github.com/sluice-dev/sluice/core/provider"
 )
 
 func main() {
-	provider.Serve(func(*slog.Logger) provider.Provider { return stub{} })
+	provider.Serve(func(l *slog.Logger) provider.Provider { return newSpotify(l) })
 }
 
-type stub struct{}
+// Buckets. Spotify publishes no number for the Web API; it counts a rolling
+// 30 s window, and 50 per 30 s keeps well inside what apps in Development
+// Mode observe. Token fetches go to another host (the accounts service) and
+// are not counted in the Web API's window, so they have their own bucket: a
+// pause of spotify.api after a 429 does not stop a token refresh, and a
+// refresh never spends a catalogue request.
+const (
+	bucketAPI      = "spotify.api"
+	bucketAccounts = "spotify.accounts"
+)
 
-func (stub) Describe() *proto.Description {
-	return &proto.Description{Name: "spotify", Version: "0-stub"}
+// Defaults applied when the config leaves a key out (core/config sets the
+// same ones; these keep the plugin sane if run with a sparse section).
+const (
+	defaultAPIURL        = "https://api.spotify.com"
+	defaultAccountsURL   = "https://accounts.spotify.com"
+	defaultTTL           = time.Hour
+	defaultRefreshMargin = 60 * time.Second
+	defaultMaxRetryAfter = 60 * time.Second
+	defaultTimeout       = 30 * time.Second
+	defaultSearchMax     = 10
+	// maxSearchLimit is the largest search limit Spotify accepts at all
+	// (Extended Quota Mode); search_max_limit may not exceed it.
+	maxSearchLimit = 50
+)
+
+// settings is the [providers.spotify] section as the daemon sends it: TOML
+// key names, secrets resolved, durations as Go duration strings.
+type settings struct {
+	APIURL             string `json:"api_url"`
+	AccountsURL        string `json:"accounts_url"`
+	ClientID           string `json:"client_id"`
+	ClientSecret       string `json:"client_secret"`
+	TTL                string `json:"ttl"`
+	TokenRefreshMargin string `json:"token_refresh_margin"`
+	MaxRetryAfter      string `json:"max_retry_after"`
+	SearchMaxLimit     int    `json:"search_max_limit"`
+	DefaultMarket      string `json:"default_market"`
+	Timeout            string `json:"timeout"`
 }
 
-func (stub) Configure(context.Context, []byte) error {
-	return errors.New("the spotify provider is not implemented yet; set enabled = false in [providers.spotify]")
+// config is the validated, parsed settings. It is replaced whole on every
+// Configure, so a call keeps one consistent view.
+type config struct {
+	// apiBase and accountsBase are the URLs without trailing slash; path
+	// prefixes are kept.
+	apiBase, accountsBase string
+	clientID, secret      string
+	ttl, refreshMargin    time.Duration
+	maxRetryAfter         time.Duration
+	timeout               time.Duration
+	searchMax             int
+	market                string
 }
 
-func (stub) Call(context.Context, *provider.Request, *provider.ResponseWriter, *provider.Upstream) error {
-	return errors.New("the spotify provider is not implemented yet")
+// credentials identify what a token was issued for; a change invalidates
+// the token and any remembered rejection.
+func (c *config) credentials() string {
+	return c.accountsBase + "\x00" + c.clientID + "\x00" + c.secret
+}
+
+type spotify struct {
+	log    *slog.Logger
+	tokens *tokenSource
+
+	mu  sync.RWMutex
+	cfg *config
+}
+
+func newSpotify(l *slog.Logger) *spotify {
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	return &spotify{log: l, tokens: newTokenSource(l)}
+}
+
+// idSummary is the phrase every id error names.
+const idSummary = "a 22-character base62 Spotify id"
+
+func (p *spotify) Describe() *proto.Description {
+	id := func(kind string) string { return "the " + kind + "'s id: " + idSummary }
+	market := &proto.Param{Name: "market", Summary: "ISO 3166-1 alpha-2 country code; default_market from config when absent"}
+	offset := &proto.Param{Name: "offset", Summary: "index of the first item, 0 or more"}
+	op := func(name, path, summary string, params ...*proto.Param) *proto.Operation {
+		return &proto.Operation{Name: name, Methods: []string{http.MethodGet}, Path: path, Params: params,
+			Cacheable: true, Bucket: bucketAPI, Summary: summary}
+	}
+	return &proto.Description{
+		Name:    "spotify",
+		Version: "1",
+		Operations: []*proto.Operation{
+			// q is checked by the plugin, not declared required: Spotify's
+			// own next links spell it "query", and those must work too.
+			op("search", "v1/search", "search the catalogue: albums, artists, playlists, tracks, shows, episodes, audiobooks",
+				&proto.Param{Name: "q", Summary: "search query (field filters such as artist: and year: allowed)"},
+				&proto.Param{Name: "type", Required: true, Summary: "comma-separated: " + strings.Join(searchTypes, ", ")},
+				market,
+				&proto.Param{Name: "limit", Summary: "results per type, 1 to search_max_limit (10 in Development Mode); default 5"},
+				&proto.Param{Name: "offset", Summary: "index of the first result, 0 to 1000"},
+				&proto.Param{Name: "include_external", Summary: "audio"}),
+			op("artist", "v1/artists/{id}", "one artist; {id} is "+id("artist")),
+			op("artist.albums", "v1/artists/{id}/albums", "an artist's albums, paged; {id} is "+id("artist"),
+				&proto.Param{Name: "include_groups", Summary: "comma-separated: " + strings.Join(albumGroups, ", ")},
+				market,
+				&proto.Param{Name: "limit", Summary: "1 to 10; default 5"},
+				offset),
+			op("album", "v1/albums/{id}", "one album with its first 50 tracks; {id} is "+id("album"), market),
+			op("album.tracks", "v1/albums/{id}/tracks", "an album's tracks, paged; {id} is "+id("album"),
+				market,
+				&proto.Param{Name: "limit", Summary: "1 to 50; default 20"},
+				offset),
+			op("track", "v1/tracks/{id}", "one track; {id} is "+id("track"), market),
+		},
+		Buckets: []*proto.Bucket{
+			{Name: bucketAPI, Requests: 50, WindowMs: 30_000},
+			{Name: bucketAccounts, Requests: 10, WindowMs: 30_000},
+		},
+		// Callers must not smuggle credentials of their own; the
+		// Authorization header never reaches a plugin at all.
+		CredentialParams: []string{"client_id", "client_secret", "access_token"},
+	}
+}
+
+func (p *spotify) Configure(_ context.Context, raw []byte) error {
+	cfg, err := parseConfig(raw)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	old := p.cfg
+	p.cfg = cfg
+	p.mu.Unlock()
+	if old == nil || old.credentials() != cfg.credentials() {
+		// New credentials: forget the token and any rejection of the old
+		// ones, so fixing a secret and reloading is enough.
+		p.tokens.reset()
+	}
+	return nil
+}
+
+func parseConfig(raw []byte) (*config, error) {
+	var s settings
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("spotify config: %w", err)
+	}
+	cfg := &config{clientID: s.ClientID, secret: s.ClientSecret, searchMax: s.SearchMaxLimit}
+	var err error
+	if cfg.apiBase, err = baseURL("api_url", s.APIURL, defaultAPIURL); err != nil {
+		return nil, err
+	}
+	if cfg.accountsBase, err = baseURL("accounts_url", s.AccountsURL, defaultAccountsURL); err != nil {
+		return nil, err
+	}
+	if cfg.clientID == "" || cfg.secret == "" {
+		return nil, fmt.Errorf("spotify config: client_id and client_secret are required")
+	}
+	durations := []struct {
+		key string
+		in  string
+		out *time.Duration
+		def time.Duration
+	}{
+		{"ttl", s.TTL, &cfg.ttl, defaultTTL},
+		{"token_refresh_margin", s.TokenRefreshMargin, &cfg.refreshMargin, defaultRefreshMargin},
+		{"max_retry_after", s.MaxRetryAfter, &cfg.maxRetryAfter, defaultMaxRetryAfter},
+		{"timeout", s.Timeout, &cfg.timeout, defaultTimeout},
+	}
+	for _, d := range durations {
+		*d.out = d.def
+		if d.in == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.in)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("spotify config: %s must be a positive duration, not %q", d.key, d.in)
+		}
+		*d.out = v
+	}
+	if cfg.searchMax == 0 {
+		cfg.searchMax = defaultSearchMax
+	}
+	if cfg.searchMax < 1 || cfg.searchMax > maxSearchLimit {
+		return nil, fmt.Errorf("spotify config: search_max_limit must be 1 to %d (10 in Development Mode, up to 50 with Extended Quota)", maxSearchLimit)
+	}
+	if m := strings.ToUpper(strings.TrimSpace(s.DefaultMarket)); m != "" {
+		if !marketRE.MatchString(m) {
+			return nil, fmt.Errorf("spotify config: default_market must be an ISO 3166-1 alpha-2 country code, not %q", s.DefaultMarket)
+		}
+		cfg.market = m
+	}
+	return cfg, nil
+}
+
+// baseURL checks an absolute http(s) URL and drops a trailing slash; a path
+// prefix stays.
+func baseURL(key, v, def string) (string, error) {
+	if v == "" {
+		v = def
+	}
+	u, err := url.Parse(strings.TrimRight(v, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("spotify config: %s must be an absolute http(s) URL without query, not %q", key, v)
+	}
+	return u.String(), nil
+}
+
+func (p *spotify) config() *config {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.cfg
+}
+
+var marketRE = regexp.MustCompile(`^[A-Z]{2}$`)
+
+func (p *spotify) Call(ctx context.Context, req *provider.Request, w *provider.ResponseWriter, up *provider.Upstream) error {
+	return p.serve(ctx, req, w, up)
+}
+
+// upstream is the part of *provider.Upstream the plugin uses; tests
+// substitute a fake that reaches the simulator directly.
+type upstream interface {
+	Do(ctx context.Context, bucket string, build provider.Builder) (*http.Response, error)
+	Pause(ctx context.Context, bucket string, until time.Time, reason string) error
+	SetTimeout(d time.Duration)
+}
+
+// answerWriter is the part of *provider.ResponseWriter the plugin uses.
+type answerWriter interface {
+	WriteHead(status int, h http.Header, hint provider.CacheHint) error
+	Write(b []byte) (int, error)
+}
+
+func (p *spotify) serve(ctx context.Context, req *provider.Request, w answerWriter, up upstream) error {
+	cfg := p.config()
+	if cfg == nil {
+		return problem.New(http.StatusServiceUnavailable, "spotify provider not configured")
+	}
+	// Everything checkable is checked before a token or a request is spent.
+	path, params, err := validate(req, cfg)
+	if err != nil {
+		return err
+	}
+	up.SetTimeout(cfg.timeout)
+	res, err := p.fetch(ctx, cfg, up, path, params)
+	if err != nil {
+		return err
+	}
+	h := http.Header{"Content-Type": {res.contentType}}
+	hint := provider.CacheHint{Outcome: fmt.Sprintf("spotify:%d", res.status)}
+	body := res.body
+	if res.status == http.StatusOK {
+		hint.Cacheable, hint.TTL = true, cfg.ttl
+		public := req.PublicBase
+		if public == "" {
+			public = "http://sluice/v1/spotify"
+		}
+		// Links must lead back through sluice, or a client that follows
+		// next would talk to Spotify without credentials or rate limit.
+		body = rewriteLinks(body, cfg.apiBase, strings.TrimRight(public, "/"))
+	}
+	if err := w.WriteHead(res.status, h, hint); err != nil {
+		return err
+	}
+	_, err = w.Write(body)
+	return err
 }
