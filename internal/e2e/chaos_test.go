@@ -17,7 +17,9 @@ import (
 
 	"github.com/sluice-dev/sluice/core/problem"
 	"github.com/sluice-dev/sluice/internal/testenv"
+	"github.com/sluice-dev/sluice/plugins/hellorf/hellorfsim"
 	"github.com/sluice-dev/sluice/plugins/ineo/ineosim"
+	"github.com/sluice-dev/sluice/plugins/spotify/spotifysim"
 )
 
 // chaosDuration is 20 s in make test; make soak sets SLUICE_CHAOS=2m.
@@ -44,7 +46,30 @@ func TestChaos(t *testing.T) {
 	// The margin covers the jitter between a grant and its arrival; with
 	// the race detector, 20 clients and the rest of the suite on two cores,
 	// that (and the simulator's own timestamping) reaches tens of ms.
-	env := testenv.Start(t, testenv.Options{SpotifyLimit: lim, TmanageLimit: tlim, Margin: "150ms"})
+	hsim, hURL, err := hellorfsim.Start(hellorfsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hsim.Close()
+	ssim, sAPI, sAcct, err := spotifysim.Start(spotifysim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ssim.Close()
+	extra := fmt.Sprintf(`[providers.hellorf]
+enabled = true
+base_url = %q
+client_id = %q
+client_secret = %q
+
+[providers.spotify]
+enabled = true
+api_url = %q
+accounts_url = %q
+client_id = %q
+client_secret = %q
+`, hURL, hellorfsim.DefaultClientID, hellorfsim.DefaultClientSecret, sAPI, sAcct, spotifysim.DefaultClientID, spotifysim.DefaultClientSecret)
+	env := testenv.Start(t, testenv.Options{SpotifyLimit: lim, TmanageLimit: tlim, Margin: "150ms", Extra: extra})
 	ctx := testenv.Ctx(t, chaosDuration(t)+2*time.Minute)
 	baseline := daemonGoroutines(t, env)
 
@@ -101,11 +126,18 @@ func TestChaos(t *testing.T) {
 			case <-tick.C:
 			}
 			if i%2 == 0 {
-				if st, err := env.Client.Status(ctx); err == nil && len(st.Providers) > 0 && st.Providers[0].PID > 0 {
-					syscall.Kill(st.Providers[0].PID, syscall.SIGKILL)
-					killedMu.Lock()
-					killed = append(killed, st.Providers[0].PID)
-					killedMu.Unlock()
+				// Kill one provider's plugin, in turn, and make Spotify
+				// answer a 429 now and then.
+				if st, err := env.Client.Status(ctx); err == nil && len(st.Providers) > 0 {
+					if p := st.Providers[(i/2)%len(st.Providers)]; p.PID > 0 {
+						syscall.Kill(p.PID, syscall.SIGKILL)
+						killedMu.Lock()
+						killed = append(killed, p.PID)
+						killedMu.Unlock()
+					}
+				}
+				if i%4 == 0 {
+					ssim.Force429(1, 1)
 				}
 			} else {
 				env.WriteConfig(variants[(i/2)%len(variants)])
@@ -129,7 +161,12 @@ func TestChaos(t *testing.T) {
 		t.Errorf("too little load got through to mean anything")
 	}
 	if v := env.Ineo.Violations(); v != 0 {
-		t.Errorf("simulator saw %d violations", v)
+		t.Errorf("iNeo simulator saw %d violations", v)
+	}
+	if c := ssim.Counts(); c.DuringRetryAfter != 0 {
+		t.Errorf("%d Spotify requests arrived while a Retry-After was running", c.DuringRetryAfter)
+	} else {
+		t.Logf("Spotify: %d API requests, %d tokens, %d throttled", c.APIRequests, c.TokenRequests, c.Throttled)
 	}
 	// The config settles back to the good one and the plugin comes back.
 	if err := env.Client.WaitHealthy(ctx); err != nil {
@@ -148,10 +185,12 @@ func TestChaos(t *testing.T) {
 				return false
 			}
 		}
-		return len(testenv.ChildPluginPIDs(env.DaemonPID())) == 1
+		return len(testenv.ChildPluginPIDs(env.DaemonPID())) == 3
 	})
-	if st.Providers[0].Restarts == 0 {
-		t.Errorf("the plugin was never restarted; the chaos did not happen")
+	for _, p := range st.Providers {
+		if p.Restarts == 0 {
+			t.Errorf("plugin %s was never restarted; the chaos did not happen", p.Name)
+		}
 	}
 	// The clients' idle keep-alive connections hold daemon goroutines until
 	// they close; close them so only leaks remain.
@@ -165,10 +204,22 @@ func chaosRequest(ctx context.Context, env *testenv.Env, rng *rand.Rand) (int, e
 	hdr := http.Header{"Sluice-Max-Wait": {"3s"}}
 	var path string
 	q := url.Values{}
-	switch rng.IntN(4) {
+	switch rng.IntN(7) {
 	case 0, 1:
 		path = "/v1/ineo/spotify.php"
 		q.Set("trackId", trackID(rng.IntN(40)))
+	case 4:
+		path = "/v1/hellorf/audio/search"
+		q.Set("keyword", []string{"piano", "rain", "city", "guitar"}[rng.IntN(4)])
+		q.Set("page", fmt.Sprint(1+rng.IntN(3)))
+	case 5:
+		path = "/v1/hellorf/audio/detail"
+		q.Set("audio_id", fmt.Sprint(hellorfsim.SampleAudioID+rng.IntN(20)))
+	case 6:
+		path = "/v1/spotify/v1/search"
+		q.Set("q", []string{"BTS", "piano", "rain", "night"}[rng.IntN(4)])
+		q.Set("type", "artist")
+		q.Set("offset", fmt.Sprint(rng.IntN(5)))
 	case 2:
 		path = "/v1/ineo/tmanage-v2.php"
 		q.Set("action", "sendcode")
