@@ -111,7 +111,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	}
 	info := api.InfoFrom(r.Context())
 	info.Provider = provider
-	desc := h.Description()
+	desc := h.Description(r.Context(), readyWait)
 	if desc == nil {
 		return problem.New(http.StatusServiceUnavailable, "provider plugin has not started")
 	}

@@ -102,9 +102,11 @@ func (h *Host) Apply(specs []Spec) {
 	for _, s := range specs {
 		want[s.Name] = s
 	}
+	retired := map[string]*supervisor{}
 	for name, sup := range h.sups {
 		if s, ok := want[name]; !ok || s.identity() != sup.spec.identity() {
 			delete(h.sups, name)
+			retired[name] = sup
 			h.retire(sup)
 		}
 	}
@@ -114,6 +116,12 @@ func (h *Host) Apply(specs []Spec) {
 			continue
 		}
 		sup := newSupervisor(h, s)
+		// A restarted provider keeps routing with its last description
+		// while the new process starts, so calls wait for it instead of
+		// failing as "not started".
+		if old, ok := retired[name]; ok {
+			sup.lastDesc = old.description()
+		}
 		h.sups[name] = sup
 		go sup.run()
 	}
@@ -194,9 +202,11 @@ var ErrUnavailable = errors.New("provider plugin unavailable")
 // Handle is a caller's view of one provider.
 type Handle struct{ s *supervisor }
 
-// Description returns the plugin's self-description, or nil if it never
-// started successfully.
-func (h *Handle) Description() *proto.Description { return h.s.description() }
+// Description returns the plugin's self-description, waiting up to wait
+// for a provider that has not started yet; nil if it has none by then.
+func (h *Handle) Description(ctx context.Context, wait time.Duration) *proto.Description {
+	return h.s.waitDescription(ctx, wait)
+}
 
 // Call sends a request to the plugin, waiting for it to become ready (for
 // example during a restart) while ctx allows, at most readyWait.

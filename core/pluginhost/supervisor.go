@@ -270,6 +270,26 @@ func (s *supervisor) description() *proto.Description {
 	return s.lastDesc
 }
 
+func (s *supervisor) waitDescription(ctx context.Context, wait time.Duration) *proto.Description {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		desc, state, changed := s.lastDesc, s.state, s.changed
+		s.mu.Unlock()
+		if desc != nil || state == StateFailed || state == StateStopped {
+			return desc
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+			return nil
+		}
+	}
+}
+
 func (s *supervisor) status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()

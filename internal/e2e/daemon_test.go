@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/internal/testenv"
+	"github.com/sluice-dev/sluice/plugins/hellorf/hellorfsim"
 )
 
 // TestSocketOwnership: the socket gets socket_mode, and a second daemon on
@@ -86,5 +88,46 @@ func TestAPIErrorsAreProblems(t *testing.T) {
 	}
 	if n := env.Ineo.Requests("spotify"); n != 0 {
 		t.Fatalf("refused requests reached upstream: %d", n)
+	}
+}
+
+// TestSectionChangeRestartsOnlyThatPlugin: a changed provider section
+// restarts that provider's plugin alone, and calls made right after the
+// reload wait for it instead of failing.
+func TestSectionChangeRestartsOnlyThatPlugin(t *testing.T) {
+	t.Parallel()
+	hsim, hURL, err := hellorfsim.Start(hellorfsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hsim.Close()
+	env := testenv.Start(t, testenv.Options{Extra: fmt.Sprintf("[providers.hellorf]\nenabled = true\nbase_url = %q\nclient_id = %q\nclient_secret = %q\n",
+		hURL, hellorfsim.DefaultClientID, hellorfsim.DefaultClientSecret)})
+	ctx := testenv.Ctx(t, time.Minute)
+	pids := func() map[string]int {
+		st, err := env.Client.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]int{}
+		for _, p := range st.Providers {
+			m[p.Name] = p.PID
+		}
+		return m
+	}
+	before := pids()
+	env.WriteConfig(strings.Replace(env.ConfigText(), "[providers.ineo]\n", "[providers.ineo]\nlink_ttl = \"5m\"\n", 1))
+	if _, err := env.Client.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := track(ctx, env.Client, "6fx5VOjqYNBHcDf5GIF5g5", nil); err != nil || r.Status != 200 {
+		t.Fatalf("call right after the reload: %v", err)
+	}
+	after := pids()
+	if after["ineo"] == before["ineo"] || after["ineo"] == 0 {
+		t.Errorf("ineo plugin not restarted: %d → %d", before["ineo"], after["ineo"])
+	}
+	if after["hellorf"] != before["hellorf"] {
+		t.Errorf("hellorf plugin restarted by an ineo change: %d → %d", before["hellorf"], after["hellorf"])
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/internal/testenv"
+	"github.com/sluice-dev/sluice/plugins/hellorf/hellorfsim"
 	"github.com/sluice-dev/sluice/plugins/ineo/ineosim"
+	"github.com/sluice-dev/sluice/plugins/spotify/spotifysim"
 )
 
 // TestSecretsNeverLeak runs happy and failure paths with distinctive
@@ -72,5 +75,80 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	if !strings.Contains(all, "upstream unreachable") {
 		t.Fatalf("the unreachable path was not exercised:\n%s", seen.String())
+	}
+}
+
+// TestSecretsNeverLeakAnyProvider runs hellorf and Spotify's happy paths,
+// then reloads with wrong (equally distinctive) secrets for their failure
+// paths — bad signature, rejected client — and looks for every secret in
+// answers, status, metrics and the daemon's and plugins' log.
+func TestSecretsNeverLeakAnyProvider(t *testing.T) {
+	t.Parallel()
+	const hID, hSecret, hWrong = "hellorfIDqwerty42", "SECREThellorfZXCVB", "SECRETwronghellorfPLMOK"
+	const sID, sSecret, sWrong = "spotifyIDasdfgh77", "SECRETspotifyYUIOP", "SECRETwrongspotifyQAZWS"
+	hsim, hURL, err := hellorfsim.Start(hellorfsim.Options{ClientID: hID, ClientSecret: hSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hsim.Close()
+	ssim, sAPI, sAcct, err := spotifysim.Start(spotifysim.Options{ClientID: sID, ClientSecret: sSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ssim.Close()
+	section := func(hs, ss string) string {
+		return fmt.Sprintf("[providers.hellorf]\nenabled = true\nallow_purchase = true\nbase_url = %q\nclient_id = %q\nclient_secret = %q\n\n"+
+			"[providers.spotify]\nenabled = true\napi_url = %q\naccounts_url = %q\nclient_id = %q\nclient_secret = %q\n",
+			hURL, hID, hs, sAPI, sAcct, sID, ss)
+	}
+	env := testenv.Start(t, testenv.Options{Extra: section(hSecret, sSecret)})
+	ctx := testenv.Ctx(t, time.Minute)
+	var seen bytes.Buffer
+	var hdr http.Header
+	call := func(method, path string, q url.Values) {
+		r, err := env.Client.Call(ctx, method, path, q, nil, hdr)
+		if r != nil {
+			seen.Write(r.Body)
+			for k, vs := range r.Header {
+				seen.WriteString(k + ": " + strings.Join(vs, ",") + "\n")
+			}
+		}
+		if err != nil {
+			seen.WriteString(err.Error())
+		}
+	}
+	calls := func() {
+		call("GET", "/v1/hellorf/audio/categories", nil)
+		call("GET", "/v1/hellorf/audio/search", url.Values{"keyword": {"piano"}})
+		call("GET", "/v1/hellorf/audio/detail", url.Values{"audio_id": {"505947"}})
+		call("GET", "/v1/hellorf/audio/detail", url.Values{"audio_id": {"x"}})
+		call("GET", "/v1/hellorf/audio/my-purchases", nil)
+		call("GET", "/v1/spotify/v1/search", url.Values{"q": {"BTS"}, "type": {"artist"}})
+		call("GET", "/v1/spotify/v1/artists/3Nrfpe0tUJi4K4DXYWgMUX", nil)
+		call("GET", "/v1/spotify/v1/artists/bad", nil)
+	}
+	calls()
+	env.WriteConfig(strings.Replace(env.ConfigText(), section(hSecret, sSecret), section(hWrong, sWrong), 1))
+	if _, err := env.Client.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hdr = http.Header{"Cache-Control": {"no-cache"}}
+	calls()
+	call("GET", "/v1/status", nil)
+	call("GET", "/metrics", nil)
+	env.StopDaemon()
+	logb, err := os.ReadFile(env.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := seen.String() + string(logb)
+	for _, secret := range []string{hSecret, hWrong, sSecret, sWrong} {
+		if i := strings.Index(all, secret); i >= 0 {
+			t.Fatalf("secret %q leaked: ...%s...", secret, all[max(0, i-200):min(len(all), i+100)])
+		}
+	}
+	// The failure paths really ran.
+	if !strings.Contains(strings.ToLower(all), "invalid_client") && !strings.Contains(all, "CREDENTIALS REJECTED") {
+		t.Errorf("the rejected-client path was not exercised")
 	}
 }
