@@ -195,8 +195,11 @@ func TestSystemdNotifyAndPluginEnv(t *testing.T) {
 			}
 		}
 	}
-	env := testenv.Start(t, testenv.Options{Env: []string{"NOTIFY_SOCKET=" + sockPath, "SLUICE_TEST_SECRET=hunter2"}})
+	env := testenv.Start(t, testenv.Options{Env: []string{"NOTIFY_SOCKET=" + sockPath, "SLUICE_TEST_SECRET=hunter2",
+		"WATCHDOG_USEC=600000"}})
 	await("READY=1")
+	// Watchdog pings come from a real health check over the socket.
+	await("WATCHDOG=1")
 	ctx := testenv.Ctx(t, 30*time.Second)
 	if _, err := env.Client.Reload(ctx); err != nil {
 		t.Fatal(err)
@@ -215,7 +218,7 @@ func TestSystemdNotifyAndPluginEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range []string{"NOTIFY_SOCKET", "SLUICE_TEST_SECRET", "hunter2", "LISTEN_FDS", "HOME="} {
+	for _, bad := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "SLUICE_TEST_SECRET", "hunter2", "LISTEN_FDS", "HOME="} {
 		if bytes.Contains(environ, []byte(bad)) {
 			t.Errorf("plugin environment contains %q", bad)
 		}
