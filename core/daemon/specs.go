@@ -34,7 +34,8 @@ func providerSpecs(cfg *config.Config) ([]pluginhost.Spec, error) {
 		if !section.FieldByName("Enabled").Bool() {
 			continue
 		}
-		spec := pluginhost.Spec{Name: name, Path: filepath.Join(dir, "sluice-"+name), Limits: map[string]scheduler.Limit{}}
+		spec := pluginhost.Spec{Name: name, Path: filepath.Join(dir, "sluice-"+name), Limits: map[string]scheduler.Limit{},
+			StateDir: filepath.Join(cfg.StateDir, "plugins", name)}
 		settings := map[string]any{}
 		st := section.Type()
 		for j := range st.NumField() {

@@ -38,6 +38,9 @@ type Spec struct {
 	// Limits override the plugin's declared default bucket limits, by bucket
 	// name (e.g. "ineo.spotify").
 	Limits map[string]scheduler.Limit
+	// StateDir is created (0700) and handed to the plugin for state it
+	// must keep across restarts; empty for none.
+	StateDir string
 }
 
 // identity is what, when changed, needs a fresh plugin process.

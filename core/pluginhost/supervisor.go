@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"sync"
 	"sync/atomic"
@@ -223,7 +224,12 @@ func (s *supervisor) start() (*instance, error) {
 		return fail(fmt.Errorf("binary %s is provider %q, not %q: %w", s.spec.Path, desc.GetName(), s.spec.Name, errPermanent))
 	}
 	s.applyLimits(desc)
-	if _, err := pc.Configure(ctx, &proto.ConfigureRequest{HostBrokerId: pc.HostBrokerID, ConfigJson: s.spec.ConfigJSON}); err != nil {
+	if s.spec.StateDir != "" {
+		if err := os.MkdirAll(s.spec.StateDir, 0o700); err != nil {
+			s.log.Warn("plugin state directory unavailable; its state will not survive restarts", "dir", s.spec.StateDir, "err", err)
+		}
+	}
+	if _, err := pc.Configure(ctx, &proto.ConfigureRequest{HostBrokerId: pc.HostBrokerID, ConfigJson: s.spec.ConfigJSON, StateDir: s.spec.StateDir}); err != nil {
 		return fail(fmt.Errorf("configure: %w (%w)", err, errPermanent))
 	}
 	return &instance{client: client, rpc: pc, desc: desc, pid: client.ReattachConfig().Pid}, nil

@@ -400,7 +400,10 @@ type ConfigureRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	HostBrokerId uint32                 `protobuf:"varint,1,opt,name=host_broker_id,json=hostBrokerId,proto3" json:"host_broker_id,omitempty"`
 	// The provider's config section as JSON, secrets resolved.
-	ConfigJson    []byte `protobuf:"bytes,2,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
+	ConfigJson []byte `protobuf:"bytes,2,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
+	// A private directory (0700) the plugin may keep state in across
+	// restarts; empty when the daemon has none.
+	StateDir      string `protobuf:"bytes,3,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -447,6 +450,13 @@ func (x *ConfigureRequest) GetConfigJson() []byte {
 		return x.ConfigJson
 	}
 	return nil
+}
+
+func (x *ConfigureRequest) GetStateDir() string {
+	if x != nil {
+		return x.StateDir
+	}
+	return ""
 }
 
 type ConfigureResponse struct {
@@ -1230,11 +1240,12 @@ const file_sluice_proto_rawDesc = "" +
 	"\x06Bucket\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x05R\brequests\x12\x1b\n" +
-	"\twindow_ms\x18\x03 \x01(\x03R\bwindowMs\"Y\n" +
+	"\twindow_ms\x18\x03 \x01(\x03R\bwindowMs\"v\n" +
 	"\x10ConfigureRequest\x12$\n" +
 	"\x0ehost_broker_id\x18\x01 \x01(\rR\fhostBrokerId\x12\x1f\n" +
 	"\vconfig_json\x18\x02 \x01(\fR\n" +
-	"configJson\"\x13\n" +
+	"configJson\x12\x1b\n" +
+	"\tstate_dir\x18\x03 \x01(\tR\bstateDir\"\x13\n" +
 	"\x11ConfigureResponse\".\n" +
 	"\x02KV\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +

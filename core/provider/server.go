@@ -41,7 +41,7 @@ func (s *server) Configure(ctx context.Context, req *proto.ConfigureRequest) (*p
 		s.up = newUpstream(proto.NewHostClient(conn))
 	}
 	s.mu.Unlock()
-	if err := s.impl.Configure(ctx, req.GetConfigJson()); err != nil {
+	if err := s.impl.Configure(context.WithValue(ctx, stateDirKey{}, req.GetStateDir()), req.GetConfigJson()); err != nil {
 		return nil, err
 	}
 	return &proto.ConfigureResponse{}, nil
@@ -87,6 +87,16 @@ func (s *server) Call(m *proto.CallRequest, stream proto.Provider_CallServer) er
 		p = problem.New(http.StatusBadGateway, err.Error())
 	}
 	return w.writeProblem(p)
+}
+
+type stateDirKey struct{}
+
+// StateDir is the plugin's private state directory, available in the
+// context of Configure: state a provider must not lose when its process is
+// restarted (e.g. hellorf's purchase guard) belongs there. Empty if none.
+func StateDir(ctx context.Context) string {
+	d, _ := ctx.Value(stateDirKey{}).(string)
+	return d
 }
 
 type callKey struct{}

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -494,6 +495,32 @@ func TestHellorfPurchaseGuard(t *testing.T) {
 	}
 	if n := len(sim.Purchases()); n != 1 {
 		t.Fatalf("simulator recorded %d purchases, want exactly 1", n)
+	}
+	// The guard survives a crash of the plugin (it lives in the plugin's
+	// state directory, not only in its memory).
+	status, err := env.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range status.Providers {
+		if pr.Name == "hellorf" {
+			syscall.Kill(pr.PID, syscall.SIGKILL)
+		}
+	}
+	testenv.Eventually(t, 20*time.Second, "hellorf to restart", func() bool {
+		st, err := env.Client.Status(ctx)
+		if err != nil {
+			return false
+		}
+		for _, pr := range st.Providers {
+			if pr.Name == "hellorf" {
+				return pr.State == "ready" && pr.Restarts > 0
+			}
+		}
+		return false
+	})
+	if _, err = post(form("Guard Ltd"), nil); problemStatus(err) != 409 || len(sim.Purchases()) != 1 {
+		t.Fatalf("duplicate after a plugin crash: %v, %d purchases", err, len(sim.Purchases()))
 	}
 	if r, err = post(form("Guard Ltd"), http.Header{"Sluice-Confirm": {"repeat-purchase"}}); err != nil || r.Status != 200 || len(sim.Purchases()) != 2 {
 		t.Fatalf("confirmed repeat: %v, %d purchases", err, len(sim.Purchases()))

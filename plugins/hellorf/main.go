@@ -25,7 +25,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -89,9 +91,10 @@ func (s *settings) endpoint(path string) *url.URL {
 // hellorf is the provider. Its only state besides the settings is the
 // purchase guard, which lives as long as the plugin process.
 type hellorf struct {
-	log   *slog.Logger
-	cfg   atomic.Pointer[settings]
-	guard *purchaseGuard
+	log       *slog.Logger
+	cfg       atomic.Pointer[settings]
+	guard     *purchaseGuard
+	guardOnce sync.Once
 	// now is the clock for nonces and the guard (a test clock in tests).
 	now func() time.Time
 	// skewWarned rate-limits the clock-offset warning (Unix seconds of the
@@ -128,7 +131,15 @@ func (p *hellorf) Describe() *proto.Description {
 	return d
 }
 
-func (p *hellorf) Configure(_ context.Context, raw []byte) error {
+func (p *hellorf) Configure(ctx context.Context, raw []byte) error {
+	// The purchase guard survives restarts in the plugin's state directory.
+	if dir := provider.StateDir(ctx); dir != "" {
+		p.guardOnce.Do(func() {
+			if err := p.guard.open(filepath.Join(dir, "purchase-guard.json")); err != nil {
+				p.log.Error("purchase guard could not be loaded; identical purchases made before this start are not blocked", "err", err)
+			}
+		})
+	}
 	var s settings
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return fmt.Errorf("hellorf config: %w", err)

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -35,13 +38,70 @@ type guardEntry struct {
 }
 
 // purchaseGuard refuses a second identical purchase within the guard window.
-// It lives in the plugin process: a plugin or daemon restart (including one
-// caused by a change to [providers.hellorf]) forgets it, which
-// docs/hellorf.md states.
+// It is saved in the plugin's state directory after every change, so a
+// plugin crash, a daemon restart or a config change (which restarts the
+// plugin) does not forget a purchase made minutes earlier.
 type purchaseGuard struct {
 	mu      sync.Mutex
 	entries map[string]*guardEntry
 	next    uint64
+	// path is the file the guard is kept in; empty keeps it in memory.
+	path    string
+	saveErr error
+}
+
+// savedEntry is a guard entry on disk.
+type savedEntry struct {
+	State      guardState  `json:"state"`
+	At         time.Time   `json:"at"`
+	PurchaseID json.Number `json:"purchase_id,omitempty"`
+}
+
+// open loads the guard from path and keeps it there from now on. A purchase
+// that was in flight when the last process died may have been made: it is
+// loaded as unknown, which blocks a repeat until confirmed.
+func (g *purchaseGuard) open(path string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.path = path
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading purchase guard: %w", err)
+	}
+	var saved map[string]savedEntry
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return fmt.Errorf("reading purchase guard %s: %w", path, err)
+	}
+	for k, e := range saved {
+		if e.State == guardInFlight {
+			e.State = guardUnknown
+		}
+		g.next++
+		g.entries[k] = &guardEntry{state: e.State, at: e.At, purchaseID: e.PurchaseID, ticket: g.next}
+	}
+	return nil
+}
+
+// saveLocked writes the guard atomically; a purchase is reserved only once
+// this returns, so the record is on disk before anything is sent.
+func (g *purchaseGuard) saveLocked() {
+	if g.path == "" {
+		return
+	}
+	saved := make(map[string]savedEntry, len(g.entries))
+	for k, e := range g.entries {
+		saved[k] = savedEntry{State: e.state, At: e.at, PurchaseID: e.purchaseID}
+	}
+	b, _ := json.Marshal(saved)
+	tmp := g.path + ".tmp"
+	err := os.WriteFile(tmp, b, 0o600)
+	if err == nil {
+		err = os.Rename(tmp, g.path)
+	}
+	g.saveErr = err
 }
 
 func newPurchaseGuard() *purchaseGuard {
@@ -74,6 +134,7 @@ func (g *purchaseGuard) reserve(key string, now time.Time, window time.Duration,
 	}
 	g.next++
 	g.entries[key] = &guardEntry{state: guardInFlight, at: now, ticket: g.next}
+	g.saveLocked()
 	return g.next, nil
 }
 
@@ -89,9 +150,10 @@ func (g *purchaseGuard) settle(key string, ticket uint64, state guardState, id j
 	}
 	if release {
 		delete(g.entries, key)
-		return
+	} else {
+		e.state, e.purchaseID = state, id
 	}
-	e.state, e.purchaseID = state, id
+	g.saveLocked()
 }
 
 // confirmed reports whether the caller sent Sluice-Confirm: repeat-purchase
