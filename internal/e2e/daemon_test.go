@@ -40,6 +40,18 @@ func TestSocketOwnership(t *testing.T) {
 	if _, err := env.Client.Health(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// A world-readable config with inline secrets is warned about.
+	if strings.Contains(env.Log(), "world-readable") {
+		t.Fatal("warned about a private config")
+	}
+	env.StopDaemon()
+	if err := os.Chmod(env.Config, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env.StartDaemon()
+	if !strings.Contains(env.Log(), "world-readable") {
+		t.Fatal("no warning for a world-readable config holding inline secrets")
+	}
 }
 
 func TestCheckConfig(t *testing.T) {
