@@ -277,6 +277,9 @@ func (s *supervisor) description() *proto.Description {
 }
 
 func (s *supervisor) waitDescription(ctx context.Context, wait time.Duration) *proto.Description {
+	if d := s.description(); d != nil {
+		return d // the common case: no timer on the hot path
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {

@@ -20,7 +20,7 @@
 // Pause holds a bucket for every caller after a 429/Retry-After or a ban
 // signal.
 //
-// Grants and pauses are persisted (atomic temp file + fsync + rename) before
+// Grants and pauses are persisted (atomic temp file + rename) before
 // Acquire returns, so a daemon killed in the middle of a burst and restarted
 // cannot exceed the limit together with the grants made just before. When the
 // state cannot be read, every bucket is assumed to have been full at startup.
