@@ -18,7 +18,7 @@ SYSUSERSDIR = $(PREFIX)/lib/sysusers.d
 
 FUZZTIME ?= 30s
 
-.PHONY: all build run test proto clean install install-files uninstall fuzz man soak
+.PHONY: all build run test proto clean install install-files uninstall fuzz man soak bench
 
 all: build
 
@@ -43,6 +43,12 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Benchmarks against the targets and peers (bare Go server, nginx
+# proxy_cache); about 4 minutes; prints a Markdown table and writes
+# bench/RESULTS.md. Installs Debian's nginx-light if missing (needs root).
+bench:
+	$(GO) run ./bench $(BENCHFLAGS)
 
 # Man pages for sluicectl's whole command tree (roff, into man/man1).
 man: build

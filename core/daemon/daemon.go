@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -83,11 +84,15 @@ func Run(ctx context.Context, opts Options) error {
 		out = os.Stderr
 	}
 	// Text for a person at a terminal, JSON for journald and collectors.
-	var handler slog.Handler = slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})
+	// Access lines (one per request) go through a buffer; see logbuf.go.
+	accessOut := newBufferedWriter(out, 100*time.Millisecond)
+	defer accessOut.Close()
+	newHandler := func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}) }
 	if fi, err := out.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-		handler = slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})
+		newHandler = func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}) }
 	}
-	log := slog.New(handler)
+	log := slog.New(newHandler(out))
+	accessLog := slog.New(newHandler(accessOut)).With("component", "api")
 
 	cfg, raw, err := loadConfig(opts)
 	if err != nil {
@@ -154,7 +159,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.host.Apply(specs)
 
-	srv := &http.Server{Handler: api.NewServer(d, log.With("component", "api"), d.metrics), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: api.NewServer(d, accessLog, d.metrics), ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: api.ConnContext, MaxHeaderBytes: 64 << 10,
 		// Bounds on reading a request (slow or stalled clients); answers are
 		// not bounded, as files stream for as long as they take.

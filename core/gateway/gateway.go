@@ -474,6 +474,10 @@ func parseMaxWait(v string, def time.Duration) (time.Duration, error) {
 // readParams merges the query and a form or JSON-object body, in that order.
 func readParams(r *http.Request) (params url.Values, body []byte, ct string, bodyInParams bool, err error) {
 	params = r.URL.Query()
+	ct = r.Header.Get("Content-Type")
+	if r.Body == nil || r.Body == http.NoBody {
+		return params, nil, ct, true, nil
+	}
 	body, err = io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -482,7 +486,6 @@ func readParams(r *http.Request) (params url.Values, body []byte, ct string, bod
 		}
 		return nil, nil, "", false, problem.New(http.StatusBadRequest, "reading body: "+err.Error())
 	}
-	ct = r.Header.Get("Content-Type")
 	if len(body) == 0 {
 		return params, body, ct, true, nil
 	}
@@ -682,6 +685,9 @@ func methodAllowed(op *proto.Operation, m string) bool {
 // pathMatches matches "v1/artists/{id}/albums" against a request path; a
 // {name} segment matches one non-empty segment.
 func pathMatches(pattern, path string) bool {
+	if !strings.Contains(pattern, "{") {
+		return strings.Trim(pattern, "/") == strings.Trim(path, "/")
+	}
 	ps, xs := strings.Split(strings.Trim(pattern, "/"), "/"), strings.Split(strings.Trim(path, "/"), "/")
 	if len(ps) != len(xs) {
 		return false

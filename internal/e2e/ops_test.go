@@ -68,9 +68,10 @@ func TestAccessTiers(t *testing.T) {
 	if out, code := ctl(t, env, "reload"); code != 0 {
 		t.Fatalf("root reload: exit %d\n%s", code, out)
 	}
-	if log := env.Log(); !strings.Contains(log, `"peer_uid":65533`) || !strings.Contains(log, "permission denied") {
-		t.Fatalf("denials are not logged with the peer's uid")
-	}
+	testenv.Eventually(t, 5*time.Second, "the denial in the log with the peer's uid", func() bool {
+		log := env.Log()
+		return strings.Contains(log, `"peer_uid":65533`) && strings.Contains(log, "permission denied")
+	})
 }
 
 // TestMetricsScrape parses /metrics with the Prometheus text parser.
