@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/bench/loadgen"
+	"github.com/sluice-dev/sluice/plugins/hellorf/hellorfsim"
 	"github.com/sluice-dev/sluice/plugins/ineo/ineosim"
+	"github.com/sluice-dev/sluice/plugins/spotify/spotifysim"
 )
 
 // env owns everything the bench starts: the temp directory, the binaries,
@@ -28,6 +30,9 @@ type env struct {
 	bin      string // built binaries
 	progress io.Writer
 	cleanups []func()
+	// The hellorf and Spotify simulators every bench daemon points at, so
+	// all three plugins run (footprint and start-up include them).
+	hellorfURL, spotifyAPI, spotifyAccounts string
 }
 
 func newEnv(progress io.Writer) (*env, error) {
@@ -46,6 +51,19 @@ func newEnv(progress io.Writer) (*env, error) {
 	}
 	e := &env{root: filepath.Dir(gomod), tmp: tmp, bin: filepath.Join(tmp, "bin"), progress: progress}
 	e.onClose(func() { os.RemoveAll(tmp) })
+	hs, hURL, err := hellorfsim.Start(hellorfsim.Options{})
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	e.onClose(func() { hs.Close() })
+	ss, api, acct, err := spotifysim.Start(spotifysim.Options{})
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	e.onClose(func() { ss.Close() })
+	e.hellorfURL, e.spotifyAPI, e.spotifyAccounts = hURL, api, acct
 	return e, nil
 }
 
@@ -64,9 +82,7 @@ func (e *env) close() {
 }
 
 // build compiles the daemon, the plugins and the bare reference server
-// without the race detector (the tests use -race; a benchmark must not). The
-// hellorf and Spotify plugins are disabled in every bench config, so a build
-// failure there (they are under active development) is reported, not fatal.
+// without the race detector (the tests use -race; a benchmark must not).
 func (e *env) build(ctx context.Context) error {
 	targets := []struct {
 		name, pkg string
@@ -74,8 +90,8 @@ func (e *env) build(ctx context.Context) error {
 	}{
 		{"sluiced", "./cmd/daemon", true},
 		{"sluice-ineo", "./plugins/ineo", true},
-		{"sluice-hellorf", "./plugins/hellorf", false},
-		{"sluice-spotify", "./plugins/spotify", false},
+		{"sluice-hellorf", "./plugins/hellorf", true},
+		{"sluice-spotify", "./plugins/spotify", true},
 		{"bareserver", "./bench/bareserver", true},
 	}
 	for _, t := range targets {
@@ -87,7 +103,7 @@ func (e *env) build(ctx context.Context) error {
 		case t.required:
 			return fmt.Errorf("go build %s: %w\n%s", t.pkg, err, out)
 		default:
-			e.logf("warning: go build %s failed (it is disabled in the bench config, continuing): %v", t.pkg, err)
+			e.logf("warning: go build %s failed (continuing): %v", t.pkg, err)
 		}
 	}
 	return nil
@@ -136,8 +152,8 @@ func (e *env) configText(s daemonSpec, dir string) string {
 	if s.limit.Requests > 0 {
 		limits = fmt.Sprintf("\n[providers.ineo.limits.spotify]\nrequests = %d\nwindow = %q\n", s.limit.Requests, s.limit.Window.String())
 	}
-	// hellorf and Spotify are disabled so only sluice-ineo runs (their
-	// plugins are stubs or in progress).
+	// hellorf and Spotify run against their simulators so the footprint and
+	// start-up figures include all three plugins; the load is iNeo's.
 	return fmt.Sprintf(`socket = %q
 state_dir = %q
 plugin_dir = %q
@@ -157,12 +173,21 @@ access_key = %q
 tmanage_auth = %q
 %s
 [providers.hellorf]
-enabled = false
+enabled = true
+base_url = %q
+client_id = %q
+client_secret = %q
 
 [providers.spotify]
-enabled = false
+enabled = true
+api_url = %q
+accounts_url = %q
+client_id = %q
+client_secret = %q
 `, filepath.Join(dir, "s.sock"), stateDir, e.bin, level, s.margin, s.cacheSize, s.simURL,
-		ineosim.DefaultAccessKey, ineosim.DefaultTmanageAuth, limits)
+		ineosim.DefaultAccessKey, ineosim.DefaultTmanageAuth, limits,
+		e.hellorfURL, hellorfsim.DefaultClientID, hellorfsim.DefaultClientSecret,
+		e.spotifyAPI, e.spotifyAccounts, spotifysim.DefaultClientID, spotifysim.DefaultClientSecret)
 }
 
 // startDaemon writes the spec's config (once per name; a restart reuses it

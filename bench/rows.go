@@ -108,7 +108,7 @@ func (b *bench) startMain(ctx context.Context) error {
 	}
 	b.rep.add(line{section: "5", metric: "RSS idle, sluiced + running plugins", value: fmtMB(total), peer: parts,
 		target: "≤ 80 MB", verdict: verdict(float64(total)*1024 <= 80e6)})
-	b.rep.note("RSS counts sluiced and the plugins that run. hellorf and spotify are disabled in the bench config (their plugins are stubs), so only sluice-ineo runs; three running plugins would add about one sluice-ineo each. sluiced's Go heap \"in use\" can exceed its RSS: pages handed out but never touched (ristretto's admission counters, sized from max_size) are not resident.")
+	b.rep.note("RSS counts sluiced and its three plugins (iNeo, hellorf and Spotify all run, against their simulators; the load is iNeo's). sluiced's Go heap \"in use\" can exceed its RSS: pages handed out but never touched (ristretto's admission counters, sized from max_size) are not resident.")
 	return nil
 }
 
