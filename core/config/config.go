@@ -145,8 +145,9 @@ type Spotify struct {
 	Limits         APILimits `toml:"limits" json:"limits"`
 }
 
-// Access is reserved for peer-credential access control; it is parsed and
-// validated but not yet enforced.
+// Access adds users and groups to the socket's permission tiers (see
+// core/access); root, the daemon's uid (admin) and the socket's group (read)
+// need no listing.
 type Access struct {
 	ReadUIDs  []uint32 `toml:"read_uids" json:"read_uids,omitempty"`
 	ReadGIDs  []uint32 `toml:"read_gids" json:"read_gids,omitempty"`
