@@ -80,5 +80,11 @@ func FuzzCanonicalise(f *testing.F) {
 		if err == nil && len(params.Get("id")) != 22 {
 			t.Fatalf("%q accepted as %q", v, params.Get("id"))
 		}
+		// The remembered answer is the computed one.
+		again := url.Values{"id": {v}}
+		err2 := canonicalise(&pc, &proto.Param{Name: "id", Pattern: pat}, again)
+		if (err == nil) != (err2 == nil) || again.Get("id") != params.Get("id") {
+			t.Fatalf("%q: first %q (%v), remembered %q (%v)", v, params.Get("id"), err, again.Get("id"), err2)
+		}
 	})
 }

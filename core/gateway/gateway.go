@@ -626,6 +626,10 @@ func canonicalise(pc *patternCache, ps *proto.Param, params url.Values) *problem
 		return problem.New(http.StatusInternalServerError, fmt.Sprintf("provider declares a bad pattern for %q", ps.GetName()))
 	}
 	for i, v := range vals {
+		if c, ok := pc.known(ps.GetPattern(), v); ok {
+			vals[i] = c
+			continue
+		}
 		m := re.FindStringSubmatch(strings.TrimSpace(v))
 		if m == nil {
 			detail := fmt.Sprintf("invalid value for %q", ps.GetName())
@@ -634,12 +638,15 @@ func canonicalise(pc *patternCache, ps *proto.Param, params url.Values) *problem
 			}
 			return problem.BadParam(ps.GetName(), detail)
 		}
+		c := strings.TrimSpace(v)
 		for _, g := range m[1:] {
 			if g != "" {
-				vals[i] = g
+				c = g
 				break
 			}
 		}
+		pc.remember(ps.GetPattern(), v, c)
+		vals[i] = c
 	}
 	return nil
 }
@@ -706,8 +713,30 @@ func pathMatches(pattern, path string) bool {
 	return true
 }
 
-// patternCache compiles each declared parameter pattern once.
-type patternCache struct{ m sync.Map }
+// patternCache compiles each declared parameter pattern once, and remembers
+// the canonical form of values it accepted (bounded: caller input must not
+// grow it without limit), so repeated cache hits skip the regexp.
+type patternCache struct {
+	m     sync.Map
+	memo  sync.Map // pattern + "\x00" + value → canonical value
+	count atomic.Int64
+}
+
+const maxRemembered = 8192
+
+func (c *patternCache) known(pattern, v string) (string, bool) {
+	got, ok := c.memo.Load(pattern + "\x00" + v)
+	if !ok {
+		return "", false
+	}
+	return got.(string), true
+}
+
+func (c *patternCache) remember(pattern, v, canonical string) {
+	if c.count.Add(1) <= maxRemembered {
+		c.memo.Store(pattern+"\x00"+v, canonical)
+	}
+}
 
 func (c *patternCache) get(expr string) (*regexp.Regexp, error) {
 	if re, ok := c.m.Load(expr); ok {
