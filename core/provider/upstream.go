@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,10 +25,15 @@ type Upstream struct {
 	host    proto.HostClient
 	client  *http.Client
 	timeout atomic.Int64
+
+	// paused remembers the pauses this plugin asked for, by bucket (Unix
+	// ns), so a request granted just before a pause is not sent into it.
+	pausedMu sync.Mutex
+	paused   map[string]int64
 }
 
 func newUpstream(host proto.HostClient) *Upstream {
-	u := &Upstream{host: host, client: &http.Client{
+	u := &Upstream{host: host, paused: map[string]int64{}, client: &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -108,6 +114,27 @@ func (u *Upstream) DoStream(ctx context.Context, bucket string, build Builder) (
 // Acquire obtains one grant without sending anything, for plugins whose
 // transport is not plain HTTP. Most plugins use Do.
 func (u *Upstream) Acquire(ctx context.Context, bucket string) error {
+	// A grant handed out just before another request of this plugin paused
+	// the bucket (a 429 seen meanwhile) must not be used: the upstream said
+	// stop. The grant is spent, but nothing is sent; ask again, which waits
+	// out the pause for every caller alike.
+	for {
+		if err := u.acquireOnce(ctx, bucket); err != nil {
+			return err
+		}
+		if !u.pausedNow(bucket) {
+			return nil
+		}
+	}
+}
+
+func (u *Upstream) pausedNow(bucket string) bool {
+	u.pausedMu.Lock()
+	defer u.pausedMu.Unlock()
+	return time.Now().UnixNano() < u.paused[bucket]
+}
+
+func (u *Upstream) acquireOnce(ctx context.Context, bucket string) error {
 	var maxWait time.Duration
 	var id string
 	if r := callFrom(ctx); r != nil {
@@ -150,6 +177,11 @@ func statsFrom(ctx context.Context) *callStats {
 
 // Pause stops bucket for every caller until the given time.
 func (u *Upstream) Pause(ctx context.Context, bucket string, until time.Time, reason string) error {
+	u.pausedMu.Lock()
+	if n := until.UnixNano(); n > u.paused[bucket] {
+		u.paused[bucket] = n
+	}
+	u.pausedMu.Unlock()
 	_, err := u.host.Pause(ctx, &proto.PauseRequest{Bucket: bucket, UntilUnixMs: until.UnixMilli(), Reason: reason})
 	return err
 }
