@@ -107,6 +107,13 @@ type APILimits struct {
 	API *Limit `toml:"api" json:"api,omitempty"`
 }
 
+// SpotifyLimits overrides the Spotify buckets: the Web API's and the token
+// endpoint's (another host, counted apart).
+type SpotifyLimits struct {
+	API      *Limit `toml:"api" json:"api,omitempty"`
+	Accounts *Limit `toml:"accounts" json:"accounts,omitempty"`
+}
+
 // Hellorf configures the hellorf (zcool) music licensing provider.
 type Hellorf struct {
 	Enabled bool `toml:"enabled" json:"enabled"`
@@ -138,11 +145,11 @@ type Spotify struct {
 	MaxRetryAfter      Duration `toml:"max_retry_after" json:"max_retry_after"`
 	// DefaultMarket is an ISO 3166-1 alpha-2 country code (upper-cased on
 	// load), or empty.
-	DefaultMarket  string    `toml:"default_market" json:"default_market,omitempty"`
-	SearchMaxLimit int       `toml:"search_max_limit" json:"search_max_limit"`
-	PluginSHA256   string    `toml:"plugin_sha256" json:"plugin_sha256,omitempty"`
-	Timeout        Duration  `toml:"timeout" json:"timeout"`
-	Limits         APILimits `toml:"limits" json:"limits"`
+	DefaultMarket  string        `toml:"default_market" json:"default_market,omitempty"`
+	SearchMaxLimit int           `toml:"search_max_limit" json:"search_max_limit"`
+	PluginSHA256   string        `toml:"plugin_sha256" json:"plugin_sha256,omitempty"`
+	Timeout        Duration      `toml:"timeout" json:"timeout"`
+	Limits         SpotifyLimits `toml:"limits" json:"limits"`
 }
 
 // Access adds users and groups to the socket's permission tiers (see

@@ -98,6 +98,7 @@ func (c *Config) normalizeAndValidate() []fieldErr {
 	}
 	errs = append(errs, checkSHA("providers.spotify.plugin_sha256", &p.Spotify.PluginSHA256)...)
 	errs = append(errs, checkLimit("providers.spotify.limits.api", p.Spotify.Limits.API)...)
+	errs = append(errs, checkLimit("providers.spotify.limits.accounts", p.Spotify.Limits.Accounts)...)
 
 	// access: uint32 already rules out negatives and overflow; (uid_t)-1 is
 	// the "no id" sentinel and can never be a real caller.
