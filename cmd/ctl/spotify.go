@@ -192,6 +192,20 @@ type spItem struct {
 	Tracks *spPage `json:"tracks"`
 }
 
+// spotifyItem fetches one catalogue object. With --json it prints Spotify's
+// answer as it came and reports printed; otherwise it decodes it.
+func (o *options) spotifyItem(ctx context.Context, path string, q url.Values) (it spItem, printed bool, err error) {
+	resp, err := o.spotifyGet(ctx, path, q)
+	if err != nil {
+		return spItem{}, false, err
+	}
+	if o.json {
+		return spItem{}, true, o.writeBody(resp.Body)
+	}
+	it, err = spDecodeItem(resp.Body)
+	return it, false, err
+}
+
 func spDecodeItem(b []byte) (spItem, error) {
 	var it spItem
 	if err := json.Unmarshal(b, &it); err != nil {
@@ -393,15 +407,8 @@ func newSpotifyArtistCmd(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := o.spotifyGet(ctx, "v1/artists/"+id, nil)
-			if err != nil || o.json {
-				if err == nil {
-					err = o.writeBody(resp.Body)
-				}
-				return err
-			}
-			it, err := spDecodeItem(resp.Body)
-			if err != nil {
+			it, printed, err := o.spotifyItem(ctx, "v1/artists/"+id, nil)
+			if err != nil || printed {
 				return err
 			}
 			t := newTable()
@@ -516,15 +523,8 @@ the daemon (--json prints the album as Spotify sent it).`,
 			if market != "" {
 				q.Set("market", market)
 			}
-			resp, err := o.spotifyGet(ctx, "v1/albums/"+id, q)
-			if err != nil || o.json {
-				if err == nil {
-					err = o.writeBody(resp.Body)
-				}
-				return err
-			}
-			it, err := spDecodeItem(resp.Body)
-			if err != nil {
+			it, printed, err := o.spotifyItem(ctx, "v1/albums/"+id, q)
+			if err != nil || printed {
 				return err
 			}
 			var tracks spPage

@@ -58,19 +58,8 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ssim.Close()
-	extra := fmt.Sprintf(`[providers.hellorf]
-enabled = true
-base_url = %q
-client_id = %q
-client_secret = %q
-
-[providers.spotify]
-enabled = true
-api_url = %q
-accounts_url = %q
-client_id = %q
-client_secret = %q
-`, hURL, hellorfsim.DefaultClientID, hellorfsim.DefaultClientSecret, sAPI, sAcct, spotifysim.DefaultClientID, spotifysim.DefaultClientSecret)
+	extra := testenv.HellorfSection(hURL, hellorfsim.DefaultClientID, hellorfsim.DefaultClientSecret) +
+		testenv.SpotifySection(sAPI, sAcct, spotifysim.DefaultClientID, spotifysim.DefaultClientSecret)
 	env := testenv.Start(t, testenv.Options{SpotifyLimit: lim, TmanageLimit: tlim, Margin: "150ms", Extra: extra})
 	ctx := testenv.Ctx(t, chaosDuration(t)+2*time.Minute)
 	baseline := daemonGoroutines(t, env)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -113,8 +112,7 @@ func TestSectionChangeRestartsOnlyThatPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hsim.Close()
-	env := testenv.Start(t, testenv.Options{Extra: fmt.Sprintf("[providers.hellorf]\nenabled = true\nbase_url = %q\nclient_id = %q\nclient_secret = %q\n",
-		hURL, hellorfsim.DefaultClientID, hellorfsim.DefaultClientSecret)})
+	env := testenv.Start(t, testenv.Options{Extra: testenv.HellorfSection(hURL, hellorfsim.DefaultClientID, hellorfsim.DefaultClientSecret)})
 	ctx := testenv.Ctx(t, time.Minute)
 	pids := func() map[string]int {
 		st, err := env.Client.Status(ctx)

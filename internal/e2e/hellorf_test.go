@@ -61,9 +61,9 @@ func startHellorf(t *testing.T, o hellorfEnv) (*testenv.Env, *hellorfsim.Sim) {
 	if o.requests == 0 {
 		o.requests, o.window = 10, "1s"
 	}
-	extra := fmt.Sprintf("[providers.hellorf]\nenabled = true\nbase_url = %q\nclient_id = %q\nclient_secret = %q\nallow_purchase = %v\ntimeout = %q\n\n"+
-		"[providers.hellorf.limits.api]\nrequests = %d\nwindow = %q\n",
-		base, hellorfsim.DefaultClientID, o.secret, o.allowPurchase, o.timeout, o.requests, o.window)
+	extra := testenv.HellorfSection(base, hellorfsim.DefaultClientID, o.secret,
+		fmt.Sprintf("allow_purchase = %v", o.allowPurchase), fmt.Sprintf("timeout = %q", o.timeout)) +
+		fmt.Sprintf("[providers.hellorf.limits.api]\nrequests = %d\nwindow = %q\n", o.requests, o.window)
 	if o.expiryMargin != "" {
 		extra += fmt.Sprintf("\n[cache]\nexpiry_margin = %q\n", o.expiryMargin)
 	}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -97,9 +96,7 @@ func TestSecretsNeverLeakAnyProvider(t *testing.T) {
 	}
 	defer ssim.Close()
 	section := func(hs, ss string) string {
-		return fmt.Sprintf("[providers.hellorf]\nenabled = true\nallow_purchase = true\nbase_url = %q\nclient_id = %q\nclient_secret = %q\n\n"+
-			"[providers.spotify]\nenabled = true\napi_url = %q\naccounts_url = %q\nclient_id = %q\nclient_secret = %q\n",
-			hURL, hID, hs, sAPI, sAcct, sID, ss)
+		return testenv.HellorfSection(hURL, hID, hs, "allow_purchase = true") + testenv.SpotifySection(sAPI, sAcct, sID, ss)
 	}
 	env := testenv.Start(t, testenv.Options{Extra: section(hSecret, sSecret)})
 	ctx := testenv.Ctx(t, time.Minute)

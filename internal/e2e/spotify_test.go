@@ -61,8 +61,8 @@ func startSpotify(t *testing.T, o spotifyOpts) *spotifyEnv {
 	if o.secret == "" {
 		o.secret = spotifysim.DefaultClientSecret
 	}
-	extra := fmt.Sprintf("[providers.spotify]\nenabled = true\napi_url = %q\naccounts_url = %q\nclient_id = %q\nclient_secret = %q\n%s\n\n[providers.spotify.limits.api]\nrequests = %d\nwindow = \"30s\"\n",
-		apiURL, accountsURL, spotifysim.DefaultClientID, o.secret, o.extra, o.requests)
+	extra := testenv.SpotifySection(apiURL, accountsURL, spotifysim.DefaultClientID, o.secret, o.extra) +
+		fmt.Sprintf("[providers.spotify.limits.api]\nrequests = %d\nwindow = \"30s\"\n", o.requests)
 	env := testenv.Start(t, testenv.Options{Extra: extra})
 	return &spotifyEnv{Env: env, Sim: sim, API: apiURL}
 }

@@ -345,3 +345,27 @@ func Ctx(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// HellorfSection is the config that enables hellorf against a simulator;
+// more lines go inside the section.
+func HellorfSection(baseURL, clientID, clientSecret string, more ...string) string {
+	return section("hellorf", []string{"base_url", baseURL, "client_id", clientID, "client_secret", clientSecret}, more)
+}
+
+// SpotifySection is the config that enables Spotify against a simulator;
+// more lines go inside the section.
+func SpotifySection(apiURL, accountsURL, clientID, clientSecret string, more ...string) string {
+	return section("spotify", []string{"api_url", apiURL, "accounts_url", accountsURL, "client_id", clientID, "client_secret", clientSecret}, more)
+}
+
+func section(name string, kv, more []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[providers.%s]\nenabled = true\n", name)
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(&b, "%s = %q\n", kv[i], kv[i+1])
+	}
+	for _, m := range more {
+		b.WriteString(m + "\n")
+	}
+	return b.String() + "\n"
+}
