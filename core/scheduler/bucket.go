@@ -41,7 +41,12 @@ type bucket struct {
 	queue       []*waiter
 	timer       *time.Timer
 	granted     uint64
+	released    uint64 // grants given back unused (Scheduler.Release)
 	closed      bool
+	// savedRetain and savedCap are the retain and cap last recorded in the
+	// persister, so a retain record is written only when they change.
+	savedRetain time.Duration
+	savedCap    int
 }
 
 // historyFloor and historyCap bound the grant history independently of the
@@ -52,8 +57,12 @@ const (
 	historyCap   = 1024
 )
 
+// newBucket creates a bucket from its persisted state d, which the persister
+// already holds: nothing is recorded here.
 func newBucket(s *Scheduler, name string, l Limit, d diskBucket) *bucket {
-	b := &bucket{s: s, name: name, limit: l}
+	// The cap, like retain, never shrinks below what an earlier run needed.
+	b := &bucket{s: s, name: name, limit: l, maxReq: d.Cap,
+		savedRetain: time.Duration(d.RetainNS), savedCap: d.Cap}
 	now := time.Now()
 	for _, ns := range d.Grants {
 		b.log = append(b.log, anchor(now, time.Unix(0, ns)))
@@ -62,7 +71,7 @@ func newBucket(s *Scheduler, name string, l Limit, d diskBucket) *bucket {
 	slices.SortFunc(b.log, func(x, y time.Time) int { return x.Compare(y) })
 	b.retain = max(time.Duration(d.RetainNS), historyFloor)
 	if d.PauseUntil != 0 {
-		b.pauseLocked(now, time.Unix(0, d.PauseUntil), d.PauseReason)
+		b.setPauseLocked(now, time.Unix(0, d.PauseUntil), d.PauseReason)
 	}
 	return b
 }
@@ -85,20 +94,60 @@ func (b *bucket) setLimitLocked(l Limit) {
 	b.limit = l
 	b.maxReq = max(b.maxReq, l.Requests)
 	b.retain = max(b.retain, b.span())
-	b.syncMirrorLocked()
+	b.recordRetainLocked()
 }
 
-// pauseLocked extends the pause to until; it reports whether anything
-// changed. A pause until is converted to the monotonic clock (it may come
-// from a wall-clock Retry-After date).
+// recordRetainLocked records retain and the history cap when either changed
+// since last recorded. Both only grow.
+func (b *bucket) recordRetainLocked() {
+	c := max(b.maxReq, historyCap)
+	if b.retain == b.savedRetain && c == b.savedCap {
+		return
+	}
+	b.savedRetain, b.savedCap = b.retain, c
+	b.s.persist.retain(b.name, b.retain, c)
+}
+
+// pauseLocked extends the pause to until and records it; it reports whether
+// anything changed.
 func (b *bucket) pauseLocked(now, until time.Time, reason string) bool {
+	if !b.setPauseLocked(now, until, reason) {
+		return false
+	}
+	b.recordPauseLocked()
+	return true
+}
+
+// setPauseLocked is pauseLocked without recording. A pause until is
+// converted to the monotonic clock (it may come from a wall-clock
+// Retry-After date).
+func (b *bucket) setPauseLocked(now, until time.Time, reason string) bool {
 	until = now.Add(until.Sub(now))
 	if !until.After(now) || !until.After(b.pausedUntil) {
 		return false
 	}
 	b.pausedUntil, b.pauseReason = until, reason
-	b.syncMirrorLocked()
 	return true
+}
+
+// resumeLocked clears the pause; it reports whether there was one.
+func (b *bucket) resumeLocked() bool {
+	if b.pausedUntil.IsZero() {
+		return false
+	}
+	b.pausedUntil, b.pauseReason = time.Time{}, ""
+	b.recordPauseLocked()
+	return true
+}
+
+// recordPauseLocked records the bucket's pause (or its absence) and returns
+// the generation that holds it.
+func (b *bucket) recordPauseLocked() uint64 {
+	var until int64
+	if !b.pausedUntil.IsZero() {
+		until = b.pausedUntil.UnixNano()
+	}
+	return b.s.persist.pause(b.name, until, b.pauseReason)
 }
 
 // floor is the earliest any grant may happen: now, or the end of a pause.
@@ -140,8 +189,12 @@ func (b *bucket) pruneLocked(now time.Time) {
 	}
 	i = max(i, len(b.log)-max(b.maxReq, historyCap))
 	if i > 0 {
-		b.log = append(b.log[:0:0], b.log[i:]...)
+		// Reslicing, not copying: at the cap every grant drops one entry,
+		// and append moves the log to a fresh array (freeing the dropped
+		// front) once the spare capacity is used up, amortised O(1).
+		b.log = b.log[i:]
 	}
+	b.recordRetainLocked()
 }
 
 func (b *bucket) inWindowLocked(now time.Time) int {
@@ -219,20 +272,34 @@ func (b *bucket) onTimer() {
 	b.dispatchLocked(time.Now())
 }
 
+// grantLocked grants w at now, or a nanosecond after the newest grant when
+// that is not before now: several waiters granted in one dispatch would
+// otherwise share a time, and the journal identifies grants by their time
+// (replaying it skips a time already present). A later time only ever delays
+// later grants.
 func (b *bucket) grantLocked(w *waiter, now time.Time) {
+	if n := len(b.log); n > 0 && !now.After(b.log[n-1]) {
+		now = b.log[n-1].Add(time.Nanosecond)
+	}
 	b.log = append(b.log, now)
 	b.granted++
 	w.grant = Grant{Bucket: b.name, At: now, Seq: b.granted}
-	w.gen = b.syncMirrorLocked()
+	w.gen = b.s.persist.grant(b.name, now.UnixNano())
 	w.done = true
 	close(w.ch)
 }
+
+func compareTime(e, t time.Time) int { return e.Compare(t) }
 
 // restampLocked moves a grant's log entry from the moment it was granted to
 // the moment it is handed to the caller, after the state write: the caller
 // sends right then. Under load that write can take long enough to squeeze
 // two windows' worth of sends closer than the margin allows; logging the
 // later time only ever delays later grants, so it cannot let one through.
+//
+// The restamp is recorded but not flushed: it goes out with the next write
+// or at Close. A crash before then leaves the grant-time stamp on disk,
+// earlier by the duration of one state write, which the margin covers.
 func (b *bucket) restampLocked(at, now time.Time) time.Time {
 	if !now.After(at) {
 		return at
@@ -242,9 +309,15 @@ func (b *bucket) restampLocked(at, now time.Time) time.Time {
 			continue
 		}
 		b.log = slices.Delete(b.log, i, i+1)
-		j, _ := slices.BinarySearchFunc(b.log, now, func(e, t time.Time) int { return e.Compare(t) })
+		// Keep grant times distinct (see grantLocked): callers handed
+		// their grants after one shared write may read the same clock.
+		j, found := slices.BinarySearchFunc(b.log, now, compareTime)
+		for found {
+			now = now.Add(time.Nanosecond)
+			j, found = slices.BinarySearchFunc(b.log, now, compareTime)
+		}
 		b.log = slices.Insert(b.log, j, now)
-		b.syncMirrorLocked()
+		b.s.persist.restamp(b.name, at.UnixNano(), now.UnixNano())
 		b.dispatchLocked(now)
 		return now
 	}
@@ -254,6 +327,11 @@ func (b *bucket) restampLocked(at, now time.Time) time.Time {
 // predictTailLocked is when a caller joining the queue now would be granted.
 func (b *bucket) predictTailLocked(now time.Time) time.Time {
 	req, span := b.limit.Requests, b.span()
+	if len(b.queue) == 0 {
+		// The common case, and the pre-grant's: no schedule to simulate,
+		// so no copy of the log (it can hold thousands of grants).
+		return nextAt(b.log, req, span, b.floor(now))
+	}
 	sim := tail(b.log, req, len(b.queue)+1)
 	floor := b.floor(now)
 	for range b.queue {
@@ -300,20 +378,4 @@ func (b *bucket) closeLocked() {
 		close(w.ch)
 	}
 	b.queue = nil
-}
-
-// syncMirrorLocked copies the bucket's persistent state into the persister
-// and returns the generation that contains it.
-func (b *bucket) syncMirrorLocked() uint64 {
-	d := diskBucket{
-		Grants:   make([]int64, len(b.log)),
-		RetainNS: int64(b.retain),
-	}
-	for i, t := range b.log {
-		d.Grants[i] = t.UnixNano()
-	}
-	if !b.pausedUntil.IsZero() {
-		d.PauseUntil, d.PauseReason = b.pausedUntil.UnixNano(), b.pauseReason
-	}
-	return b.s.persist.set(b.name, d)
 }

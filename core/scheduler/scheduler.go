@@ -20,10 +20,16 @@
 // Pause holds a bucket for every caller after a 429/Retry-After or a ban
 // signal.
 //
-// Grants and pauses are persisted (atomic temp file + rename) before
-// Acquire returns, so a daemon killed in the middle of a burst and restarted
-// cannot exceed the limit together with the grants made just before. When the
-// state cannot be read, every bucket is assumed to have been full at startup.
+// Grants and pauses are persisted before Acquire (or Pause, Resume) returns,
+// so a daemon killed in the middle of a burst and restarted cannot exceed the
+// limit together with the grants made just before. The state is a snapshot
+// (StateFile, replaced atomically by temp file + rename) plus an append-only
+// journal of the changes since (JournalFile): a grant costs one small
+// append, and the journal is folded into a new snapshot when it grows large,
+// after a failed append and at Close. Journal records are idempotent, so a
+// crash between writing a snapshot and emptying the journal is harmless.
+// When the state cannot be read, every bucket is assumed to have been full at
+// startup.
 package scheduler
 
 import (
@@ -41,6 +47,12 @@ import (
 // DefaultMargin is the safety margin added to every window when
 // Options.Margin is zero.
 const DefaultMargin = 250 * time.Millisecond
+
+// minLate is the least time a grant may take from decision to hand-out
+// (half the margin normally): with a margin of a few microseconds, which
+// guarantees little anyway, ordinary scheduling would otherwise make every
+// grant late.
+const minLate = time.Millisecond
 
 // deadlineSlack absorbs timer latency when re-checking waiters against their
 // maxWait: a waiter whose prediction was exactly its deadline must not be
@@ -81,6 +93,11 @@ type Grant struct {
 	At time.Time
 	// Seq numbers the bucket's grants since this scheduler started, from 1.
 	Seq uint64
+	// UseBy is the latest moment the request may be sent: within the
+	// margin of the grant decision. A grant not used by then must be left
+	// unused and a new one acquired. Zero (no margin configured) means no
+	// bound.
+	UseBy time.Time
 }
 
 // BudgetError reports that a caller could not be granted within its maxWait.
@@ -111,7 +128,8 @@ type BucketStatus struct {
 	// PausedUntil is zero when the bucket is not paused.
 	PausedUntil time.Time
 	PauseReason string
-	// Granted counts grants since the scheduler started.
+	// Granted counts grants since the scheduler started, released ones
+	// (never used) excluded.
 	Granted uint64
 	// LastError is the scheduler's state error (see Scheduler.StateError).
 	LastError string
@@ -119,8 +137,9 @@ type BucketStatus struct {
 
 // Options configure New.
 type Options struct {
-	// StateDir holds scheduler-state.json. Created with mode 0700 when
-	// missing. Empty disables persistence (tests, throwaway instances).
+	// StateDir holds StateFile and JournalFile. Created with mode 0700
+	// when missing. Empty disables persistence (tests, throwaway
+	// instances).
 	StateDir string
 	// Margin is added to every window. Zero selects DefaultMargin; use
 	// SetMargin(0) to run without one.
@@ -135,6 +154,9 @@ type Scheduler struct {
 	margin  atomic.Int64
 	persist *persister
 	start   time.Time
+	// beforeHandOut, set by tests only, runs between a grant's state
+	// write and its hand-out (where a starved process stalls).
+	beforeHandOut func()
 	// untrusted is set when the persisted state could not be read: every
 	// bucket is then held for one Window+Margin after start. Immutable after
 	// New, so buckets may read it without s.mu.
@@ -145,7 +167,8 @@ type Scheduler struct {
 	mu      sync.RWMutex
 	closed  bool
 	buckets map[string]*bucket
-	// pending is persisted state for buckets not configured yet.
+	// pending is persisted state for buckets not configured yet (the
+	// persister's mirror holds it too).
 	pending map[string]diskBucket
 }
 
@@ -177,9 +200,9 @@ func New(opts Options) (*Scheduler, error) {
 	if err != nil {
 		s.untrusted = true
 		logger.Error("scheduler state unreadable; every bucket is held for one window after startup", "dir", opts.StateDir, "err", err)
-	} else {
-		s.pending = loaded
 	}
+	// Even unreadable state yields what could be read of it (see load).
+	s.pending = loaded
 	return s, nil
 }
 
@@ -246,23 +269,74 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 	if err != nil {
 		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, err)
 	}
+	// deadline is set on the first pass and kept when a caller queues
+	// again after a late hand-out.
+	var deadline time.Time
+	for {
+		w, err := s.wait(ctx, b, name, maxWait, &deadline)
+		if err != nil {
+			return Grant{}, err
+		}
+		// Persist before the caller may send: a crash after this point
+		// must not forget the grant. A failed write is recorded and
+		// reported, but the in-memory log stays authoritative, so the
+		// grant still stands.
+		_ = s.persist.flush(w.gen)
+		if s.beforeHandOut != nil {
+			s.beforeHandOut()
+		}
+		b.mu.Lock()
+		now := time.Now()
+		margin := s.marginNow()
+		if stale := w.grant.At.Add(max(margin/2, minLate)); margin > 0 && now.After(stale) {
+			// Handed out too late (a starved process, a slow disk): sent
+			// now, it could land in a window the schedule has already
+			// filled. It stays counted where it was granted, unused, and
+			// the caller queues again.
+			b.mu.Unlock()
+			s.log.Warn("grant handed out too late to be used; queueing again", "bucket", name,
+				"late", now.Sub(w.grant.At).Round(time.Microsecond), "margin", s.marginNow())
+			continue
+		}
+		// UseBy bounds the send, from the grant decision, to three quarters
+		// of the margin, leaving the rest for the last hop's jitter. Without
+		// a margin there is nothing to bound it by.
+		var useBy time.Time
+		if margin > 0 {
+			useBy = w.grant.At.Add(max(margin*3/4, 2*minLate))
+		}
+		w.grant.At = b.restampLocked(w.grant.At, now)
+		w.grant.UseBy = useBy
+		b.mu.Unlock()
+		return w.grant, nil
+	}
+}
 
+// wait queues one caller and waits for its grant.
+func (s *Scheduler) wait(ctx context.Context, b *bucket, name string, maxWait time.Duration, deadlinep *time.Time) (*waiter, error) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, ErrClosed)
+		return nil, fmt.Errorf("scheduler: acquire %q: %w", name, ErrClosed)
 	}
 	now := time.Now()
 	// Serve waiters that are already due first so a newcomer never
 	// overtakes them, even if their timer has not fired yet.
 	b.dispatchLocked(now)
-	w := &waiter{ch: make(chan struct{})}
-	if maxWait != 0 {
-		w.deadline = now.Add(max(maxWait, 0))
-		if at := b.predictTailLocked(now); at.After(w.deadline) {
-			err := b.budgetErrorLocked(now, at, w.deadline, len(b.queue))
+	if maxWait != 0 && deadlinep.IsZero() {
+		*deadlinep = now.Add(max(maxWait, 0))
+	}
+	deadline := *deadlinep
+	w := &waiter{ch: make(chan struct{}), deadline: deadline}
+	if !deadline.IsZero() {
+		if at := b.predictTailLocked(now); at.After(deadline) {
+			dl := deadline
+			if dl.Before(now) {
+				dl = now // a requeued caller whose wait has run out
+			}
+			err := b.budgetErrorLocked(now, at, dl, len(b.queue))
 			b.mu.Unlock()
-			return Grant{}, err
+			return nil, err
 		}
 	}
 	b.queue = append(b.queue, w)
@@ -277,23 +351,40 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 			b.removeLocked(w)
 			b.dispatchLocked(time.Now())
 			b.mu.Unlock()
-			return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, ctx.Err())
+			return nil, fmt.Errorf("scheduler: acquire %q: %w", name, ctx.Err())
 		}
 		// Granted at the same moment: the slot is counted already, so
 		// hand it out rather than waste it silently.
 		b.mu.Unlock()
 	}
 	if w.err != nil {
-		return Grant{}, w.err
+		return nil, w.err
 	}
-	// Persist before the caller may send: a crash after this point must not
-	// forget the grant. A failed write is recorded and reported, but the
-	// in-memory log stays authoritative, so the grant still stands.
-	_ = s.persist.flush(w.gen)
+	return w, nil
+}
+
+// Release returns a grant that provably was never used to send anything (a
+// pre-grant its plugin reported unused): its log entry is removed, so the
+// slot serves the next caller. Releasing a grant that might have been sent
+// could overfill a window; callers must be certain. Unknown grants are
+// ignored. The release is journaled with the next write; a crash before
+// that keeps the grant counted, which is safe.
+func (s *Scheduler) Release(g Grant) {
+	b, err := s.lookup(g.Bucket)
+	if err != nil {
+		return
+	}
 	b.mu.Lock()
-	w.grant.At = b.restampLocked(w.grant.At, time.Now())
-	b.mu.Unlock()
-	return w.grant, nil
+	defer b.mu.Unlock()
+	for i := len(b.log) - 1; i >= 0; i-- {
+		if b.log[i].Equal(g.At) {
+			b.log = slices.Delete(b.log, i, i+1)
+			b.released++
+			b.s.persist.release(b.name, g.At.UnixNano())
+			b.dispatchLocked(time.Now())
+			return
+		}
+	}
 }
 
 // Pause holds the bucket for every caller until until (429 Retry-After, ban
@@ -316,7 +407,7 @@ func (s *Scheduler) Pause(name string, until time.Time, reason string) {
 		if w := until.UnixNano(); w > d.PauseUntil {
 			d.PauseUntil, d.PauseReason = w, reason
 			s.pending[name] = d
-			s.persist.set(name, d)
+			s.persist.pause(name, w, reason)
 		}
 		s.mu.Unlock()
 		s.log.Warn("pause for unconfigured bucket recorded", "bucket", name, "until", until, "reason", reason)
@@ -348,7 +439,7 @@ func (s *Scheduler) Resume(name string) {
 		if d, ok := s.pending[name]; ok && d.PauseUntil != 0 {
 			d.PauseUntil, d.PauseReason = 0, ""
 			s.pending[name] = d
-			s.persist.set(name, d)
+			s.persist.pause(name, 0, "")
 		}
 		s.mu.Unlock()
 		_ = s.persist.flushAll()
@@ -356,8 +447,7 @@ func (s *Scheduler) Resume(name string) {
 	}
 	b.mu.Lock()
 	s.mu.Unlock()
-	b.pausedUntil, b.pauseReason = time.Time{}, ""
-	b.syncMirrorLocked()
+	b.resumeLocked()
 	b.dispatchLocked(time.Now())
 	b.mu.Unlock()
 	s.log.Info("bucket resumed", "bucket", name)
@@ -378,7 +468,7 @@ func (s *Scheduler) Status() []BucketStatus {
 			Window:    b.limit.Window,
 			InWindow:  b.inWindowLocked(now),
 			Queued:    len(b.queue),
-			Granted:   b.granted,
+			Granted:   b.granted - b.released,
 			LastError: stateErr,
 		}
 		if b.pausedUntil.After(now) {
@@ -396,7 +486,7 @@ func (s *Scheduler) Status() []BucketStatus {
 func (s *Scheduler) StateError() string { return s.persist.errString() }
 
 // Close fails all waiters with ErrClosed, stops the buckets' timers and
-// writes the state a last time. Later calls return nil.
+// folds the journal into a last snapshot. Later calls return nil.
 func (s *Scheduler) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -414,7 +504,7 @@ func (s *Scheduler) Close() error {
 		b.closeLocked()
 		b.mu.Unlock()
 	}
-	if err := s.persist.flushAll(); err != nil {
+	if err := s.persist.close(); err != nil {
 		return fmt.Errorf("scheduler: close: %w", err)
 	}
 	return nil

@@ -1,0 +1,69 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestRelease: a released grant frees its slot at once, for this run and,
+// through the journal, for the next; releasing it twice or releasing an
+// unknown grant changes nothing.
+func TestRelease(t *testing.T) {
+	dir := t.TempDir()
+	s := newTestScheduler(t, Options{StateDir: dir, Margin: 100 * time.Millisecond})
+	mustConfigure(t, s, "p.b", Limit{Requests: 2, Window: time.Hour})
+	g1 := mustAcquire(t, s, "p.b")
+	g2 := mustAcquire(t, s, "p.b")
+	if _, err := s.Acquire(context.Background(), "p.b", -1); !errors.Is(err, ErrBudget) {
+		t.Fatalf("third grant within the hour: %v, want a budget error", err)
+	}
+	s.Release(g1)
+	s.Release(g1)
+	s.Release(Grant{Bucket: "p.b", At: time.Now()})
+	s.Release(Grant{Bucket: "other", At: g2.At})
+	if st := bucketStatus(t, s, "p.b"); st.InWindow != 1 || st.Granted != 1 {
+		t.Fatalf("after release: in window %d, granted %d; want 1, 1", st.InWindow, st.Granted)
+	}
+	g3, err := s.Acquire(context.Background(), "p.b", -1)
+	if err != nil {
+		t.Fatalf("grant after release: %v", err)
+	}
+	s.Release(g3) // journaled with the next write, here Close's
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := newTestScheduler(t, Options{StateDir: dir, Margin: 100 * time.Millisecond})
+	mustConfigure(t, s2, "p.b", Limit{Requests: 2, Window: time.Hour})
+	if got := bucketStatus(t, s2, "p.b").InWindow; got != 1 {
+		t.Fatalf("in window after restart: %d, want 1 (only g2)", got)
+	}
+}
+
+// TestLateHandOutRequeues: a grant whose hand-out comes later than half the
+// margin after it was granted (a starved process) is not handed out: it
+// stays counted, and the caller gets a fresh grant with a UseBy ahead of it.
+func TestLateHandOutRequeues(t *testing.T) {
+	margin := 40 * time.Millisecond
+	s := newTestScheduler(t, Options{Margin: margin})
+	mustConfigure(t, s, "p.b", Limit{Requests: 100, Window: time.Hour})
+	var calls atomic.Int32
+	s.beforeHandOut = func() {
+		if calls.Add(1) == 1 {
+			time.Sleep(margin) // simulates the stall, not synchronisation
+		}
+	}
+	g := mustAcquire(t, s, "p.b")
+	if calls.Load() != 2 {
+		t.Fatalf("hand-out attempts: %d, want 2 (the late one queued again)", calls.Load())
+	}
+	st := bucketStatus(t, s, "p.b")
+	if st.Granted != 2 || st.InWindow != 2 {
+		t.Errorf("granted %d, in window %d: the late grant must stay counted", st.Granted, st.InWindow)
+	}
+	if g.Seq != 2 || !g.UseBy.After(g.At) || g.UseBy.Sub(g.At) > margin*3/4 {
+		t.Errorf("grant %+v: want the second, usable until at most 3/4 margin after it", g)
+	}
+}
