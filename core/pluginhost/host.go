@@ -23,6 +23,10 @@ type Scheduler interface {
 	Acquire(ctx context.Context, bucket string, maxWait time.Duration) (scheduler.Grant, error)
 	Pause(bucket string, until time.Time, reason string)
 	Configure(bucket string, l scheduler.Limit) error
+	// Release forgets a grant that provably was never used to send (an
+	// unused pre-grant); a grant that may have been used must never be
+	// released.
+	Release(g scheduler.Grant)
 }
 
 // Spec is everything the host needs to run one provider.
@@ -215,4 +219,36 @@ func (h *Handle) Description(ctx context.Context, wait time.Duration) *proto.Des
 // example during a restart) while ctx allows, at most readyWait.
 func (h *Handle) Call(ctx context.Context, req *proto.CallRequest, readyWait time.Duration) (proto.Provider_CallClient, func(), error) {
 	return h.s.call(ctx, req, readyWait)
+}
+
+// PreGrant asks the scheduler, on the plugin's behalf, for a grant from
+// bucket that is available right now, so the call can carry it and the
+// plugin need not make the Host.Acquire round trip. It never waits and
+// never jumps the bucket's queue: when the bucket cannot grant at once (or
+// is not the provider's, or the plugin is not ready to take the call right
+// away), it reports false and consumes nothing. A granted pre-grant counts
+// like any grant; Release it only when the plugin reported it unused.
+func (h *Handle) PreGrant(ctx context.Context, bucket string) (scheduler.Grant, bool) {
+	s := h.s
+	if !ownsBucket(s.spec.Name, bucket) || !s.ready() {
+		return scheduler.Grant{}, false
+	}
+	start := time.Now()
+	g, err := s.host.opts.Scheduler.Acquire(ctx, bucket, -1)
+	if err != nil {
+		return scheduler.Grant{}, false
+	}
+	if obs := s.host.opts.ObserveWait; obs != nil {
+		obs(bucket, time.Since(start))
+	}
+	return g, true
+}
+
+// Release returns a pre-grant the plugin reported it never used (and, by
+// the plugin's contract, never will).
+func (h *Handle) Release(g scheduler.Grant) {
+	if !ownsBucket(h.s.spec.Name, g.Bucket) {
+		return
+	}
+	h.s.host.opts.Scheduler.Release(g)
 }

@@ -24,8 +24,14 @@ type hostService struct {
 	observe func(bucket string, d time.Duration)
 }
 
+// ownsBucket is the ownership rule: a provider's buckets are named
+// "<provider>.<name>".
+func ownsBucket(provider, bucket string) bool {
+	return strings.HasPrefix(bucket, provider+".")
+}
+
 func (h *hostService) own(bucket string) error {
-	if !strings.HasPrefix(bucket, h.name+".") {
+	if !ownsBucket(h.name, bucket) {
 		return status.Errorf(codes.PermissionDenied, "bucket %q does not belong to provider %q", bucket, h.name)
 	}
 	return nil
@@ -52,7 +58,7 @@ func (h *hostService) Acquire(ctx context.Context, req *proto.AcquireRequest) (*
 		}
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &proto.AcquireResponse{GrantedAtUnixMs: g.At.UnixMilli(), Seq: g.Seq}, nil
+	return &proto.AcquireResponse{GrantedAtUnixMs: g.At.UnixMilli(), Seq: g.Seq, UseByUnixNs: unixNano(g.UseBy)}, nil
 }
 
 func (h *hostService) Pause(ctx context.Context, req *proto.PauseRequest) (*proto.PauseResponse, error) {
@@ -63,4 +69,12 @@ func (h *hostService) Pause(ctx context.Context, req *proto.PauseRequest) (*prot
 	h.log.Warn("upstream asked to stop: bucket paused", "bucket", req.GetBucket(), "until", until.Format(time.RFC3339), "reason", req.GetReason())
 	h.sched.Pause(req.GetBucket(), until, req.GetReason())
 	return &proto.PauseResponse{}, nil
+}
+
+// unixNano is t in Unix ns, 0 for the zero time ("no bound").
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }

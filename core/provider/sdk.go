@@ -44,6 +44,9 @@ type Request struct {
 	MaxWait    time.Duration
 
 	stats *callStats
+	// pregrant is the grant the host obtained for this call, if any; shared
+	// by copies of the Request (LimitWait).
+	pregrant *pregrant
 }
 
 // callStats accumulates what Upstream measured during one call.
@@ -73,10 +76,14 @@ type ResponseWriter struct {
 	stream      proto.Provider_CallServer
 	stats       *callStats
 	wroteHeader bool
+	// pending is a written head not sent yet: it leaves with the first
+	// body bytes, or when the call ends (finish).
+	pending *proto.ResponseHead
 }
 
-// WriteHead sends status, headers and the cache verdict. It must come before
-// any Write.
+// WriteHead sets status, headers and the cache verdict. It must come before
+// any Write; the head leaves with the first body bytes, or when Call
+// returns.
 func (w *ResponseWriter) WriteHead(status int, h http.Header, hint CacheHint) error {
 	if w.wroteHeader {
 		return errors.New("provider: head already written")
@@ -96,10 +103,12 @@ func (w *ResponseWriter) WriteHead(status int, h http.Header, hint CacheHint) er
 			head.Headers = append(head.Headers, &proto.KV{Name: k, Value: v})
 		}
 	}
-	return w.stream.Send(&proto.CallChunk{Kind: &proto.CallChunk_Head{Head: head}})
+	w.pending = head
+	return nil
 }
 
-// Write sends body bytes, split into bounded chunks.
+// Write sends body bytes, split into bounded chunks; the first chunk
+// travels with the head.
 func (w *ResponseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		return 0, errors.New("provider: Write before WriteHead")
@@ -110,13 +119,29 @@ func (w *ResponseWriter) Write(p []byte) (int, error) {
 		// Copy: gRPC may hold the slice after Send returns on some paths,
 		// and callers reuse their buffers.
 		buf := append([]byte(nil), p[:c]...)
-		if err := w.stream.Send(&proto.CallChunk{Kind: &proto.CallChunk_Data{Data: buf}}); err != nil {
+		msg := &proto.CallChunk{Kind: &proto.CallChunk_Data{Data: buf}}
+		if head := w.pending; head != nil {
+			w.pending = nil
+			head.Body = buf
+			msg = &proto.CallChunk{Kind: &proto.CallChunk_Head{Head: head}}
+		}
+		if err := w.stream.Send(msg); err != nil {
 			return n, err
 		}
 		n += c
 		p = p[c:]
 	}
 	return n, nil
+}
+
+// finish sends a head that no body followed.
+func (w *ResponseWriter) finish() error {
+	head := w.pending
+	if head == nil {
+		return nil
+	}
+	w.pending = nil
+	return w.stream.Send(&proto.CallChunk{Kind: &proto.CallChunk_Head{Head: head}})
 }
 
 // HeadWritten reports whether the answer has started.

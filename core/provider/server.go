@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/sluice-dev/sluice/core/problem"
 	"github.com/sluice-dev/sluice/core/proto"
@@ -56,6 +57,15 @@ func (s *server) upstream() *Upstream {
 func (s *server) Call(m *proto.CallRequest, stream proto.Provider_CallServer) error {
 	stats := &callStats{}
 	w := &ResponseWriter{stream: stream, stats: stats}
+	pg := pregrantFrom(m.GetPregrant())
+	// Runs after the provider's Call has returned and before the stream
+	// closes: a pre-grant nothing took is returned (after which nothing can
+	// take it) and reported in the trailer, so the host releases it.
+	defer func() {
+		if pg.giveBack() {
+			stream.SetTrailer(metadata.Pairs(PregrantTrailer, PregrantUnused))
+		}
+	}()
 	up := s.upstream()
 	if up == nil {
 		return w.writeProblem(problem.New(http.StatusServiceUnavailable, "provider not configured yet"))
@@ -64,7 +74,7 @@ func (s *server) Call(m *proto.CallRequest, stream proto.Provider_CallServer) er
 		ID: m.GetRequestId(), Operation: m.GetOperation(), Method: m.GetMethod(), Path: m.GetPath(),
 		Params: url.Values{}, Body: m.GetBody(), ContentType: m.GetContentType(), Header: http.Header{},
 		PublicBase: m.GetPublicBase(), MaxWait: time.Duration(m.GetMaxWaitMs()) * time.Millisecond,
-		stats: stats,
+		stats: stats, pregrant: pg,
 	}
 	for _, kv := range m.GetParams() {
 		req.Params.Add(kv.GetName(), kv.GetValue())
@@ -75,7 +85,7 @@ func (s *server) Call(m *proto.CallRequest, stream proto.Provider_CallServer) er
 	ctx := withCall(stream.Context(), req)
 	err := s.impl.Call(ctx, req, w, up)
 	if err == nil {
-		return nil
+		return w.finish()
 	}
 	if w.HeadWritten() {
 		// Mid-body failure: abort the stream so the host sees a truncated

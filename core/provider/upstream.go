@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,16 +68,15 @@ type Builder func(ctx context.Context) (*http.Request, error)
 // max wait, 504 on timeout, 502 when the upstream cannot be reached. They
 // never include the request URL, which may carry credentials.
 func (u *Upstream) Do(ctx context.Context, bucket string, build Builder) (*http.Response, error) {
-	if err := u.Acquire(ctx, bucket); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(u.timeout.Load()))
-	req, err := build(ctx)
+	timeout := time.Duration(u.timeout.Load())
+	req, ctx, cancel, err := u.granted(ctx, bucket, build, func(ctx context.Context) (context.Context, context.CancelFunc) {
+		return context.WithTimeout(ctx, timeout)
+	})
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("building upstream request: %w", err)
+		return nil, err
 	}
-	resp, err := u.send(ctx, req)
+	resp, err := u.send(ctx, bucket, req)
 	if err != nil {
 		cancel()
 		return nil, transportProblem(ctx, err)
@@ -88,17 +89,15 @@ func (u *Upstream) Do(ctx context.Context, bucket string, build Builder) (*http.
 // only the wait for the response headers, not the body, so a 100 MB file on
 // a slow link is not cut off. The caller's context still cancels it.
 func (u *Upstream) DoStream(ctx context.Context, bucket string, build Builder) (*http.Response, error) {
-	if err := u.Acquire(ctx, bucket); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	req, err := build(ctx)
+	req, ctx, cancel, err := u.granted(ctx, bucket, build, func(ctx context.Context) (context.Context, context.CancelFunc) {
+		return context.WithCancel(ctx)
+	})
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("building upstream request: %w", err)
+		return nil, err
 	}
 	timer := time.AfterFunc(time.Duration(u.timeout.Load()), cancel)
-	resp, err := u.send(ctx, req)
+	resp, err := u.send(ctx, bucket, req)
 	if !timer.Stop() && err != nil {
 		cancel()
 		return nil, problem.New(http.StatusGatewayTimeout, "upstream did not answer in time")
@@ -111,33 +110,139 @@ func (u *Upstream) DoStream(ctx context.Context, bucket string, build Builder) (
 	return resp, nil
 }
 
+// granted waits for a grant and builds the request under a context made by
+// exchange; it returns the request only while the grant may still be used:
+// not past its use-by and not into a pause this plugin has seen meanwhile.
+// Otherwise the grant is left unsent and the loop asks again. cancel is
+// never nil (a no-op on error).
+func (u *Upstream) granted(ctx context.Context, bucket string, build Builder,
+	exchange func(context.Context) (context.Context, context.CancelFunc)) (*http.Request, context.Context, context.CancelFunc, error) {
+	for {
+		useBy, err := u.acquire(ctx, bucket)
+		if err != nil {
+			return nil, nil, func() {}, err
+		}
+		rctx, cancel := exchange(ctx)
+		req, err := build(rctx)
+		if err != nil {
+			return nil, nil, cancel, fmt.Errorf("building upstream request: %w", err)
+		}
+		if late(useBy) {
+			cancel()
+			continue
+		}
+		if u.pausedNow(bucket) {
+			// A 429 arrived for another request since the grant.
+			cancel()
+			if err := u.waitPause(ctx, bucket); err != nil {
+				return nil, nil, func() {}, err
+			}
+			continue
+		}
+		return req, rctx, cancel, nil
+	}
+}
+
+// late reports that a grant's use-by has passed before its send: building
+// the request took too long (a token fetched first, a starved process).
+// Sent now, the request could land in a window the scheduler has already
+// filled, so the grant stays counted, unused, and the caller asks again.
+func late(useBy time.Time) bool {
+	return !useBy.IsZero() && time.Now().After(useBy)
+}
+
 // Acquire obtains one grant without sending anything, for plugins whose
-// transport is not plain HTTP. Most plugins use Do.
+// transport is not plain HTTP. Most plugins use Do. The request must be
+// sent at once: a grant is only good for a fraction of the margin.
 func (u *Upstream) Acquire(ctx context.Context, bucket string) error {
+	_, err := u.acquire(ctx, bucket)
+	return err
+}
+
+// acquire obtains one grant and returns its use-by (zero: no bound).
+func (u *Upstream) acquire(ctx context.Context, bucket string) (time.Time, error) {
 	// A grant handed out just before another request of this plugin paused
 	// the bucket (a 429 seen meanwhile) must not be used: the upstream said
 	// stop. The grant is spent, but nothing is sent; ask again, which waits
 	// out the pause for every caller alike.
 	for {
-		if err := u.acquireOnce(ctx, bucket); err != nil {
-			return err
+		useBy, err := u.acquireOnce(ctx, bucket)
+		if err != nil {
+			return time.Time{}, err
 		}
 		if !u.pausedNow(bucket) {
-			return nil
+			return useBy, nil
+		}
+		if err := u.waitPause(ctx, bucket); err != nil {
+			return time.Time{}, err
 		}
 	}
 }
 
 func (u *Upstream) pausedNow(bucket string) bool {
-	u.pausedMu.Lock()
-	defer u.pausedMu.Unlock()
-	return time.Now().UnixNano() < u.paused[bucket]
+	return !u.pausedUntil(bucket).IsZero()
 }
 
-func (u *Upstream) acquireOnce(ctx context.Context, bucket string) error {
+// pausedUntil is the end of this plugin's own pause of bucket; zero if
+// none is running.
+func (u *Upstream) pausedUntil(bucket string) time.Time {
+	u.pausedMu.Lock()
+	defer u.pausedMu.Unlock()
+	if n := u.paused[bucket]; time.Now().UnixNano() < n {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// pauseLocal extends this plugin's own record of a pause of bucket.
+func (u *Upstream) pauseLocal(bucket string, until time.Time) {
+	u.pausedMu.Lock()
+	defer u.pausedMu.Unlock()
+	if n := until.UnixNano(); n > u.paused[bucket] {
+		u.paused[bucket] = n
+	}
+}
+
+// waitPause waits out this plugin's own pause of bucket, within the
+// caller's max wait: a grant taken now would only be spent unsent (the
+// host may not have heard of the pause yet).
+func (u *Upstream) waitPause(ctx context.Context, bucket string) error {
+	until := u.pausedUntil(bucket)
+	if until.IsZero() {
+		return nil
+	}
+	d := time.Until(until)
+	if r := callFrom(ctx); r != nil && r.MaxWait > 0 && d > r.MaxWait {
+		return problem.RateLimited(d, "the upstream asked to stop (429); paused until "+until.UTC().Format(time.RFC3339))
+	}
+	if err := Sleep(ctx, d); err != nil {
+		return fmt.Errorf("waiting for rate budget: %w", err)
+	}
+	return nil
+}
+
+// Sleep waits d, or returns ctx's error as soon as it is done.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (u *Upstream) acquireOnce(ctx context.Context, bucket string) (time.Time, error) {
 	var maxWait time.Duration
 	var id string
 	if r := callFrom(ctx); r != nil {
+		// The host's pre-grant for this call is a scheduler grant like any
+		// other: used once, for this bucket, before its use-by, it saves
+		// the round trip. Once taken it is never released.
+		if useBy, ok := r.pregrant.consume(bucket, time.Now()); ok {
+			return useBy, nil
+		}
 		maxWait, id = r.MaxWait, r.ID
 	}
 	start := time.Now()
@@ -147,25 +252,50 @@ func (u *Upstream) acquireOnce(ctx context.Context, bucket string) error {
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("waiting for rate budget: %w", ctx.Err())
+			return time.Time{}, fmt.Errorf("waiting for rate budget: %w", ctx.Err())
 		}
-		return problem.New(http.StatusServiceUnavailable, "scheduler unavailable: "+err.Error())
+		return time.Time{}, problem.New(http.StatusServiceUnavailable, "scheduler unavailable: "+err.Error())
 	}
 	if g.GetDenied() {
-		return problem.RateLimited(time.Duration(g.GetRetryAfterMs())*time.Millisecond, g.GetReason())
+		return time.Time{}, problem.RateLimited(time.Duration(g.GetRetryAfterMs())*time.Millisecond, g.GetReason())
 	}
-	return nil
+	return unixTime(g.GetUseByUnixNs()), nil
 }
 
 // send performs one exchange (up to the response head) and records it.
-func (u *Upstream) send(ctx context.Context, req *http.Request) (*http.Response, error) {
+func (u *Upstream) send(ctx context.Context, bucket string, req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := u.client.Do(req)
 	if st := statsFrom(ctx); st != nil {
 		st.upstreamNs.Add(int64(time.Since(start)))
 		st.attempts.Add(1)
 	}
+	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+		// Stop this plugin's other sends into the bucket the moment the
+		// head arrives, before the provider has read the body and paused
+		// the bucket for every caller: a request racing the 429 would
+		// arrive inside the Retry-After.
+		u.pauseLocal(bucket, time.Now().Add(RetryAfter(resp.Header, time.Second)))
+	}
 	return resp, err
+}
+
+// RetryAfter reads a Retry-After header (seconds or an HTTP date); def when
+// it is missing, unparsable, not positive or absurd.
+func RetryAfter(h http.Header, def time.Duration) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if n, err := strconv.ParseFloat(v, 64); err == nil {
+		if n > 0 && n < 1e7 {
+			return time.Duration(n * float64(time.Second))
+		}
+		return def
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := time.Until(t); d > 0 {
+			return d
+		}
+	}
+	return def
 }
 
 func statsFrom(ctx context.Context) *callStats {
@@ -177,11 +307,7 @@ func statsFrom(ctx context.Context) *callStats {
 
 // Pause stops bucket for every caller until the given time.
 func (u *Upstream) Pause(ctx context.Context, bucket string, until time.Time, reason string) error {
-	u.pausedMu.Lock()
-	if n := until.UnixNano(); n > u.paused[bucket] {
-		u.paused[bucket] = n
-	}
-	u.pausedMu.Unlock()
+	u.pauseLocal(bucket, until)
 	_, err := u.host.Pause(ctx, &proto.PauseRequest{Bucket: bucket, UntilUnixMs: until.UnixMilli(), Reason: reason})
 	return err
 }

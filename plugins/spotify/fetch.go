@@ -9,8 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sluice-dev/sluice/core/problem"
@@ -157,19 +155,7 @@ func denied(err error, upstreamRA time.Duration) error {
 // case arrives here): whole seconds or an HTTP date. Missing, zero or
 // unparsable means the default.
 func retryAfter(h http.Header) time.Duration {
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if n, err := strconv.ParseFloat(v, 64); err == nil {
-		if n > 0 && n < 1e7 {
-			return time.Duration(n * float64(time.Second))
-		}
-		return defaultRetryAfter
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return d
-		}
-	}
-	return defaultRetryAfter
+	return provider.RetryAfter(h, defaultRetryAfter)
 }
 
 // jitter spreads the end of a pause a little (up to 10% plus 100 ms), so
@@ -193,14 +179,10 @@ func backoff(attempt int, h http.Header) time.Duration {
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("waiting to retry: %w", ctx.Err())
+	if err := provider.Sleep(ctx, d); err != nil {
+		return fmt.Errorf("waiting to retry: %w", err)
 	}
+	return nil
 }
 
 // spotifyError is the Web API's error body. reason is read both inside
