@@ -44,6 +44,20 @@ type Entry struct {
 	Body      []byte
 	StoredAt  time.Time
 	ExpiresAt time.Time
+
+	// wire memoises the header lines the socket API's fast lane writes for
+	// this entry (see Wire); safe because entries never change once stored.
+	wire atomic.Pointer[[]byte]
+}
+
+// Wire returns render(e), computed once per entry however many hits read it.
+func (e *Entry) Wire(render func(*Entry) []byte) []byte {
+	if w := e.wire.Load(); w != nil {
+		return *w
+	}
+	w := render(e)
+	e.wire.Store(&w)
+	return w
 }
 
 // Stats is a point-in-time snapshot of the cache.

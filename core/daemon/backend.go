@@ -110,6 +110,10 @@ func (d *Daemon) metricSources() metrics.Sources {
 }
 
 // ServeProvider hands provider calls to the gateway.
+func (d *Daemon) Hit(provider, rest, query, host string) (api.Hit, bool) {
+	return d.gw.Hit(provider, rest, query, host)
+}
+
 func (d *Daemon) ServeProvider(w http.ResponseWriter, r *http.Request, provider, rest string) {
 	d.gw.ServeProvider(w, r, provider, rest)
 }

@@ -88,7 +88,9 @@ func Run(ctx context.Context, opts Options) error {
 	accessOut := newBufferedWriter(out, 100*time.Millisecond)
 	defer accessOut.Close()
 	newHandler := func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}) }
+	terminal := false
 	if fi, err := out.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		terminal = true
 		newHandler = func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}) }
 	}
 	log := slog.New(newHandler(out))
@@ -159,14 +161,19 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.host.Apply(specs)
 
-	srv := &http.Server{Handler: api.NewServer(d, accessLog, d.metrics), ReadHeaderTimeout: 10 * time.Second,
+	apiSrv := api.NewServer(d, accessLog, d.metrics)
+	if !terminal {
+		apiSrv.SetAccessWriter(newJSONAccess(level, accessOut))
+	}
+	srv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: api.ConnContext, MaxHeaderBytes: 64 << 10,
 		// Bounds on reading a request (slow or stalled clients); answers are
 		// not bounded, as files stream for as long as they take.
 		ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	front := apiSrv.NewFront(srv)
+	go func() { serveErr <- front.Serve(ln) }()
 	log.Info("sluiced listening", "socket", d.socket, "activated", activated, "config", cfg.Path, "version", opts.Version, "sandbox", opts.Sandbox != nil)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -194,7 +201,7 @@ func Run(ctx context.Context, opts Options) error {
 	d.notify("STOPPING=1")
 	shutCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
-	srv.Shutdown(shutCtx)
+	front.Shutdown(shutCtx)
 	if opts.Listener == nil && !activated {
 		os.Remove(d.socket)
 	}

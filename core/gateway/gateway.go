@@ -61,6 +61,7 @@ const readyWait = 10 * time.Second
 // Gateway serves provider calls.
 type Gateway struct {
 	patterns patternCache
+	hits     hitMemo
 	host     *pluginhost.Host
 	cache    *cache.Cache
 	log      *slog.Logger
@@ -147,9 +148,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		info.Outcome = "bypass"
 		return g.stream(w, r.Context(), h, c)
 	}
-	// The key covers the upstream path (operations with {id} segments share
-	// a name) and the public base the answer's links are rewritten to.
-	key := cache.Key(provider, c.op.GetName()+"\x00"+strings.Trim(rest, "/")+"\x00"+c.req.PublicBase, "", c.params, bodyForKey(c))
+	key := cacheKey(c, rest, c.req.PublicBase)
+	g.rememberRoute(r, desc, c, rest, key)
 	if !cc.noCache {
 		if e, ok := g.cache.Get(key); ok {
 			info.Outcome, info.Cache = "hit", fmt.Sprintf("sluice; hit; ttl=%d", max(0, int(time.Until(e.ExpiresAt).Seconds())))
@@ -221,19 +221,23 @@ func notCached(c *call) error {
 // cache. Only answers the plugin calls cacheable are stored, with a TTL bound
 // by every link expiry inside them.
 func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*cache.Entry, *proto.ResponseHead, bool, error) {
-	stream, done, err := g.open(ctx, h, c)
+	stream, done, pg, err := g.open(ctx, h, c)
 	if err != nil {
 		return nil, nil, false, err
 	}
 	defer done()
 	head, err := readHead(stream, c)
 	if err != nil {
+		pg.drain(stream)
 		return nil, nil, false, err
 	}
+	pg.noteWait(head)
 	var body bytes.Buffer
+	body.Write(head.GetBody())
 	for {
 		chunk, err := stream.Recv()
 		if err == io.EOF {
+			pg.settle(stream)
 			break
 		}
 		if err != nil {
@@ -280,15 +284,22 @@ func (g *Gateway) expiry(c *call, head *proto.ResponseHead, body []byte, now tim
 	return exp
 }
 
-func (g *Gateway) open(ctx context.Context, h *pluginhost.Handle, c *call) (proto.Provider_CallClient, func(), error) {
+// open starts the plugin call, carrying a pre-grant when the operation's
+// bucket can grant at once. The caller settles the pre-grant: settle after
+// a clean end of the stream, drain after a failed head; on every other
+// ending it keeps counting.
+func (g *Gateway) open(ctx context.Context, h *pluginhost.Handle, c *call) (proto.Provider_CallClient, func(), *pregrant, error) {
+	pg := preGrant(ctx, h, c)
 	stream, done, err := h.Call(ctx, c.req, readyWait)
 	if err != nil {
+		// The request may have reached the plugin: a pre-grant is not
+		// released.
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, nil, nil, ctx.Err()
 		}
-		return nil, nil, unavailable(c, err)
+		return nil, nil, nil, unavailable(c, err)
 	}
-	return stream, done, nil
+	return stream, done, pg, nil
 }
 
 func readHead(stream proto.Provider_CallClient, c *call) (*proto.ResponseHead, error) {
@@ -321,15 +332,17 @@ func unavailable(c *call, err error) *problem.Problem {
 // stream relays a non-cacheable answer chunk by chunk, so large files pass
 // with flat memory.
 func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginhost.Handle, c *call) error {
-	stream, done, err := g.open(ctx, h, c)
+	stream, done, pg, err := g.open(ctx, h, c)
 	if err != nil {
 		return err
 	}
 	defer done()
 	head, err := readHead(stream, c)
 	if err != nil {
+		pg.drain(stream)
 		return err
 	}
+	pg.noteWait(head)
 	info := api.InfoFrom(ctx)
 	noteHead(info, head)
 	info.Cache = "sluice; fwd=bypass"
@@ -343,9 +356,15 @@ func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginho
 	w.Header().Set("Cache-Status", info.Cache)
 	w.WriteHeader(int(head.GetStatus()))
 	fl, _ := w.(http.Flusher)
+	if b := head.GetBody(); len(b) > 0 {
+		if _, err := w.Write(b); err != nil {
+			return nil
+		}
+	}
 	for {
 		chunk, err := stream.Recv()
 		if err == io.EOF {
+			pg.settle(stream)
 			return nil
 		}
 		if err != nil {

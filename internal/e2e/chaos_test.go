@@ -236,19 +236,5 @@ func chaosRequest(ctx context.Context, env *testenv.Env, rng *rand.Rand) (int, e
 // daemonGoroutines reads go_goroutines from the daemon's own metrics.
 func daemonGoroutines(t *testing.T, env *testenv.Env) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	r, err := env.Client.Call(ctx, http.MethodGet, "/metrics", nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(r.Body), "\n") {
-		if rest, ok := strings.CutPrefix(line, "go_goroutines "); ok {
-			var n int
-			fmt.Sscan(rest, &n)
-			return n
-		}
-	}
-	t.Fatal("go_goroutines missing from /metrics")
-	return 0
+	return int(metricValue(t, env, "go_goroutines"))
 }

@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"time"
 	"errors"
 	"os/exec"
 	"path/filepath"
@@ -42,4 +46,24 @@ func runCtl(t *testing.T, socket string, cred *syscall.Credential, args ...strin
 		t.Fatal(err)
 	}
 	return out.String(), 0
+}
+
+// metricValue reads one unlabelled series from the daemon's own /metrics.
+func metricValue(t *testing.T, env *testenv.Env, name string) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := env.Client.Call(ctx, http.MethodGet, "/metrics", nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(r.Body), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			var v float64
+			fmt.Sscan(rest, &v)
+			return v
+		}
+	}
+	t.Fatalf("%s missing from /metrics", name)
+	return 0
 }

@@ -1,0 +1,57 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"testing"
+)
+
+// FuzzLaneParse: whatever head the fast lane accepts, net/http reads the
+// same request from it (method, path, query, host, no body), so the lane
+// never answers something the full path would read differently.
+func FuzzLaneParse(f *testing.F) {
+	for _, s := range []string{
+		"GET /v1/ineo/spotify.php?trackId=x HTTP/1.1\r\nHost: sluice\r\n\r\n",
+		"GET /v1/ineo/spotify.php?trackId=x HTTP/1.1\r\nHost: sluice\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\n",
+		"GET /v1/spotify/v1/tracks/abc HTTP/1.1\r\nhost: a\r\nContent-Length: 0\r\nUser-Agent: x\r\n\r\n",
+		"GET /v1/ineo/a%2Fb HTTP/1.1\r\nHost: sluice\r\n\r\n",
+		"GET /v1/ineo/../status HTTP/1.1\r\nHost: sluice\r\n\r\n",
+		"GET /v1/status HTTP/1.1\r\nHost: sluice\r\n\r\n",
+		"GET /v1/ineo/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+		"GET /v1/ineo/x HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+		"GET /v1/ineo/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"GET /v1/ineo/x?a=1;b=2 HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET http://sluice/v1/ineo/x HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /v1/ineo/x HTTP/1.0\r\nHost: a\r\n\r\n",
+		"GET /v1/ineo/x HTTP/1.1\r\nHost: a\r\nX: \x00\r\n\r\n",
+		"GET /v1/ineo/x HTTP/1.1\r\nHost : a\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, head []byte) {
+		i := bytes.Index(head, []byte("\r\n\r\n"))
+		if i < 0 {
+			return
+		}
+		head = head[:i+4]
+		var lr laneRequest
+		if !lr.parse(head) {
+			return
+		}
+		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+		if err != nil {
+			t.Fatalf("lane accepted %q, net/http refuses it: %v", head, err)
+		}
+		if r.Method != http.MethodGet || r.URL.Path != lr.path || r.URL.RawQuery != lr.query || r.Host != lr.host {
+			t.Fatalf("lane read %q as %q ? %q host %q; net/http as %s %q ? %q host %q",
+				head, lr.path, lr.query, lr.host, r.Method, r.URL.Path, r.URL.RawQuery, r.Host)
+		}
+		if r.ContentLength > 0 || len(r.TransferEncoding) > 0 || r.Close {
+			t.Fatalf("lane accepted %q with a body or Connection: close", head)
+		}
+		if "/v1/"+lr.provider+"/"+lr.rest != lr.path {
+			t.Fatalf("path split %q into %q + %q", lr.path, lr.provider, lr.rest)
+		}
+	})
+}
