@@ -302,13 +302,7 @@ func (d *daemon) stop() {
 	if d.cmd == nil {
 		return
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(15 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.exited
-	}
+	terminate(d.cmd.Process, d.exited, syscall.SIGTERM, 15*time.Second)
 	d.cmd = nil
 	if tr, ok := d.client.Transport.(*http.Transport); ok {
 		tr.CloseIdleConnections()
@@ -413,14 +407,20 @@ func (p *proc) stop() {
 	if p.cmd == nil {
 		return
 	}
-	p.cmd.Process.Signal(p.stopSig)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
+	terminate(p.cmd.Process, p.exited, p.stopSig, 10*time.Second)
 	p.cmd = nil
+}
+
+// terminate signals a process and kills it if it has not exited (exited
+// closed) within grace.
+func terminate(proc *os.Process, exited <-chan struct{}, sig os.Signal, grace time.Duration) {
+	proc.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		proc.Kill()
+		<-exited
+	}
 }
 
 // waitAnswer polls url until it answers per check, the process exits, or

@@ -199,9 +199,9 @@ func (b *bench) step(ctx context.Context, section, what string, cpuBound bool, f
 // sluice's own overhead: 1,000 grants per 1 ms (+ the 1 ms margin the shared
 // daemon uses) is 500,000 per second, far above what two cores push through
 // the miss path. It is deliberately not "100,000 per second": the scheduler
-// keeps max(requests, 1024) grants of history (up to a minute) and rewrites
-// all of it to the state file on every grant, so a 100,000-request limit
-// lets that file grow to hundreds of KiB and makes every miss pay for a
-// history no real config has (the real iNeo limits keep about 50 grants a
-// minute). 1,000 keeps the history at the scheduler's 1,024-grant cap.
+// keeps max(requests, 1024) grants of history (up to a minute), and a
+// 100,000-request limit would make every snapshot of it (each 256 KiB of
+// journal) hundreds of KiB for a history no real config has (the real iNeo
+// limits keep about 50 grants a minute). 1,000 keeps the history at the
+// scheduler's 1,024-grant cap.
 func hugeLimit() ineosim.Limit { return ineosim.Limit{Requests: 1000, Window: time.Millisecond} }
