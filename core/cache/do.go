@@ -32,7 +32,8 @@ type fetchResult struct {
 // first, which lets them skip the lookup (for example for Cache-Control:
 // no-cache) and still coalesce. If the fetch succeeds with store set, Do
 // stores the entry with Set before answering, unless its provider was purged
-// while the fetch ran. Callers that join an in-flight fetch share its store
+// while the fetch ran; the stored entry is visible to Get by the time Do
+// answers. Callers that join an in-flight fetch share its store
 // decision.
 //
 // The fetch runs with a context detached from the caller's cancellation
@@ -104,8 +105,11 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch FetchFunc) (res any
 		}
 	}()
 	e, store, err := fetch(fctx)
-	if err == nil && store && e != nil {
-		c.set(key, e, since, true)
+	if err == nil && store && e != nil && c.set(key, e, since, true) {
+		// ristretto applies writes on its own goroutine; without waiting,
+		// a client repeating its request right after this answer could
+		// miss and spend another upstream request.
+		c.Wait()
 	}
 	return fetchResult{entry: e}, err
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -299,5 +300,25 @@ func TestCloseCancelsFetch(t *testing.T) {
 		return nil, false, nil
 	}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Do after Close: err = %v, want ErrClosed", err)
+	}
+}
+
+// TestDoAnswerIsVisible: once Do has answered with a stored entry, a Get
+// finds it at once. ristretto applies writes on a goroutine of its own; a
+// client that repeats a request right after its miss must not miss again
+// (the socket's fast lane found exactly that gap under load).
+func TestDoAnswerIsVisible(t *testing.T) {
+	c := newCache(t, 64<<20)
+	for i := range 2000 {
+		key := fmt.Sprint("k", i)
+		e, _, err := c.Do(t.Context(), key, func(context.Context) (*Entry, bool, error) {
+			return entry("p", 10, time.Hour), true, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := c.Get(key); !ok || got != e {
+			t.Fatalf("Get(%q) right after Do = %v; want the stored answer", key, ok)
+		}
 	}
 }
