@@ -162,7 +162,7 @@ func Start(t testing.TB, opts Options) *Env {
 		e.StopDaemon()
 		if t.Failed() {
 			if b, err := os.ReadFile(e.LogPath); err == nil {
-				t.Logf("daemon log:\n%s", b)
+				t.Logf("daemon log%s", logTail(string(b), 12))
 			}
 		}
 	})
@@ -368,4 +368,15 @@ func section(name string, kv, more []string) string {
 		b.WriteString(m + "\n")
 	}
 	return b.String() + "\n"
+}
+
+// logTail keeps the last n lines of a failed test's daemon log: CI shows
+// only the end of the output, and a full log dumped after the test's own
+// error lines would push those out of sight.
+func logTail(log string, n int) string {
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	if len(lines) <= n {
+		return ":\n" + strings.Join(lines, "\n")
+	}
+	return fmt.Sprintf(" (last %d of %d lines):\n%s", n, len(lines), strings.Join(lines[len(lines)-n:], "\n"))
 }
