@@ -28,11 +28,14 @@ type pregrant struct {
 // declares one, and puts it on the call (c.req.Pregrant is always set or
 // cleared here, so a request is never sent with an earlier call's grant).
 // A bucket that cannot grant at once costs nothing: the plugin then queues
-// through Host.Acquire as before.
+// through Host.Acquire as before. A bucket that bounds its requests in
+// flight gets none: the call may wait in the plugin for its turn, past the
+// grant's use-by, and the unused grant would hold budget until the call
+// ends.
 func preGrant(ctx context.Context, h *pluginhost.Handle, c *call) *pregrant {
 	c.req.Pregrant = nil
 	bucket := c.op.GetBucket()
-	if bucket == "" {
+	if bucket == "" || c.turnTaking {
 		return nil
 	}
 	start := time.Now()

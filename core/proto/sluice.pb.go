@@ -338,10 +338,18 @@ func (x *Param) GetPattern() string {
 }
 
 type Bucket struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Requests      int32                  `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
-	WindowMs      int64                  `protobuf:"varint,3,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Requests int32                  `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	WindowMs int64                  `protobuf:"varint,3,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
+	// At most this many of the bucket's requests on their way at once: sent,
+	// and their answer's head not back yet; 0 means no bound. With 1, a 429
+	// always comes back before the next request leaves, so no request is
+	// ever already on the wire when the upstream starts a Retry-After. The
+	// plugin's SDK enforces it around each send (Upstream.Do and DoStream);
+	// the host takes no pre-grants for such a bucket, since a call may wait
+	// for its turn and a pre-grant would hold budget meanwhile.
+	MaxInFlight   int32 `protobuf:"varint,4,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -393,6 +401,13 @@ func (x *Bucket) GetRequests() int32 {
 func (x *Bucket) GetWindowMs() int64 {
 	if x != nil {
 		return x.WindowMs
+	}
+	return 0
+}
+
+func (x *Bucket) GetMaxInFlight() int32 {
+	if x != nil {
+		return x.MaxInFlight
 	}
 	return 0
 }
@@ -1342,11 +1357,12 @@ const file_sluice_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequired\x18\x02 \x01(\bR\brequired\x12\x18\n" +
 	"\asummary\x18\x03 \x01(\tR\asummary\x12\x18\n" +
-	"\apattern\x18\x04 \x01(\tR\apattern\"U\n" +
+	"\apattern\x18\x04 \x01(\tR\apattern\"y\n" +
 	"\x06Bucket\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x05R\brequests\x12\x1b\n" +
-	"\twindow_ms\x18\x03 \x01(\x03R\bwindowMs\"v\n" +
+	"\twindow_ms\x18\x03 \x01(\x03R\bwindowMs\x12\"\n" +
+	"\rmax_in_flight\x18\x04 \x01(\x05R\vmaxInFlight\"v\n" +
 	"\x10ConfigureRequest\x12$\n" +
 	"\x0ehost_broker_id\x18\x01 \x01(\rR\fhostBrokerId\x12\x1f\n" +
 	"\vconfig_json\x18\x02 \x01(\fR\n" +

@@ -170,7 +170,7 @@ func TestUpstreamAcquireUsesPregrant(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			host := &fakeHost{}
-			u := newUpstream(host)
+			u := newUpstream(host, nil)
 			ctx, r := callWith(tc.pregrant)
 			for range 2 {
 				if err := u.Acquire(ctx, tc.bucket); err != nil {
@@ -191,7 +191,7 @@ func TestUpstreamAcquireUsesPregrant(t *testing.T) {
 // call shares the one pre-grant.
 func TestUpstreamPregrantThroughLimitWait(t *testing.T) {
 	host := &fakeHost{}
-	u := newUpstream(host)
+	u := newUpstream(host, nil)
 	ctx, r := callWith(&proto.Pregrant{Bucket: "p.a", GrantedAtUnixNs: time.Now().UnixNano()})
 	if err := u.Acquire(LimitWait(ctx, time.Millisecond), "p.a"); err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ func TestUpstreamPregrantThroughLimitWait(t *testing.T) {
 // released, and a new grant is acquired once the pause is over.
 func TestUpstreamPregrantInsidePause(t *testing.T) {
 	host := &fakeHost{}
-	u := newUpstream(host)
+	u := newUpstream(host, nil)
 	setPause := func(until time.Time) {
 		u.pausedMu.Lock()
 		u.paused["p.a"] = until.UnixNano()
@@ -298,7 +298,7 @@ func TestServerCallReportsUnusedPregrant(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			host := &fakeHost{}
-			s := &server{impl: tc.impl, up: newUpstream(host)}
+			s := &server{impl: tc.impl, up: newUpstream(host, nil)}
 			st := &fakeStream{ctx: context.Background()}
 			if err := s.Call(&proto.CallRequest{Operation: "op", Pregrant: tc.pregrant}, st); err != nil {
 				t.Fatal(err)
@@ -332,7 +332,7 @@ func TestServerCallNotConfiguredReportsUnused(t *testing.T) {
 func TestServerCallLateSendRefused(t *testing.T) {
 	host := &fakeHost{}
 	ctxCh := make(chan context.Context, 1)
-	s := &server{up: newUpstream(host), impl: providerFunc(func(ctx context.Context, _ *Request, _ *ResponseWriter, _ *Upstream) error {
+	s := &server{up: newUpstream(host, nil), impl: providerFunc(func(ctx context.Context, _ *Request, _ *ResponseWriter, _ *Upstream) error {
 		ctxCh <- ctx
 		return problem.BadParam("x", "bad x")
 	})}
@@ -364,7 +364,7 @@ func TestUpstreamDoLateGrant(t *testing.T) {
 		}
 		return time.Now().Add(time.Minute).UnixNano()
 	}}
-	u := newUpstream(host)
+	u := newUpstream(host, nil)
 	var builds int
 	resp, err := u.Do(context.Background(), "p.a", func(ctx context.Context) (*http.Request, error) {
 		builds++
@@ -390,7 +390,7 @@ func TestUpstream429PausesAtOnce(t *testing.T) {
 		w.WriteHeader(http.StatusTooManyRequests)
 	}))
 	defer srv.Close()
-	u := newUpstream(&fakeHost{})
+	u := newUpstream(&fakeHost{}, nil)
 	build := func(ctx context.Context) (*http.Request, error) {
 		return http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
 	}

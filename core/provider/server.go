@@ -39,7 +39,7 @@ func (s *server) Configure(ctx context.Context, req *proto.ConfigureRequest) (*p
 			s.mu.Unlock()
 			return nil, err
 		}
-		s.up = newUpstream(proto.NewHostClient(conn))
+		s.up = newUpstream(proto.NewHostClient(conn), s.impl.Describe())
 	}
 	s.mu.Unlock()
 	if err := s.impl.Configure(context.WithValue(ctx, stateDirKey{}, req.GetStateDir()), req.GetConfigJson()); err != nil {

@@ -32,10 +32,12 @@ type Upstream struct {
 	// ns), so a request granted just before a pause is not sent into it.
 	pausedMu sync.Mutex
 	paused   map[string]int64
+
+	turns turns
 }
 
-func newUpstream(host proto.HostClient) *Upstream {
-	u := &Upstream{host: host, paused: map[string]int64{}, client: &http.Client{
+func newUpstream(host proto.HostClient, desc *proto.Description) *Upstream {
+	u := &Upstream{host: host, paused: map[string]int64{}, turns: turnsFor(desc), client: &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -68,6 +70,11 @@ type Builder func(ctx context.Context) (*http.Request, error)
 // max wait, 504 on timeout, 502 when the upstream cannot be reached. They
 // never include the request URL, which may carry credentials.
 func (u *Upstream) Do(ctx context.Context, bucket string, build Builder) (*http.Response, error) {
+	ctx, done, err := u.take(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	defer done() // the head is back (or the exchange failed)
 	timeout := time.Duration(u.timeout.Load())
 	req, ctx, cancel, err := u.granted(ctx, bucket, build, func(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithTimeout(ctx, timeout)
@@ -89,6 +96,11 @@ func (u *Upstream) Do(ctx context.Context, bucket string, build Builder) (*http.
 // only the wait for the response headers, not the body, so a 100 MB file on
 // a slow link is not cut off. The caller's context still cancels it.
 func (u *Upstream) DoStream(ctx context.Context, bucket string, build Builder) (*http.Response, error) {
+	ctx, done, err := u.take(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	defer done() // the head is back (or the exchange failed)
 	req, ctx, cancel, err := u.granted(ctx, bucket, build, func(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithCancel(ctx)
 	})
@@ -151,9 +163,25 @@ func late(useBy time.Time) bool {
 	return !useBy.IsZero() && time.Now().After(useBy)
 }
 
+// take waits out this plugin's own pause of bucket, then for a turn to
+// send in it (turns.take). The pause comes first: a caller that cannot wait
+// it out is told so at once, with its end, instead of queueing for a turn
+// behind callers that are themselves waiting for it to end.
+func (u *Upstream) take(ctx context.Context, bucket string) (context.Context, func(), error) {
+	if u.turns[bucket] == nil {
+		return ctx, func() {}, nil
+	}
+	if err := u.waitPause(ctx, bucket); err != nil {
+		return nil, nil, err
+	}
+	return u.turns.take(ctx, bucket)
+}
+
 // Acquire obtains one grant without sending anything, for plugins whose
 // transport is not plain HTTP. Most plugins use Do. The request must be
-// sent at once: a grant is only good for a fraction of the margin.
+// sent at once: a grant is only good for a fraction of the margin. It takes
+// no turn of a bucket's max_in_flight: only Do and DoStream see when an
+// answer is back.
 func (u *Upstream) Acquire(ctx context.Context, bucket string) error {
 	_, err := u.acquire(ctx, bucket)
 	return err

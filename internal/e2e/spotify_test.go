@@ -548,6 +548,24 @@ func TestSpotifyRateLimits(t *testing.T) {
 		}
 	})
 
+	t.Run("no request is on its way when a 429 comes back", func(t *testing.T) {
+		// Spotify takes a while to answer; ten callers at once. Any request
+		// sent while the first one's 429 was still on its way would arrive
+		// inside the Retry-After: spotify.api takes one request at a time.
+		e.Sim.SetDelay(30 * time.Millisecond)
+		defer e.Sim.SetDelay(0)
+		before := e.Sim.Counts()
+		e.Sim.Force429(1, 1)
+		spNoErrors(t, spConcurrently(10, func(i int) (*client.Response, error) { return e.get(ctx, "v1/search", spDistinct(50+i), nil) }))
+		c := e.Sim.Counts()
+		if n := c.DuringRetryAfter - before.DuringRetryAfter; n != 0 {
+			t.Fatalf("%d requests arrived while the Retry-After ran", n)
+		}
+		if got := c.APIRequests - before.APIRequests; got != 11 {
+			t.Fatalf("API requests %d, want 11 (the 429, its retry, 9 more callers)", got)
+		}
+	})
+
 	t.Run("missing Retry-After means 5 s", func(t *testing.T) {
 		before := e.Sim.Counts().APIRequests
 		e.Sim.Force429(-1, 1)
