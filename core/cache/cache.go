@@ -210,18 +210,44 @@ func costOf(key string, e *Entry) int64 {
 
 // Get returns the entry stored under key. It never returns an entry at or
 // after its ExpiresAt, nor one removed by Purge, even if ristretto has not
-// yet applied the removal.
+// yet applied the removal. An entry Set has accepted is found at once, even
+// before ristretto has applied the write: a client repeating a request
+// right after its miss must not miss again and spend another upstream
+// request.
 func (c *Cache) Get(key string) (*Entry, bool) {
 	c.life.RLock()
 	defer c.life.RUnlock()
 	if !c.closed {
-		if s, ok := c.rc.Get(key); ok && s != nil && c.current(s, time.Now()) {
+		now := time.Now()
+		if s, ok := c.rc.Get(key); ok && s != nil && c.current(s, now) {
+			c.hits.Add(1)
+			return s.entry, true
+		}
+		if s := c.pending(key, now); s != nil {
 			c.hits.Add(1)
 			return s.entry, true
 		}
 	}
 	c.misses.Add(1)
 	return nil, false
+}
+
+// pending returns key's live index row when ristretto does not have it
+// (yet): its writes are applied on a goroutine of its own. The index is
+// authoritative for what is live: a write ristretto drops or rejects, an
+// eviction and a purge all remove the row.
+func (c *Cache) pending(key string, now time.Time) *stored {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.index[key]
+	if s == nil {
+		return nil
+	}
+	if !now.Before(s.entry.ExpiresAt) {
+		c.removeLocked(s)
+		return nil
+	}
+	return s
 }
 
 // current reports whether s is the live index row for its key. An expired row
@@ -245,9 +271,9 @@ func (c *Cache) current(s *stored, now time.Time) bool {
 // Set stores e under key until e.ExpiresAt. It returns whether ristretto
 // accepted the write into its buffer; it returns false without storing when
 // e is nil, already expired, larger than the whole cache, or the cache is
-// closed. Even an accepted write is applied asynchronously and may still be
-// refused by ristretto's admission policy, so a Get right after Set can
-// miss.
+// closed. An accepted write is visible to Get at once, though ristretto
+// applies it asynchronously and its admission policy may still refuse it
+// (the entry is then gone).
 func (c *Cache) Set(key string, e *Entry) bool {
 	return c.set(key, e, 0, false)
 }

@@ -105,11 +105,8 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch FetchFunc) (res any
 		}
 	}()
 	e, store, err := fetch(fctx)
-	if err == nil && store && e != nil && c.set(key, e, since, true) {
-		// ristretto applies writes on its own goroutine; without waiting,
-		// a client repeating its request right after this answer could
-		// miss and spend another upstream request.
-		c.Wait()
+	if err == nil && store && e != nil {
+		c.set(key, e, since, true)
 	}
 	return fetchResult{entry: e}, err
 }
