@@ -465,6 +465,11 @@ func parseCacheControl(values []string) cacheControl {
 // parseMaxWait reads Sluice-Max-Wait: a Go duration ("20s") or whole
 // seconds, bounded by the configured max_wait.
 func parseMaxWait(v string, def time.Duration) (time.Duration, error) {
+	if def <= 0 {
+		// max_wait = 0 means no request waits, as Sluice-Max-Wait: 0 does;
+		// passed on as 0 it would mean no bound at all.
+		def = time.Millisecond
+	}
 	if v == "" {
 		return def, nil
 	}
@@ -487,7 +492,7 @@ func parseMaxWait(v string, def time.Duration) (time.Duration, error) {
 	}
 	// Callers may shorten the configured wait, never lengthen it: the
 	// queue is shared, and one caller must not hold a slot for hours.
-	if def > 0 && d > def {
+	if d > def {
 		d = def
 	}
 	return d, nil
