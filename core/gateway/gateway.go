@@ -138,7 +138,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	if err != nil {
 		return err
 	}
-	c.req.MaxWaitMs = maxWait.Milliseconds()
+	// Rounded up: a wait under 1 ms sent as 0 would mean no bound.
+	c.req.MaxWaitMs = (maxWait + time.Millisecond - 1).Milliseconds()
 	c.req.RequestId = newID()
 	w.Header().Set("Sluice-Request-Id", c.req.RequestId)
 	c.req.PublicBase = publicBase(r, provider)

@@ -51,19 +51,16 @@ func (t turns) take(ctx context.Context, bucket string) (context.Context, func()
 		defer cancel()
 	}
 	err := sem.Acquire(wctx, 1)
-	waited := time.Since(start)
-	if st := statsFrom(ctx); st != nil {
-		st.waitNs.Add(int64(waited))
-	}
+	ctx = waited(ctx, time.Since(start))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("waiting for rate budget: %w", ctx.Err())
 		}
+		// How soon a turn comes free depends on answers not back yet:
+		// unlike the scheduler, this cannot tell in advance, so the 429
+		// comes after the max wait, with a guess.
 		return nil, nil, problem.RateLimited(time.Second,
 			fmt.Sprintf("%s sends its requests one turn at a time and none came free within the max wait (%s)", bucket, maxWait))
-	}
-	if maxWait > 0 {
-		ctx = LimitWait(ctx, max(maxWait-waited, time.Millisecond))
 	}
 	return ctx, func() { sem.Release(1) }, nil
 }

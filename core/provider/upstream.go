@@ -164,17 +164,52 @@ func late(useBy time.Time) bool {
 }
 
 // take waits out this plugin's own pause of bucket, then for a turn to
-// send in it (turns.take). The pause comes first: a caller that cannot wait
-// it out is told so at once, with its end, instead of queueing for a turn
-// behind callers that are themselves waiting for it to end.
+// send in it (turns.take), then out any pause that began meanwhile. The
+// first wait lets a caller that cannot wait the pause out hear so at once,
+// with its end, instead of queueing for a turn behind callers that are
+// themselves waiting for it to end. The last one matters because the turn
+// comes free the moment a 429's head is back: the next caller must see
+// the pause that head set before it spends a grant the host, not told of
+// the pause yet, would still give. Every wait here counts towards the
+// caller's max wait and the request's logged wait.
 func (u *Upstream) take(ctx context.Context, bucket string) (context.Context, func(), error) {
 	if u.turns[bucket] == nil {
 		return ctx, func() {}, nil
 	}
-	if err := u.waitPause(ctx, bucket); err != nil {
+	start := time.Now()
+	err := u.waitPause(ctx, bucket)
+	ctx = waited(ctx, time.Since(start))
+	if err != nil {
 		return nil, nil, err
 	}
-	return u.turns.take(ctx, bucket)
+	ctx, done, err := u.turns.take(ctx, bucket)
+	if err != nil {
+		return nil, nil, err
+	}
+	start = time.Now()
+	err = u.waitPause(ctx, bucket)
+	ctx = waited(ctx, time.Since(start))
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	return ctx, done, nil
+}
+
+// waited accounts for d spent waiting before a grant: it adds to the
+// request's logged wait and comes off the max wait left, so waits in a row
+// never add up to more than the caller allowed.
+func waited(ctx context.Context, d time.Duration) context.Context {
+	if d <= 0 {
+		return ctx
+	}
+	if st := statsFrom(ctx); st != nil {
+		st.waitNs.Add(int64(d))
+	}
+	if r := callFrom(ctx); r != nil && r.MaxWait > 0 {
+		return LimitWait(ctx, max(r.MaxWait-d, time.Millisecond))
+	}
+	return ctx
 }
 
 // Acquire obtains one grant without sending anything, for plugins whose
