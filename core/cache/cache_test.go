@@ -80,6 +80,9 @@ func checkIndex(t *testing.T, c *Cache) {
 		if got, ok := c.rc.Get(k); !ok || got != s {
 			t.Errorf("ghost index row %q: ristretto has %p, %v; index has %p", k, got, ok, s)
 		}
+		if !s.live.Load() {
+			t.Errorf("index row %q is not marked live", k)
+		}
 	}
 }
 
@@ -430,5 +433,26 @@ func TestClose(t *testing.T) {
 	c.Wait()
 	if st := c.Stats(); st.Entries != 0 || st.Bytes != 0 {
 		t.Errorf("after Close Entries, Bytes = %d, %d; want 0, 0", st.Entries, st.Bytes)
+	}
+}
+
+// TestGetNeverServesAReplacedRow: right after a newer Set, Get serves the
+// newer entry, and right after a Purge, nothing, without waiting for
+// ristretto to apply either.
+func TestGetNeverServesAReplacedRow(t *testing.T) {
+	c := newCache(t, 64<<20)
+	for i := range 200 {
+		key := fmt.Sprint("k", i)
+		old, fresh := entry("p", 10, time.Hour), entry("p", 20, time.Hour)
+		mustStore(t, c, key, old)
+		c.Set(key, fresh)
+		if got, ok := c.Get(key); !ok || got != fresh {
+			t.Fatalf("Get right after a newer Set = %p, %v; want the newer entry %p (old %p)", got, ok, fresh, old)
+		}
+		c.Wait()
+		c.Purge("p")
+		if got, ok := c.Get(key); ok {
+			t.Fatalf("Get right after Purge = %p; want a miss", got)
+		}
 	}
 }
