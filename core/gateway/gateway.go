@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"mime"
@@ -74,6 +75,7 @@ func New(host *pluginhost.Host, c *cache.Cache, s Settings, log *slog.Logger) *G
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{host: host, cache: c, log: log}
+	g.hits.seed = maphash.MakeSeed()
 	g.SetSettings(s)
 	return g
 }
@@ -172,6 +174,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		var store bool
 		var err error
 		entry, head, store, err = g.fetch(ctx, h, c)
+		if store && err == nil && entry != nil {
+			// The fast lane's header block, rendered now rather than by
+			// the entry's first hit: a miss is already paying for a round
+			// trip upstream.
+			entry.Wire(renderHead)
+		}
 		return entry, store, err
 	})
 	info.Outcome = "miss"
