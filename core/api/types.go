@@ -56,7 +56,10 @@ type BucketStatus struct {
 	PausedUntil *time.Time `json:"paused_until"`
 	PauseReason string     `json:"pause_reason,omitempty"`
 	Granted     uint64     `json:"granted"`
-	LastError   string     `json:"last_error,omitempty"`
+	// Late counts grants the scheduler handed out too late to be used
+	// (a starved daemon): counted in Granted, never sent.
+	Late      uint64 `json:"late"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // CacheStats is the body of GET /v1/cache and part of status.

@@ -41,6 +41,7 @@ type bucket struct {
 	queue       []*waiter
 	timer       *time.Timer
 	granted     uint64
+	late        uint64 // grants handed out too late to use (see BucketStatus.Late)
 	released    uint64 // grants given back unused (Scheduler.Release)
 	closed      bool
 	// savedRetain and savedCap are the retain and cap last recorded in the

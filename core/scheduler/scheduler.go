@@ -129,8 +129,12 @@ type BucketStatus struct {
 	PausedUntil time.Time
 	PauseReason string
 	// Granted counts grants since the scheduler started, released ones
-	// (never used) excluded.
+	// (never used) excluded and late ones included.
 	Granted uint64
+	// Late counts grants handed out too late to be used: they count
+	// against the window where they were decided, are never sent, and
+	// their callers queue again.
+	Late uint64
 	// LastError is the scheduler's state error (see Scheduler.StateError).
 	LastError string
 }
@@ -293,6 +297,7 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 			// now, it could land in a window the schedule has already
 			// filled. It stays counted where it was granted, unused, and
 			// the caller queues again.
+			b.late++
 			b.mu.Unlock()
 			s.log.Warn("grant handed out too late to be used; queueing again", "bucket", name,
 				"late", now.Sub(w.grant.At).Round(time.Microsecond), "margin", s.marginNow())
@@ -469,6 +474,7 @@ func (s *Scheduler) Status() []BucketStatus {
 			InWindow:  b.inWindowLocked(now),
 			Queued:    len(b.queue),
 			Granted:   b.granted - b.released,
+			Late:      b.late,
 			LastError: stateErr,
 		}
 		if b.pausedUntil.After(now) {

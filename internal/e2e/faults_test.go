@@ -60,14 +60,22 @@ func TestUpstreamFaults(t *testing.T) {
 			t.Errorf("storm request %d: %v", i, err)
 		}
 	}
-	// The scheduler counted every attempt the upstream saw.
+	// The scheduler counted every attempt the upstream saw. It may have
+	// counted more: a grant handed out or used too late on a starved
+	// machine is counted and never sent.
 	st, err := env.Client.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range st.Buckets {
-		if b.Name == "ineo.spotify" && int(b.Granted) != env.Ineo.Requests(ineosim.ServiceSpotify) {
-			t.Errorf("bucket granted %d, upstream saw %d", b.Granted, env.Ineo.Requests(ineosim.ServiceSpotify))
+		seen := env.Ineo.Requests(ineosim.ServiceSpotify)
+		if b.Name != "ineo.spotify" {
+			continue
+		}
+		if int(b.Granted) < seen {
+			t.Errorf("bucket granted %d, upstream saw %d: requests without a grant", b.Granted, seen)
+		} else if int(b.Granted) != seen {
+			t.Logf("bucket granted %d (%d handed out late), upstream saw %d", b.Granted, b.Late, seen)
 		}
 	}
 	if st.Cache.Entries != 0 {
