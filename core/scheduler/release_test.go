@@ -67,3 +67,34 @@ func TestLateHandOutRequeues(t *testing.T) {
 		t.Errorf("grant %+v: want the second, usable until at most 3/4 margin after it", g)
 	}
 }
+
+// TestLateHandOutKeepsItsPlace: a caller whose grant was handed out too
+// late queues again at the head, ahead of a caller that arrived meanwhile.
+func TestLateHandOutKeepsItsPlace(t *testing.T) {
+	margin := 40 * time.Millisecond
+	s := newTestScheduler(t, Options{Margin: margin})
+	mustConfigure(t, s, "p.b", Limit{Requests: 1, Window: 50 * time.Millisecond})
+	var calls atomic.Int32
+	later := make(chan Grant, 1)
+	s.beforeHandOut = func() {
+		if calls.Add(1) != 1 {
+			return
+		}
+		go func() { later <- mustAcquire(t, s, "p.b") }()
+		deadline := time.Now().Add(5 * time.Second)
+		for bucketStatus(t, s, "p.b").Queued != 1 {
+			if time.Now().After(deadline) {
+				t.Error("the second caller never queued")
+				return
+			}
+			time.Sleep(time.Millisecond) // polling with a deadline
+		}
+		time.Sleep(margin) // the stall
+	}
+	first := mustAcquire(t, s, "p.b")
+	second := <-later
+	if !first.At.Before(second.At) {
+		t.Fatalf("the late caller was granted at %s, the newcomer at %s: want the late caller first",
+			first.At.Format(time.StampMicro), second.At.Format(time.StampMicro))
+	}
+}

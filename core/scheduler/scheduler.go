@@ -276,8 +276,8 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 	// deadline is set on the first pass and kept when a caller queues
 	// again after a late hand-out.
 	var deadline time.Time
-	for {
-		w, err := s.wait(ctx, b, name, maxWait, &deadline)
+	for late := false; ; late = true {
+		w, err := s.wait(ctx, b, name, maxWait, &deadline, late)
 		if err != nil {
 			return Grant{}, err
 		}
@@ -296,7 +296,7 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 			// Handed out too late (a starved process, a slow disk): sent
 			// now, it could land in a window the schedule has already
 			// filled. It stays counted where it was granted, unused, and
-			// the caller queues again.
+			// the caller queues again, at the front: it was first in line.
 			b.late++
 			b.mu.Unlock()
 			s.log.Warn("grant handed out too late to be used; queueing again", "bucket", name,
@@ -317,8 +317,10 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 	}
 }
 
-// wait queues one caller and waits for its grant.
-func (s *Scheduler) wait(ctx context.Context, b *bucket, name string, maxWait time.Duration, deadlinep *time.Time) (*waiter, error) {
+// wait queues one caller and waits for its grant. A caller whose grant was
+// handed out too late (front) goes back to the head of the queue rather
+// than its tail, so a starved hand-out costs it no place in the FIFO order.
+func (s *Scheduler) wait(ctx context.Context, b *bucket, name string, maxWait time.Duration, deadlinep *time.Time, front bool) (*waiter, error) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -333,7 +335,11 @@ func (s *Scheduler) wait(ctx context.Context, b *bucket, name string, maxWait ti
 	}
 	deadline := *deadlinep
 	w := &waiter{ch: make(chan struct{}), deadline: deadline}
-	if !deadline.IsZero() {
+	if front {
+		// No prediction check: the head's is the earliest there is, and
+		// dispatch fails it if even that misses the deadline.
+		b.queue = slices.Insert(b.queue, 0, w)
+	} else if !deadline.IsZero() {
 		if at := b.predictTailLocked(now); at.After(deadline) {
 			dl := deadline
 			if dl.Before(now) {
@@ -344,7 +350,9 @@ func (s *Scheduler) wait(ctx context.Context, b *bucket, name string, maxWait ti
 			return nil, err
 		}
 	}
-	b.queue = append(b.queue, w)
+	if !front {
+		b.queue = append(b.queue, w)
+	}
 	b.dispatchLocked(now)
 	b.mu.Unlock()
 
