@@ -73,7 +73,9 @@ func TestLateHandOutRequeues(t *testing.T) {
 func TestLateHandOutKeepsItsPlace(t *testing.T) {
 	margin := 40 * time.Millisecond
 	s := newTestScheduler(t, Options{Margin: margin})
-	mustConfigure(t, s, "p.b", Limit{Requests: 1, Window: 50 * time.Millisecond})
+	// A long window: the late caller must be back in line well before the
+	// next slot, even on a starved machine.
+	mustConfigure(t, s, "p.b", Limit{Requests: 1, Window: 500 * time.Millisecond})
 	var calls atomic.Int32
 	later := make(chan Grant, 1)
 	s.beforeHandOut = func() {
