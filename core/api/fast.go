@@ -211,12 +211,14 @@ func (f *Front) serveConn(lc *laneConn) {
 		br.Discard(len(head))
 		var cacheStatus string
 		out, cacheStatus = appendHit(out[:0], &hit, start, &f.date)
+		// Counted before the write: a client that has read the answer
+		// and then reads /metrics must find it counted.
+		if f.s.obs != nil {
+			f.s.obs.FastLane()
+		}
 		if _, err := c.Write(out); err != nil {
 			c.Close()
 			return
-		}
-		if f.s.obs != nil {
-			f.s.obs.FastLane()
 		}
 		in := &Info{Provider: req.provider, Operation: hit.Operation, Outcome: "hit", Cache: cacheStatus}
 		f.s.logRequest(context.Background(), g, http.MethodGet, req.path, hit.Status, in, time.Since(start))
