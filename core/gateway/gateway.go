@@ -103,9 +103,6 @@ type call struct {
 	// bodyInParams: the body was parsed into params, so the cache key needs
 	// only the params (spotify.php answers GET and POST alike).
 	bodyInParams bool
-	// turnTaking: the operation's bucket bounds its requests in flight
-	// (Bucket.max_in_flight), so the plugin may queue the call for a turn.
-	turnTaking bool
 }
 
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest string) error {
@@ -643,19 +640,7 @@ func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest
 			}
 		}
 	}
-	return &call{provider: provider, op: op, req: req, params: params, bodyInParams: inParams,
-		turnTaking: boundsInFlight(desc, op.GetBucket())}, nil
-}
-
-// boundsInFlight reports whether the plugin declares a bound on bucket's
-// requests in flight.
-func boundsInFlight(desc *proto.Description, bucket string) bool {
-	for _, b := range desc.GetBuckets() {
-		if b.GetName() == bucket {
-			return b.GetMaxInFlight() > 0
-		}
-	}
-	return false
+	return &call{provider: provider, op: op, req: req, params: params, bodyInParams: inParams}, nil
 }
 
 // forwardHeaders are the caller headers a plugin may act on. Authorization is

@@ -28,14 +28,12 @@ type pregrant struct {
 // declares one, and puts it on the call (c.req.Pregrant is always set or
 // cleared here, so a request is never sent with an earlier call's grant).
 // A bucket that cannot grant at once costs nothing: the plugin then queues
-// through Host.Acquire as before. A bucket that bounds its requests in
-// flight gets none: the call may wait in the plugin for its turn, past the
-// grant's use-by, and the unused grant would hold budget until the call
-// ends.
+// through Host.Acquire as before (see Handle.PreGrant for the buckets that
+// get none).
 func preGrant(ctx context.Context, h *pluginhost.Handle, c *call) *pregrant {
 	c.req.Pregrant = nil
 	bucket := c.op.GetBucket()
-	if bucket == "" || c.turnTaking {
+	if bucket == "" {
 		return nil
 	}
 	start := time.Now()
@@ -43,10 +41,7 @@ func preGrant(ctx context.Context, h *pluginhost.Handle, c *call) *pregrant {
 	if !ok {
 		return nil
 	}
-	c.req.Pregrant = &proto.Pregrant{Bucket: g.Bucket, GrantedAtUnixNs: g.At.UnixNano(), Seq: g.Seq}
-	if !g.UseBy.IsZero() {
-		c.req.Pregrant.UseByUnixNs = g.UseBy.UnixNano()
-	}
+	c.req.Pregrant = &proto.Pregrant{Bucket: g.Bucket, GrantedAtUnixNs: g.At.UnixNano(), Seq: g.Seq, UseByUnixNs: provider.UseByNs(g.UseBy)}
 	return &pregrant{h: h, g: g, wait: time.Since(start)}
 }
 

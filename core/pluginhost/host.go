@@ -226,11 +226,14 @@ func (h *Handle) Call(ctx context.Context, req *proto.CallRequest, readyWait tim
 // plugin need not make the Host.Acquire round trip. It never waits and
 // never jumps the bucket's queue: when the bucket cannot grant at once (or
 // is not the provider's, or the plugin is not ready to take the call right
-// away), it reports false and consumes nothing. A granted pre-grant counts
+// away), it reports false and consumes nothing. A bucket that bounds its
+// requests in flight (Bucket.max_in_flight) gets none either: the call may
+// wait in the plugin for its turn, past the grant's use-by, and the unused
+// grant would hold budget until the call ends. A granted pre-grant counts
 // like any grant; Release it only when the plugin reported it unused.
 func (h *Handle) PreGrant(ctx context.Context, bucket string) (scheduler.Grant, bool) {
 	s := h.s
-	if !ownsBucket(s.spec.Name, bucket) || !s.ready() {
+	if !ownsBucket(s.spec.Name, bucket) || !s.ready() || boundsInFlight(s.description(), bucket) {
 		return scheduler.Grant{}, false
 	}
 	start := time.Now()
@@ -251,4 +254,15 @@ func (h *Handle) Release(g scheduler.Grant) {
 		return
 	}
 	h.s.host.opts.Scheduler.Release(g)
+}
+
+// boundsInFlight reports whether the plugin declares a bound on bucket's
+// requests in flight.
+func boundsInFlight(desc *proto.Description, bucket string) bool {
+	for _, b := range desc.GetBuckets() {
+		if b.GetName() == bucket {
+			return b.GetMaxInFlight() > 0
+		}
+	}
+	return false
 }

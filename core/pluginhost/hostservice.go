@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluice-dev/sluice/core/proto"
+	"github.com/sluice-dev/sluice/core/provider"
 	"github.com/sluice-dev/sluice/core/scheduler"
 )
 
@@ -58,7 +59,7 @@ func (h *hostService) Acquire(ctx context.Context, req *proto.AcquireRequest) (*
 		}
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &proto.AcquireResponse{GrantedAtUnixMs: g.At.UnixMilli(), Seq: g.Seq, UseByUnixNs: unixNano(g.UseBy)}, nil
+	return &proto.AcquireResponse{GrantedAtUnixMs: g.At.UnixMilli(), Seq: g.Seq, UseByUnixNs: provider.UseByNs(g.UseBy)}, nil
 }
 
 func (h *hostService) Pause(ctx context.Context, req *proto.PauseRequest) (*proto.PauseResponse, error) {
@@ -69,12 +70,4 @@ func (h *hostService) Pause(ctx context.Context, req *proto.PauseRequest) (*prot
 	h.log.Warn("upstream asked to stop: bucket paused", "bucket", req.GetBucket(), "until", until.Format(time.RFC3339), "reason", req.GetReason())
 	h.sched.Pause(req.GetBucket(), until, req.GetReason())
 	return &proto.PauseResponse{}, nil
-}
-
-// unixNano is t in Unix ns, 0 for the zero time ("no bound").
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/core/proto"
 	"github.com/sluice-dev/sluice/core/scheduler"
 )
 
@@ -48,6 +49,10 @@ func handleFor(opts Options, ready bool) *Handle {
 	if ready {
 		sup.setState(StateReady, &instance{}, "")
 	}
+	sup.lastDesc = &proto.Description{Name: "ineo", Buckets: []*proto.Bucket{
+		{Name: "ineo.spotify", Requests: 6, WindowMs: 7000},
+		{Name: "ineo.turns", Requests: 6, WindowMs: 7000, MaxInFlight: 1},
+	}}
 	return &Handle{s: sup}
 }
 
@@ -66,6 +71,7 @@ func TestPreGrant(t *testing.T) {
 		{"name prefix is not ownership", "ineox.spotify", true, false, false, 0},
 		{"bare provider name", "ineo", true, false, false, 0},
 		{"plugin not ready", "ineo.spotify", false, false, false, 0},
+		{"bucket taking turns (max_in_flight)", "ineo.turns", true, false, false, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

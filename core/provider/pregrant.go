@@ -54,7 +54,16 @@ func (p *pregrant) consume(bucket string, now time.Time) (time.Time, bool) {
 	return unixTime(p.useBy), true
 }
 
-// unixTime is the inverse of the wire's "Unix ns, 0 for none".
+// UseByNs puts a grant's use-by on the wire: Unix ns, 0 for none (the zero
+// time). unixTime reads it back.
+func UseByNs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// unixTime is the inverse of UseByNs.
 func unixTime(ns int64) time.Time {
 	if ns == 0 {
 		return time.Time{}

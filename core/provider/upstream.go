@@ -146,7 +146,7 @@ func (u *Upstream) granted(ctx context.Context, bucket string, build Builder,
 		if u.pausedNow(bucket) {
 			// A 429 arrived for another request since the grant.
 			cancel()
-			if err := u.waitPause(ctx, bucket); err != nil {
+			if ctx, err = u.waitPause(ctx, bucket); err != nil {
 				return nil, nil, func() {}, err
 			}
 			continue
@@ -176,9 +176,7 @@ func (u *Upstream) take(ctx context.Context, bucket string) (context.Context, fu
 	if u.turns[bucket] == nil {
 		return ctx, func() {}, nil
 	}
-	start := time.Now()
-	err := u.waitPause(ctx, bucket)
-	ctx = waited(ctx, time.Since(start))
+	ctx, err := u.waitPause(ctx, bucket)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -186,10 +184,7 @@ func (u *Upstream) take(ctx context.Context, bucket string) (context.Context, fu
 	if err != nil {
 		return nil, nil, err
 	}
-	start = time.Now()
-	err = u.waitPause(ctx, bucket)
-	ctx = waited(ctx, time.Since(start))
-	if err != nil {
+	if ctx, err = u.waitPause(ctx, bucket); err != nil {
 		done()
 		return nil, nil, err
 	}
@@ -236,7 +231,7 @@ func (u *Upstream) acquire(ctx context.Context, bucket string) (time.Time, error
 		if !u.pausedNow(bucket) {
 			return useBy, nil
 		}
-		if err := u.waitPause(ctx, bucket); err != nil {
+		if ctx, err = u.waitPause(ctx, bucket); err != nil {
 			return time.Time{}, err
 		}
 	}
@@ -268,20 +263,24 @@ func (u *Upstream) pauseLocal(bucket string, until time.Time) {
 
 // waitPause waits out this plugin's own pause of bucket, within the
 // caller's max wait: a grant taken now would only be spent unsent (the
-// host may not have heard of the pause yet).
-func (u *Upstream) waitPause(ctx context.Context, bucket string) error {
+// host may not have heard of the pause yet). The wait counts (see waited):
+// the returned context carries what is left of the max wait.
+func (u *Upstream) waitPause(ctx context.Context, bucket string) (context.Context, error) {
 	until := u.pausedUntil(bucket)
 	if until.IsZero() {
-		return nil
+		return ctx, nil
 	}
 	d := time.Until(until)
 	if r := callFrom(ctx); r != nil && r.MaxWait > 0 && d > r.MaxWait {
-		return problem.RateLimited(d, "the upstream asked to stop (429); paused until "+until.UTC().Format(time.RFC3339))
+		return ctx, problem.RateLimited(d, "the upstream asked to stop (429); paused until "+until.UTC().Format(time.RFC3339))
 	}
-	if err := Sleep(ctx, d); err != nil {
-		return fmt.Errorf("waiting for rate budget: %w", err)
+	start := time.Now()
+	err := Sleep(ctx, d)
+	ctx = waited(ctx, time.Since(start))
+	if err != nil {
+		return ctx, fmt.Errorf("waiting for rate budget: %w", err)
 	}
-	return nil
+	return ctx, nil
 }
 
 // Sleep waits d, or returns ctx's error as soon as it is done.
