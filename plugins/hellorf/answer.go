@@ -320,12 +320,5 @@ func abs(d time.Duration) time.Duration {
 // retryAfter reads Retry-After (seconds or an HTTP date); 30 s when absent,
 // at most an hour.
 func retryAfter(h http.Header) time.Duration {
-	d := 30 * time.Second
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if n, err := strconv.Atoi(v); err == nil && n > 0 {
-		d = time.Duration(n) * time.Second
-	} else if t, err := http.ParseTime(v); err == nil && time.Until(t) > 0 {
-		d = time.Until(t)
-	}
-	return min(d, time.Hour)
+	return min(provider.RetryAfter(h, 30*time.Second), time.Hour)
 }
