@@ -58,7 +58,10 @@ type BucketStatus struct {
 	Granted     uint64     `json:"granted"`
 	// Late counts grants the scheduler handed out too late to be used
 	// (a starved daemon): counted in Granted, never sent.
-	Late      uint64 `json:"late"`
+	Late uint64 `json:"late"`
+	// Released counts grants given back unused (a pre-grant the plugin
+	// did not need); not counted in Granted.
+	Released  uint64 `json:"released"`
 	LastError string `json:"last_error,omitempty"`
 }
 

@@ -46,7 +46,7 @@ func (d *Daemon) Status() api.Status {
 	for _, b := range d.sched.Status() {
 		bs := api.BucketStatus{Name: b.Name, Requests: b.Requests, Window: b.Window.String(),
 			WindowSeconds: b.Window.Seconds(), InWindow: b.InWindow, Queued: b.Queued,
-			PauseReason: b.PauseReason, Granted: b.Granted, Late: b.Late, LastError: b.LastError}
+			PauseReason: b.PauseReason, Granted: b.Granted, Late: b.Late, Released: b.Released, LastError: b.LastError}
 		if !b.PausedUntil.IsZero() {
 			bs.PausedUntil = &b.PausedUntil
 		}

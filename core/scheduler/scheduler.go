@@ -135,6 +135,8 @@ type BucketStatus struct {
 	// against the window where they were decided, are never sent, and
 	// their callers queue again.
 	Late uint64
+	// Released counts grants given back unused (Release): not in Granted.
+	Released uint64
 	// LastError is the scheduler's state error (see Scheduler.StateError).
 	LastError string
 }
@@ -483,6 +485,7 @@ func (s *Scheduler) Status() []BucketStatus {
 			Queued:    len(b.queue),
 			Granted:   b.granted - b.released,
 			Late:      b.late,
+			Released:  b.released,
 			LastError: stateErr,
 		}
 		if b.pausedUntil.After(now) {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/sluice-dev/sluice/core/api"
 	"github.com/sluice-dev/sluice/core/problem"
-	"github.com/sluice-dev/sluice/core/scheduler"
 	"github.com/sluice-dev/sluice/internal/testenv"
 	"github.com/sluice-dev/sluice/plugins/ineo/ineosim"
 )
@@ -31,17 +30,11 @@ func bucketStatus(t *testing.T, ctx context.Context, env *testenv.Env, name stri
 	return api.BucketStatus{}
 }
 
-// schedulerReleases reports whether the scheduler can release a grant; the
-// gateway needs it to give back a pre-grant the plugin did not use.
-func schedulerReleases() bool {
-	_, ok := any(&scheduler.Scheduler{}).(interface{ Release(scheduler.Grant) })
-	return ok
-}
-
-// TestPregrantIneoMissOneGrant: a cache miss goes out on the grant the
-// gateway obtained before the call (the pre-grant); it costs exactly one
-// grant and one upstream request, like a miss that asked for its grant
-// itself, and the hit after it costs none.
+// TestPregrantIneoMissOneGrant: a cache miss, which now carries a
+// pre-grant, still costs exactly one grant and one upstream request (the
+// plugin uses the pre-grant instead of asking for another: unit-tested in
+// core/provider's TestUpstreamAcquireUsesPregrant), none is released, and
+// the hit after it costs none.
 func TestPregrantIneoMissOneGrant(t *testing.T) {
 	t.Parallel()
 	env := testenv.Start(t, testenv.Options{})
@@ -64,6 +57,9 @@ func TestPregrantIneoMissOneGrant(t *testing.T) {
 	}
 	if got := after.InWindow - before.InWindow; got != 1 {
 		t.Errorf("in-window count went up by %d, want 1", got)
+	}
+	if after.Released != before.Released {
+		t.Errorf("%d grants released: the miss's pre-grant went unused", after.Released-before.Released)
 	}
 	if got := env.Ineo.Requests(ineosim.ServiceSpotify); got != 1 {
 		t.Errorf("simulator saw %d requests, want 1", got)
@@ -92,9 +88,6 @@ func TestPregrantIneoMissOneGrant(t *testing.T) {
 // one (streamed).
 func TestPregrantHellorfLocalRejectionReleased(t *testing.T) {
 	t.Parallel()
-	if !schedulerReleases() {
-		t.Skip("scheduler.(*Scheduler).Release has not landed yet: an unused pre-grant cannot be released")
-	}
 	// A window far longer than the test, so a grant that was not released
 	// cannot age out of the in-window count before it is read.
 	env, sim := startHellorf(t, hellorfEnv{requests: 10, window: "1m"})
@@ -120,6 +113,11 @@ func TestPregrantHellorfLocalRejectionReleased(t *testing.T) {
 			after := bucketStatus(t, ctx, env, "hellorf.api")
 			if after.InWindow != before.InWindow {
 				t.Errorf("in-window count %d → %d: the unused pre-grant was not released", before.InWindow, after.InWindow)
+			}
+			// Exactly one grant was taken for the call and given back:
+			// without a pre-grant there would be nothing to release.
+			if got := after.Released - before.Released; got != 1 {
+				t.Errorf("%d grants released, want the call's pre-grant", got)
 			}
 			if n := sim.TotalRequests(); n != 0 {
 				t.Errorf("the rejection cost %d upstream requests", n)
