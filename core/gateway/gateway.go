@@ -8,8 +8,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,7 +137,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	}
 	// Rounded up: a wait under 1 ms sent as 0 would mean no bound.
 	c.req.MaxWaitMs = (maxWait + time.Millisecond - 1).Milliseconds()
-	c.req.RequestId = newID()
+	c.req.RequestId = api.NewRequestID()
 	w.Header().Set("Sluice-Request-Id", c.req.RequestId)
 	c.req.PublicBase = publicBase(r, provider)
 
@@ -430,12 +428,6 @@ func bodyForKey(c *call) []byte {
 		return nil
 	}
 	return c.req.GetBody()
-}
-
-func newID() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 func publicBase(r *http.Request, provider string) string {

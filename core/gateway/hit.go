@@ -1,11 +1,11 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"hash/maphash"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 
@@ -135,35 +135,18 @@ func (m *hitMemo) store(mk string, route *hitRoute) {
 	sh.m[mk] = route
 }
 
-// renderHead writes an entry's own headers as writeEntry copies them, plus
-// the Content-Type net/http would sniff when the entry has none.
+// renderHead writes an entry's own headers as net/http writes them on the
+// full path (writeEntry copies them; the server writes them with
+// WriteSubset), plus the Content-Type it would sniff: none set, no
+// Content-Encoding, a body.
 func renderHead(e *cache.Entry) []byte {
-	keys := make([]string, 0, len(e.Header))
-	for k := range e.Header {
-		if !skipHeaders[http.CanonicalHeaderKey(k)] {
-			keys = append(keys, k)
-		}
+	var b bytes.Buffer
+	e.Header.WriteSubset(&b, skipHeaders)
+	_, haveType := e.Header["Content-Type"]
+	if !haveType && e.Header.Get("Content-Encoding") == "" && len(e.Body) > 0 {
+		b.WriteString("Content-Type: " + http.DetectContentType(e.Body) + "\r\n")
 	}
-	slices.Sort(keys)
-	var out []byte
-	for _, k := range keys {
-		for _, v := range e.Header[k] {
-			// net/http replaces line breaks in values with spaces.
-			if strings.ContainsAny(v, "\r\n") {
-				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
-			}
-			out = append(out, http.CanonicalHeaderKey(k)...)
-			out = append(out, ": "...)
-			out = append(out, strings.TrimSpace(v)...)
-			out = append(out, "\r\n"...)
-		}
-	}
-	if _, ok := e.Header["Content-Type"]; !ok && len(e.Body) > 0 {
-		out = append(out, "Content-Type: "...)
-		out = append(out, http.DetectContentType(e.Body)...)
-		out = append(out, "\r\n"...)
-	}
-	return out
+	return b.Bytes()
 }
 
 // cacheKey covers the upstream path (operations with {id} segments share a
