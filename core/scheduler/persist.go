@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/jsonstr"
 )
 
 // StateFile is the name of the state snapshot inside Options.StateDir.
@@ -137,7 +139,7 @@ func appendRecord(buf []byte, r journalRec) []byte {
 	buf = append(buf, `{"op":"`...)
 	buf = append(buf, r.op...)
 	buf = append(buf, `","b":`...)
-	buf = appendJSONString(buf, r.bucket)
+	buf = jsonstr.Append(buf, r.bucket)
 	switch r.op {
 	case opGrant, opRelease:
 		buf = append(buf, `,"t":`...)
@@ -151,7 +153,7 @@ func appendRecord(buf []byte, r journalRec) []byte {
 		buf = append(buf, `,"until":`...)
 		buf = strconv.AppendInt(buf, r.until, 10)
 		buf = append(buf, `,"reason":`...)
-		buf = appendJSONString(buf, r.reason)
+		buf = jsonstr.Append(buf, r.reason)
 	case opRetain:
 		buf = append(buf, `,"retain":`...)
 		buf = strconv.AppendInt(buf, r.retain, 10)
@@ -159,20 +161,6 @@ func appendRecord(buf []byte, r journalRec) []byte {
 		buf = strconv.AppendInt(buf, int64(r.cap), 10)
 	}
 	return append(buf, "}\n"...)
-}
-
-// appendJSONString appends s as a JSON string; bucket names are plain ASCII
-// in practice, anything else goes through encoding/json.
-func appendJSONString(buf []byte, s string) []byte {
-	for i := range len(s) {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			q, _ := json.Marshal(s) // a string always marshals
-			return append(buf, q...)
-		}
-	}
-	buf = append(buf, '"')
-	buf = append(buf, s...)
-	return append(buf, '"')
 }
 
 // applyRecord applies r to state; see the record list above for why it is
