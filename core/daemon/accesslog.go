@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -15,16 +14,13 @@ import (
 // buffered access writer. It is used only when the log is JSON; a terminal
 // gets slog's text lines.
 type jsonAccess struct {
-	level *slog.LevelVar
-	w     *bufferedWriter
-	pool  sync.Pool
+	w    *bufferedWriter
+	pool sync.Pool
 }
 
-func newJSONAccess(level *slog.LevelVar, w *bufferedWriter) *jsonAccess {
-	return &jsonAccess{level: level, w: w, pool: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
+func newJSONAccess(w *bufferedWriter) *jsonAccess {
+	return &jsonAccess{w: w, pool: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
 }
-
-func (a *jsonAccess) Enabled() bool { return a.level.Level() <= slog.LevelInfo }
 
 func (a *jsonAccess) WriteAccess(r *api.AccessRecord) {
 	bp := a.pool.Get().(*[]byte)

@@ -163,7 +163,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	apiSrv := api.NewServer(d, accessLog, d.metrics)
 	if !terminal {
-		apiSrv.SetAccessWriter(newJSONAccess(level, accessOut))
+		apiSrv.SetAccessWriter(newJSONAccess(accessOut))
 	}
 	srv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: api.ConnContext, MaxHeaderBytes: 64 << 10,
