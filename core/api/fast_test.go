@@ -55,3 +55,35 @@ func FuzzLaneParse(f *testing.F) {
 		}
 	})
 }
+
+// TestLaneHandsOver: requests whose headers change how a provider call is
+// answered or refused (a browser's Origin, cache directives, a max wait, a
+// body) are never answered by the lane; the same head without the header
+// is.
+func TestLaneHandsOver(t *testing.T) {
+	const base = "GET /v1/ineo/spotify.php?trackId=x HTTP/1.1\r\nHost: sluice\r\n"
+	var plain laneRequest
+	if !plain.parse([]byte(base + "\r\n")) {
+		t.Fatal("the lane refuses a plain GET")
+	}
+	for _, h := range []string{
+		"Origin: http://evil.example", "Referer: http://evil.example/", "Cache-Control: no-cache", "Pragma: no-cache",
+		"Sluice-Max-Wait: 1s", "sluice-max-wait: 1s", "Transfer-Encoding: chunked", "Content-Length: 5",
+		"Content-Type: application/json", "Expect: 100-continue", "Upgrade: websocket", "Connection: close", "TE: trailers",
+	} {
+		var lr laneRequest
+		if lr.parse([]byte(base + h + "\r\n\r\n")) {
+			t.Errorf("the lane accepted a request with %q", h)
+		}
+	}
+	for _, head := range []string{
+		"POST /v1/ineo/spotify.php HTTP/1.1\r\nHost: sluice\r\n\r\n",
+		"GET /v1/status HTTP/1.1\r\nHost: sluice\r\n\r\n",
+		"GET /v1/ineo/x HTTP/1.0\r\nHost: sluice\r\n\r\n",
+	} {
+		var lr laneRequest
+		if lr.parse([]byte(head)) {
+			t.Errorf("the lane accepted %q", head)
+		}
+	}
+}
