@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,7 +67,10 @@ func TestFastLane(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	ctx := testenv.Ctx(t, time.Minute)
 	id, other := trackID(700), trackID(701)
-	if r, err := track(ctx, env.Client, id, nil); err != nil || r.Status != 200 {
+	// Primed with another spelling of the same track: the full path
+	// remembers routes by their raw target, so the lane below must match
+	// the plain id itself and find the same cache key.
+	if r, err := track(ctx, env.Client, "spotify:track:"+id, nil); err != nil || r.Status != 200 {
 		t.Fatalf("priming miss: %v %v", r, err)
 	}
 
@@ -141,10 +147,29 @@ func TestFastLane(t *testing.T) {
 		t.Error("pipelined answers carry the wrong bodies")
 	}
 
-	// Access log: the lane's hits are logged like the full path's.
+	// Access log: the lane's hits are logged like the full path's: the
+	// same keys in the same order, the same caller, provider, operation
+	// and kind of Cache-Status.
 	testenv.Eventually(t, 5*time.Second, "lane hits in the access log", func() bool {
 		return strings.Count(env.Log(), `"outcome":"hit"`) >= 6
 	})
+	var firstKeys []string
+	for _, line := range strings.Split(env.Log(), "\n") {
+		if !strings.Contains(line, `"outcome":"hit"`) {
+			continue
+		}
+		keys, vals := jsonKeysAndValues(t, line)
+		if firstKeys == nil {
+			firstKeys = keys
+		}
+		if !slices.Equal(keys, firstKeys) {
+			t.Errorf("hit lines differ in their keys:\n%v\n%v", firstKeys, keys)
+		}
+		if vals["provider"] != "ineo" || vals["operation"] != "spotify.track" || vals["peer_uid"] != float64(os.Getuid()) ||
+			!strings.HasPrefix(fmt.Sprint(vals["cache"]), "sluice; hit") {
+			t.Errorf("hit line %s", line)
+		}
+	}
 
 	// An idle lane connection must not delay shutdown (5 s grace).
 	c4, br4 := dialRaw(t, env.Socket)
@@ -158,4 +183,24 @@ func TestFastLane(t *testing.T) {
 	if _, err := br4.ReadByte(); err == nil {
 		t.Error("idle lane connection still open after the daemon stopped")
 	}
+}
+
+// jsonKeysAndValues decodes one JSON log line into its keys, in order, and
+// its values.
+func jsonKeysAndValues(t *testing.T, line string) ([]string, map[string]any) {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(line), &m); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, line)
+	}
+	dec := json.NewDecoder(strings.NewReader(line))
+	dec.Token()
+	var keys []string
+	for dec.More() {
+		k, _ := dec.Token()
+		keys = append(keys, k.(string))
+		var skip any
+		dec.Decode(&skip)
+	}
+	return keys, m
 }
