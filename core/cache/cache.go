@@ -496,7 +496,9 @@ func (c *Cache) Stats() Stats {
 }
 
 // Wait blocks until every Set accepted so far has been applied (admitted or
-// rejected) by ristretto. It exists for tests that need a Set to be visible.
+// rejected) by ristretto. Get sees an accepted Set without it; it exists
+// for tests that need ristretto's own state (its admission, its cost
+// accounting) settled.
 func (c *Cache) Wait() {
 	c.life.RLock()
 	defer c.life.RUnlock()
