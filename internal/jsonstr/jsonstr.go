@@ -3,7 +3,11 @@
 // handler writes them, without the allocations of encoding/json.
 package jsonstr
 
-import "unicode/utf8"
+import (
+	"bytes"
+	"encoding/json"
+	"unicode/utf8"
+)
 
 // Append appends s to b as a JSON string: quotes, backslashes and control
 // characters escaped, invalid UTF-8 replaced by U+FFFD, and U+2028/U+2029
@@ -43,4 +47,27 @@ func Append(b []byte, s string) []byte {
 		i += size
 	}
 	return append(b, '"')
+}
+
+// Keys returns the top-level keys of one JSON object in the order they
+// appear, which encoding/json's maps lose: hand-written lines are checked
+// against slog's key order with it.
+func Keys(line []byte) ([]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	if _, err := dec.Token(); err != nil {
+		return nil, err
+	}
+	var keys []string
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k.(string))
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
 }
