@@ -93,6 +93,7 @@ func (e *env) build(ctx context.Context) error {
 		{"sluice-hellorf", "./plugins/hellorf", true},
 		{"sluice-spotify", "./plugins/spotify", true},
 		{"bareserver", "./bench/bareserver", true},
+		{"relay", "./bench/relay", true},
 	}
 	for _, t := range targets {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(e.bin, t.name), t.pkg)
@@ -387,6 +388,11 @@ type proc struct {
 }
 
 func (e *env) startProc(name string, stopSig syscall.Signal, logPath string, args ...string) (*proc, error) {
+	return e.startProcEnv(name, stopSig, logPath, nil, args...)
+}
+
+// startProcEnv is startProc with variables added to the bench's environment.
+func (e *env) startProcEnv(name string, stopSig syscall.Signal, logPath string, extraEnv []string, args ...string) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -394,6 +400,9 @@ func (e *env) startProc(name string, stopSig syscall.Signal, logPath string, arg
 	defer logf.Close()
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if extraEnv != nil {
+		cmd.Env = append(os.Environ(), extraEnv...)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

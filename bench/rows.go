@@ -343,7 +343,12 @@ func (b *bench) missOverhead(ctx context.Context) error {
 	if diskState == "" {
 		diskState = filepath.Join(b.main.dir, "state")
 	}
-	if err := b.missVariant(ctx, b.main, diskState, 'M', 'D'); err != nil {
+	relay, err := b.startRelay(ctx)
+	if err != nil {
+		return err
+	}
+	defer relay.CloseIdleConnections()
+	if err := b.missVariant(ctx, b.main, relay, diskState, "MDR"); err != nil {
 		return err
 	}
 	if fsName("/dev/shm") != "tmpfs" {
@@ -362,13 +367,41 @@ func (b *bench) missOverhead(ctx context.Context) error {
 		return err
 	}
 	defer d.stop()
-	if err := b.missVariant(ctx, d, shmDir, 'T', 'E'); err != nil {
+	if err := b.missVariant(ctx, d, relay, shmDir, "TES"); err != nil {
 		return err
 	}
 	return b.persistProbe(diskState, shmDir)
 }
 
-func (b *bench) missVariant(ctx context.Context, d *daemon, stateDir string, tagSluice, tagDirect byte) error {
+// startRelay starts the miss row's floor (bench/relay): a front and a back
+// process with the hops of a miss through sluiced and none of its work. The
+// back gets GOMAXPROCS=1, as sluiced gives its plugins.
+func (b *bench) startRelay(ctx context.Context) (*http.Client, error) {
+	backSock, frontSock := filepath.Join(b.env.tmp, "relay-back.sock"), filepath.Join(b.env.tmp, "relay.sock")
+	logPath, bin := filepath.Join(b.env.tmp, "relay.log"), filepath.Join(b.env.bin, "relay")
+	back, err := b.env.startProcEnv("relay back", syscall.SIGTERM, logPath, []string{"GOMAXPROCS=1"},
+		bin, "-role", "back", "-socket", backSock, "-upstream", b.simURL, "-credential", "accessKey="+ineosim.DefaultAccessKey)
+	if err != nil {
+		return nil, err
+	}
+	b.env.onClose(back.stop)
+	front, err := b.env.startProc("relay front", syscall.SIGTERM, logPath, bin, "-role", "front", "-socket", frontSock, "-back", backSock)
+	if err != nil {
+		return nil, err
+	}
+	b.env.onClose(front.stop)
+	rc := loadgen.UnixClient(frontSock, 1)
+	if err := waitAnswer(ctx, rc, "http://relay/spotify.php?trackId="+trackID('W', 0), front, 10*time.Second, simOK); err != nil {
+		return nil, err
+	}
+	return rc, nil
+}
+
+// missVariant measures one daemon's misses against two references, in
+// turn for each request: the same request sent straight to the simulator
+// (the overhead's baseline) and through the relay chain (the floor of the
+// overhead). tags are the track-id tags for sluice, direct and relay.
+func (b *bench) missVariant(ctx context.Context, d *daemon, rc *http.Client, stateDir string, tags string) error {
 	fs := fsName(stateDir)
 	dc, sc := loadgen.UnixClient(d.socket, 1), loadgen.TCPClient(1)
 	defer dc.CloseIdleConnections()
@@ -377,44 +410,35 @@ func (b *bench) missVariant(ctx context.Context, d *daemon, stateDir string, tag
 	// The first requests open connections (socket, gRPC stream, the
 	// plugin's keep-alive to the simulator) and are not measured.
 	const warm = 200
-	via := make([]time.Duration, 0, b.opts.missN)
 	var logFrom int64 // the access log's size when measuring began
+	via := make([]time.Duration, 0, b.opts.missN)
 	direct := make([]time.Duration, 0, b.opts.missN)
+	relay := make([]time.Duration, 0, b.opts.missN)
 	for i := range warm + b.opts.missN {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		du := "http://sluice" + trackPath(trackID(tagSluice, i))
-		su := b.simURL + "/spotify.php?trackId=" + trackID(tagDirect, i) + "&accessKey=" + key
-		viaOnce := func() (time.Duration, error) {
-			lat, _, _, err := loadgen.Once(ctx, dc, du, nil, sluiceStored)
-			return lat, err
+		legs := []struct {
+			c     *http.Client
+			url   string
+			check loadgen.Check
+			out   *[]time.Duration
+		}{
+			{dc, "http://sluice" + trackPath(trackID(tags[0], i)), sluiceStored, &via},
+			{sc, b.simURL + "/spotify.php?trackId=" + trackID(tags[1], i) + "&accessKey=" + key, simOK, &direct},
+			{rc, "http://relay/spotify.php?trackId=" + trackID(tags[2], i), simOK, &relay},
 		}
-		directOnce := func() (time.Duration, error) {
-			lat, _, _, err := loadgen.Once(ctx, sc, su, nil, simOK)
-			return lat, err
-		}
-		// Alternating which goes first cancels any advantage of
-		// following the other (warm caches, a just-woken core).
-		first, second := viaOnce, directOnce
-		if i%2 == 1 {
-			first, second = directOnce, viaOnce
-		}
-		l1, err := first()
-		if err != nil {
-			return fmt.Errorf("request %d: %w", i, err)
-		}
-		l2, err := second()
-		if err != nil {
-			return fmt.Errorf("request %d: %w", i, err)
-		}
-		lv, ld := l1, l2
-		if i%2 == 1 {
-			lv, ld = l2, l1
-		}
-		if i >= warm {
-			via = append(via, lv)
-			direct = append(direct, ld)
+		// Rotating which goes first cancels any advantage of following
+		// another (warm caches, a just-woken core).
+		for k := range legs {
+			leg := legs[(i+k)%len(legs)]
+			lat, _, _, err := loadgen.Once(ctx, leg.c, leg.url, nil, leg.check)
+			if err != nil {
+				return fmt.Errorf("request %d: %w", i, err)
+			}
+			if i >= warm {
+				*leg.out = append(*leg.out, lat)
+			}
 		}
 		if i == warm-1 {
 			if st, err := os.Stat(d.logPath); err == nil {
@@ -434,6 +458,14 @@ func (b *bench) missVariant(ctx context.Context, d *daemon, stateDir string, tag
 		peer: fmt.Sprintf("sluice %s − direct %s", fmtDur(vs.P50), fmtDur(ds.P50)), target: "≤ 300 µs", verdict: verdict(o50 <= 300*time.Microsecond)})
 	b.rep.add(line{section: "2", metric: "miss overhead p99, " + where, value: fmtDur(o99),
 		peer: fmt.Sprintf("sluice %s − direct %s", fmtDur(vs.P99), fmtDur(ds.P99)), target: "≤ 1 ms", verdict: verdict(o99 <= time.Millisecond)})
+	slices.Sort(relay)
+	rs := loadgen.Summarize(relay)
+	b.rep.add(line{section: "2", metric: "diagnostic: miss floor p50 / p99, the same hops through bare relays, " + where,
+		value: fmtDur(rs.P50-ds.P50) + " / " + fmtDur(rs.P99-ds.P99),
+		peer:  fmt.Sprintf("relay %s / %s − direct", fmtDur(rs.P50), fmtDur(rs.P99))})
+	b.rep.add(line{section: "2", metric: "diagnostic: sluice's miss overhead above that floor, p50 / p99, " + where,
+		value: fmtDur(vs.P50-rs.P50) + " / " + fmtDur(vs.P99-rs.P99),
+		peer:  fmt.Sprintf("sluice %s / %s − relay", fmtDur(vs.P50), fmtDur(vs.P99))})
 
 	// sluiced's access log says where the time went: "wait" is the
 	// plugin's grant request to the scheduler (which persists the grant
