@@ -406,8 +406,8 @@ func TestCorruptJournal(t *testing.T) {
 			}
 			before := time.Now()
 			s := newTestScheduler(t, Options{StateDir: dir, Margin: margin})
-			if got := s.StateError() != ""; got != tc.wantUntrusted || s.untrusted != tc.wantUntrusted {
-				t.Fatalf("StateError %q, untrusted %v; want a load error: %v", s.StateError(), s.untrusted, tc.wantUntrusted)
+			if got := s.StateError() != ""; got != tc.wantUntrusted || (s.untrusted != "") != tc.wantUntrusted {
+				t.Fatalf("StateError %q, untrusted %q; want a load error: %v", s.StateError(), s.untrusted, tc.wantUntrusted)
 			}
 			mustConfigure(t, s, "b", Limit{Requests: 5, Window: time.Minute})
 			mustConfigure(t, s, "c", Limit{Requests: 5, Window: time.Minute})
@@ -666,7 +666,12 @@ func TestJournalUnopenable(t *testing.T) {
 	dir := t.TempDir()
 	s := newTestScheduler(t, Options{StateDir: dir, Margin: 10 * time.Millisecond})
 	mustConfigure(t, s, "b", Limit{Requests: 100, Window: time.Minute})
+	// New has opened the journal; replace it by a directory, which the
+	// next save finds unlinked and cannot reopen.
 	jpath := filepath.Join(dir, JournalFile)
+	if err := os.Remove(jpath); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Mkdir(jpath, 0o700); err != nil {
 		t.Fatal(err)
 	}

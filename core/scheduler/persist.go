@@ -601,6 +601,21 @@ func (p *persister) noteResult(err error) {
 	}
 }
 
+// probe folds the loaded state into a fresh snapshot and empties the
+// journal, the first write a flush would make anyway, so that a state dir
+// that cannot be written is known at startup rather than at the first
+// grant.
+func (p *persister) probe() error {
+	if p.path == "" {
+		return nil
+	}
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
+	err := p.compact()
+	p.noteResult(err)
+	return err
+}
+
 // close folds the journal into a last snapshot and closes it. Later flushes
 // do nothing.
 func (p *persister) close() error {

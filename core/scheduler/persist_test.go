@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"os"
@@ -107,7 +108,9 @@ func TestRestartKeepsPausesAndUnconfiguredBuckets(t *testing.T) {
 }
 
 // TestUnreadableState covers the safe default: when the saved grants cannot
-// be known, every bucket is assumed full at startup.
+// be known, because the state cannot be read or (the last run could not
+// save it either) cannot be written, every bucket is assumed full at
+// startup.
 func TestUnreadableState(t *testing.T) {
 	t.Parallel()
 	const (
@@ -117,25 +120,38 @@ func TestUnreadableState(t *testing.T) {
 	tests := []struct {
 		name  string
 		setup func(t *testing.T) string // returns the state dir
+		// phase is where StateError must place the failure, reason what
+		// the pause must say; "" means load and "unreadable".
+		phase, reason string
 	}{
-		{"garbage", stateFileWith("{not json")},
-		{"empty file", stateFileWith("")},
-		{"unknown version", stateFileWith(`{"version":99,"buckets":{}}`)},
-		{"negative grant", stateFileWith(`{"version":1,"buckets":{"b":{"grants":[-5]}}}`)},
+		{"garbage", stateFileWith("{not json"), "", ""},
+		{"empty file", stateFileWith(""), "", ""},
+		{"unknown version", stateFileWith(`{"version":99,"buckets":{}}`), "", ""},
+		{"negative grant", stateFileWith(`{"version":1,"buckets":{"b":{"grants":[-5]}}}`), "", ""},
 		{"state dir under a regular file", func(t *testing.T) string {
 			f := filepath.Join(t.TempDir(), "file")
 			if err := os.WriteFile(f, nil, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			return filepath.Join(f, "sub")
-		}},
+		}, "", ""},
 		{"state file is a directory", func(t *testing.T) string {
 			dir := t.TempDir()
 			if err := os.Mkdir(filepath.Join(dir, StateFile), 0o700); err != nil {
 				t.Fatal(err)
 			}
 			return dir
-		}},
+		}, "", ""},
+		// Readable but not writable, even for root: the snapshot's temp
+		// name is taken by a directory that is not empty. (A read-only or
+		// full file system: internal/e2e mounts both.)
+		{"state readable, snapshot not writable", func(t *testing.T) string {
+			dir := stateFileWith(`{"version":1,"buckets":{}}`)(t)
+			if err := os.MkdirAll(filepath.Join(dir, StateFile+".tmp", "x"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, "save", "cannot be saved"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -143,12 +159,13 @@ func TestUnreadableState(t *testing.T) {
 			dir := tc.setup(t)
 			before := time.Now()
 			s := newTestScheduler(t, Options{StateDir: dir, Margin: margin})
-			if !strings.Contains(s.StateError(), "load") {
-				t.Fatalf("StateError = %q, want the load failure", s.StateError())
+			phase, reason := cmp.Or(tc.phase, "load"), cmp.Or(tc.reason, "unreadable")
+			if !strings.Contains(s.StateError(), phase) {
+				t.Fatalf("StateError = %q, want the %s failure", s.StateError(), phase)
 			}
 			mustConfigure(t, s, "b", Limit{Requests: 5, Window: window})
 			st := bucketStatus(t, s, "b")
-			if !strings.Contains(st.PauseReason, "unreadable") || st.LastError == "" {
+			if !strings.Contains(st.PauseReason, reason) || st.LastError == "" {
 				t.Fatalf("status does not report the condition: %+v", st)
 			}
 			g := mustAcquire(t, s, "b")

@@ -28,8 +28,9 @@
 // append, and the journal is folded into a new snapshot when it grows large,
 // after a failed append and at Close. Journal records are idempotent, so a
 // crash between writing a snapshot and emptying the journal is harmless.
-// When the state cannot be read, every bucket is assumed to have been full at
-// startup.
+// When the state cannot be read, or cannot be written at startup (a
+// read-only or full file system), every bucket is assumed to have been full
+// at startup.
 package scheduler
 
 import (
@@ -163,10 +164,11 @@ type Scheduler struct {
 	// beforeHandOut, set by tests only, runs between a grant's state
 	// write and its hand-out (where a starved process stalls).
 	beforeHandOut func()
-	// untrusted is set when the persisted state could not be read: every
-	// bucket is then held for one Window+Margin after start. Immutable after
-	// New, so buckets may read it without s.mu.
-	untrusted bool
+	// untrusted says why every bucket is held for one Window+Margin after
+	// start: the persisted state could not be read, or not written at
+	// startup; empty when the state is trusted. Immutable after New, so
+	// buckets may read it without s.mu.
+	untrusted string
 
 	// mu guards the fields below. Lock order: s.mu, then bucket.mu, then
 	// persister.mu; never the reverse.
@@ -204,8 +206,15 @@ func New(opts Options) (*Scheduler, error) {
 	s.persist = newPersister(opts.StateDir, logger)
 	loaded, err := s.persist.load()
 	if err != nil {
-		s.untrusted = true
+		s.untrusted = "scheduler state unreadable at startup"
 		logger.Error("scheduler state unreadable; every bucket is held for one window after startup", "dir", opts.StateDir, "err", err)
+	} else if err := s.persist.probe(); err != nil {
+		// State that reads but cannot be written is no safer than state
+		// that cannot be read: the last run, on the same read-only or
+		// full file system, could not save its grants either, and this
+		// one would forget its own.
+		s.untrusted = "scheduler state cannot be saved (state_dir read-only or full)"
+		logger.Error("scheduler state cannot be saved; every bucket is held for one window after startup", "dir", opts.StateDir, "err", err)
 	}
 	// Even unreadable state yields what could be read of it (see load).
 	s.pending = loaded
@@ -250,11 +259,11 @@ func (s *Scheduler) Configure(name string, l Limit) error {
 	defer b.mu.Unlock()
 	now := time.Now()
 	b.setLimitLocked(l)
-	if s.untrusted {
+	if s.untrusted != "" {
 		// Assume the bucket was full when the daemon started: nothing
 		// before one whole Window+Margin has passed since then.
 		until := s.start.Add(l.Window + s.marginNow())
-		b.pauseLocked(now, until, "scheduler state unreadable at startup; assuming the bucket was full")
+		b.pauseLocked(now, until, s.untrusted+"; assuming the bucket was full")
 	}
 	b.dispatchLocked(now)
 	return nil
