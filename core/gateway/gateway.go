@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -602,9 +603,19 @@ func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest
 	}
 	api.InfoFrom(r.Context()).Operation = op.GetName()
 	if !methodAllowed(op, r.Method) {
-		p := problem.New(http.StatusMethodNotAllowed, fmt.Sprintf("%s is not accepted by %s; use %s", r.Method, op.GetName(), strings.Join(op.GetMethods(), ", ")))
+		detail := fmt.Sprintf("%s is not accepted by %s; use %s", r.Method, op.GetName(), strings.Join(op.GetMethods(), ", "))
+		if r.Method == http.MethodHead && slices.Contains(op.GetMethods(), http.MethodGet) {
+			detail += " (HEAD only reads answers that can be cached; this operation is never cached or has side effects)"
+		}
+		p := problem.New(http.StatusMethodNotAllowed, detail)
 		p.Extra = map[string]any{"allow": op.GetMethods()}
 		return nil, withOp(p, provider, op.GetName())
+	}
+	method := r.Method
+	if method == http.MethodHead {
+		// The plugin fetches the whole GET answer, which is what gets
+		// cached (the key has no method); net/http drops the body.
+		method = http.MethodGet
 	}
 	for _, ps := range op.GetParams() {
 		if ps.GetRequired() && strings.TrimSpace(params.Get(ps.GetName())) == "" {
@@ -614,7 +625,7 @@ func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest
 			return nil, withOp(err, provider, op.GetName())
 		}
 	}
-	req := &proto.CallRequest{Operation: op.GetName(), Method: r.Method, Path: rest, Body: body, ContentType: ct}
+	req := &proto.CallRequest{Operation: op.GetName(), Method: method, Path: rest, Body: body, ContentType: ct}
 	keys := make([]string, 0, len(params))
 	for k := range params {
 		keys = append(keys, k)
@@ -705,13 +716,16 @@ func selects(op *proto.Operation, params url.Values) bool {
 	return true
 }
 
+// methodAllowed reports whether op accepts method m. HEAD stands for GET
+// only on cacheable operations without side effects: a HEAD is safe by
+// definition (RFC 9110), and link checkers and `curl -I` send it freely, so
+// it must never send an SMS code, delete an account or spend budget on an
+// answer nobody reads.
 func methodAllowed(op *proto.Operation, m string) bool {
-	for _, x := range op.GetMethods() {
-		if x == m || (x == http.MethodGet && m == http.MethodHead) {
-			return true
-		}
+	if m == http.MethodHead {
+		return op.GetCacheable() && !op.GetDestructive() && slices.Contains(op.GetMethods(), http.MethodGet)
 	}
-	return false
+	return slices.Contains(op.GetMethods(), m)
 }
 
 // pathMatches matches "v1/artists/{id}/albums" against a request path; a
