@@ -341,8 +341,15 @@ func (s *supervisor) call(ctx context.Context, req *proto.CallRequest, readyWait
 				return stream, done, nil
 			}
 			done()
-			// A failed Call may still have reached the plugin, which may
-			// have used the pre-grant: it is never offered a second time.
+			// A failed Call may still have reached the plugin, and a
+			// destructive operation (a purchase, an account deletion)
+			// must never go out twice: its caller hears the plugin was
+			// unavailable and checks for itself what happened.
+			if destructive(s.description(), req.GetOperation()) {
+				return nil, nil, fmt.Errorf("%w: %v (not re-sent: the operation is destructive)", ErrUnavailable, err)
+			}
+			// The plugin may have used the pre-grant: it is never offered
+			// a second time.
 			// The host releases it only on a plugin's report, and the
 			// retry below carries none, so it keeps counting.
 			if req.GetPregrant() != nil {
@@ -372,4 +379,16 @@ func (s *supervisor) call(ctx context.Context, req *proto.CallRequest, readyWait
 			return nil, nil, fmt.Errorf("%w: %s (%s)", ErrUnavailable, state, lastErr)
 		}
 	}
+}
+
+// destructive reports whether desc declares operation op destructive (or
+// paying). Unknown operations count as destructive: when in doubt, a call
+// is not re-sent.
+func destructive(desc *proto.Description, op string) bool {
+	for _, o := range desc.GetOperations() {
+		if o.GetName() == op {
+			return o.GetDestructive()
+		}
+	}
+	return true
 }

@@ -1,0 +1,73 @@
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sluice-dev/sluice/core/proto"
+	"github.com/sluice-dev/sluice/core/provider"
+)
+
+// TestCallNeverResendsDestructive: a Call that fails may still have reached
+// the plugin. The supervisor waits for a restart and sends an ordinary call
+// again, but a destructive one (a purchase) goes out once at most.
+func TestCallNeverResendsDestructive(t *testing.T) {
+	cases := []struct {
+		op       string
+		attempts int64
+	}{
+		{"lookup", 2},
+		{"purchase", 1},
+		{"undeclared", 1}, // when in doubt, not re-sent
+	}
+	for _, tc := range cases {
+		t.Run(tc.op, func(t *testing.T) {
+			var attempts atomic.Int64
+			count := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+				attempts.Add(1)
+				return streamer(ctx, desc, cc, method, opts...)
+			}
+			// Nothing listens on the socket: every Call fails as one to
+			// a plugin that has just died.
+			conn, err := grpc.NewClient("unix://"+filepath.Join(t.TempDir(), "gone.sock"),
+				grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithStreamInterceptor(count))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			sup := newSupervisor(&Host{log: slog.New(slog.DiscardHandler)}, Spec{Name: "hellorf"})
+			inst := &instance{rpc: &provider.Client{ProviderClient: proto.NewProviderClient(conn)}, desc: &proto.Description{
+				Name: "hellorf",
+				Operations: []*proto.Operation{
+					{Name: "lookup", Methods: []string{"GET"}, Path: "audio/detail"},
+					{Name: "purchase", Methods: []string{"POST"}, Path: "audio/purchase", Destructive: true},
+				},
+			}}
+			sup.setState(StateReady, inst, "")
+			// The restart the supervisor waits for after a failed Call.
+			go func() {
+				for attempts.Load() == 0 {
+					time.Sleep(time.Millisecond)
+				}
+				sup.setState(StateReady, inst, "")
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, _, err = sup.call(ctx, &proto.CallRequest{Operation: tc.op}, 300*time.Millisecond)
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("call: %v, want ErrUnavailable", err)
+			}
+			if n := attempts.Load(); n != tc.attempts {
+				t.Fatalf("%d attempts, want %d", n, tc.attempts)
+			}
+		})
+	}
+}
