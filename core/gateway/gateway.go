@@ -7,6 +7,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"hash/maphash"
 	"io"
 	"log/slog"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
@@ -85,12 +87,26 @@ func (g *Gateway) SetSettings(s Settings) { g.settings.Store(&s) }
 // ServeProvider handles {METHOD} /v1/{provider}/{rest}.
 func (g *Gateway) ServeProvider(w http.ResponseWriter, r *http.Request, provider, rest string) {
 	if err := g.serve(w, r, provider, rest); err != nil {
-		p := problem.From(err)
-		if p.Provider == "" {
-			p.Provider = provider
-		}
-		problem.Write(w, p)
+		problem.Write(w, withErrorMember(problem.From(err), provider))
 	}
+}
+
+// withErrorMember returns a copy of p (coalesced callers share one) for a
+// provider route, with the provider filled in and Spotify's error object
+// {"error": {"status", "message"}} added: Spotify client libraries pointed
+// at the socket (zmb3/spotify, spotipy) read only that, and would otherwise
+// report sluice's refusals as an empty error.
+func withErrorMember(p *problem.Problem, provider string) *problem.Problem {
+	q := *p
+	if q.Provider == "" {
+		q.Provider = provider
+	}
+	q.Extra = maps.Clone(p.Extra)
+	if q.Extra == nil {
+		q.Extra = map[string]any{}
+	}
+	q.Extra["error"] = map[string]any{"status": q.Status, "message": cmp.Or(q.Detail, q.Title)}
+	return &q
 }
 
 // call is one matched, validated request.
