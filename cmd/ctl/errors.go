@@ -75,7 +75,7 @@ func problemExit(status int) int {
 // upstream error.
 func ineoCallerError(code int) bool {
 	switch code {
-	case 400, 401, 403, 405, 4001, 1, 3, 8, 22, 32, 36, 72, 101, 606, 903:
+	case 400, 403, 405, 4001, 1, 3, 8, 22, 32, 36, 72, 101, 606, 903:
 		return true
 	}
 	return false

@@ -60,12 +60,13 @@ func TestExitCode(t *testing.T) {
 }
 
 func TestIneoCallerCodes(t *testing.T) {
-	for _, c := range []int{4001, 401, 403, 405, 1, 3, 8, 72, 101, 36, 606, 22, 32, 903, 400} {
+	for _, c := range []int{4001, 403, 405, 1, 3, 8, 72, 101, 36, 606, 22, 32, 903, 400} {
 		if !ineoCallerError(c) {
 			t.Errorf("code %d should be a caller error", c)
 		}
 	}
-	for _, c := range []int{200, 10, 12, 404, 402, 408, 602, 66, 2001, 2003, 0, 13, 429, 500, 502} {
+	// 2 and 401 blame the daemon's IP and configured token, not the caller.
+	for _, c := range []int{200, 2, 401, 10, 12, 404, 402, 408, 602, 66, 2001, 2003, 0, 13, 429, 500, 502} {
 		if ineoCallerError(c) {
 			t.Errorf("code %d should not be a caller error", c)
 		}

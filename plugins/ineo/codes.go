@@ -10,11 +10,19 @@ import (
 // service tables of §1a/§1b). The "stop now" codes pause the bucket: an
 // explicit ban or block for an hour (a human must look), maintenance and
 // offline for a few minutes, 429 for half a minute.
+//
+// 2 ip_country_error and 401 authentication_error blame sluice's host and
+// configuration, not the caller: the caller's token is dropped and the
+// configured one sent, from this host's IP. The SDK has no class of its
+// own for that, so they are server errors, as hellorf's signature and
+// client-id refusals are: never cached (only Success is) and never retried
+// (this plugin retries nothing), and clients do not report them as the
+// caller's mistake.
 var codes = provider.Codes{
 	200:  {Name: "successfully", Class: provider.Success},
 	400:  {Name: "bad_request", Class: provider.CallerError},
 	4001: {Name: "parameter_error", Class: provider.CallerError},
-	401:  {Name: "authentication_error", Class: provider.CallerError},
+	401:  {Name: "authentication_error", Class: provider.ServerError}, // access_key / tmanage_auth is wrong
 	402:  {Name: "data_error", Class: provider.ServerError},
 	403:  {Name: "access_deniad", Class: provider.CallerError},
 	404:  {Name: "not_found", Class: provider.CallerError},
@@ -25,7 +33,7 @@ var codes = provider.Codes{
 	66:   {Name: "offline", Class: provider.Stop, Pause: 5 * time.Minute},
 	2001: {Name: "update", Class: provider.Stop, Pause: 5 * time.Minute},
 	1:    {Name: "country_error", Class: provider.CallerError},
-	2:    {Name: "ip_country_error", Class: provider.CallerError},
+	2:    {Name: "ip_country_error", Class: provider.ServerError}, // sluiced's IP is not in Iran
 	3:    {Name: "phone_invalid", Class: provider.CallerError},
 	8:    {Name: "input_error", Class: provider.CallerError},
 	72:   {Name: "ip_error", Class: provider.CallerError},
@@ -40,8 +48,9 @@ var codes = provider.Codes{
 	500:  {Name: "internal_server_error", Class: provider.ServerError},
 	502:  {Name: "server_error", Class: provider.ServerError},
 	504:  {Name: "server_error", Class: provider.ServerError},
-	// tmanage-v2 service codes.
+	// spotify.php service code.
 	602: {Name: "download_error", Class: provider.ServerError},
+	// tmanage-v2.php service codes.
 	36:  {Name: "phone_error/login_fail", Class: provider.CallerError},
 	606: {Name: "login_error", Class: provider.CallerError},
 	22:  {Name: "delete_cancel", Class: provider.CallerError},

@@ -250,19 +250,27 @@ func (p *ineo) Call(ctx context.Context, req *provider.Request, w *provider.Resp
 		return err
 	}
 	var env envelope
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(bytes.TrimSpace(body), &env) != nil || env.StatusCode == nil {
-		return problem.New(http.StatusBadGateway, fmt.Sprintf("iNeo answered HTTP %d with a body that is not its JSON envelope", resp.StatusCode))
+	if json.Unmarshal(bytes.TrimSpace(body), &env) != nil {
+		// A body that fails to decode (even after filling status_code, as a
+		// type error later on does) is not the envelope.
+		env.StatusCode = nil
 	}
-	code := codes.Lookup(*env.StatusCode)
-	if code.Class == provider.Stop {
-		until := time.Now().Add(code.Pause)
-		p.log.Error("iNeo says stop: pausing bucket for every caller", "bucket", bucket, "status_code", *env.StatusCode, "name", code.Name, "until", until.Format(time.RFC3339))
-		if err := up.Pause(context.WithoutCancel(ctx), bucket, until, fmt.Sprintf("iNeo status_code %d %s", *env.StatusCode, code.Name)); err != nil {
+	v := judge(resp.StatusCode, resp.Header, env, time.Now())
+	if !v.pauseUntil.IsZero() {
+		p.log.Error("iNeo says stop: pausing bucket for every caller", "bucket", bucket, "http_status", resp.StatusCode,
+			"reason", v.reason, "until", v.pauseUntil.Format(time.RFC3339))
+		// WithoutCancel: a caller that hung up must not stop the pause
+		// that protects every other caller's token.
+		if err := up.Pause(context.WithoutCancel(ctx), bucket, v.pauseUntil, v.reason); err != nil {
 			p.log.Error("could not pause bucket", "bucket", bucket, "err", err)
 		}
 	}
+	if v.problem != nil {
+		return v.problem
+	}
+	code := v.code
 	hint := provider.CacheHint{Outcome: fmt.Sprintf("ineo:%d", *env.StatusCode)}
-	if code.Class == provider.Success && req.Operation == "spotify.track" {
+	if v.cacheable && req.Operation == "spotify.track" {
 		// iNeo's links carry no expiry of their own: link_ttl is the bound.
 		hint.Cacheable, hint.ExpiresAt = true, time.Now().Add(s.linkTTL)
 	}
@@ -273,11 +281,78 @@ func (p *ineo) Call(ctx context.Context, req *provider.Request, w *provider.Resp
 	h.Set("Sluice-Upstream-Status", fmt.Sprintf("%d %s", *env.StatusCode, code.Name))
 	// The class from the code table, so clients need not keep their own.
 	h.Set("Sluice-Upstream-Class", code.Class.String())
+	// HTTP 200 even when iNeo's was not (an enveloped 403, say): callers
+	// read the outcome from status_code and the headers above, as for
+	// every iNeo answer.
 	if err := w.WriteHead(http.StatusOK, h, hint); err != nil {
 		return err
 	}
 	_, err = w.Write(body)
 	return err
+}
+
+// httpStopPause is how long an HTTP 429 or 503 without a usable
+// Retry-After pauses the bucket: as long as iNeo's own 429
+// too_many_requests code does. iNeo bans for good past its limit, so a
+// refusal whose length is unknown is waited out generously.
+const httpStopPause = 30 * time.Second
+
+// verdict is what one iNeo answer means for the bucket and for the caller.
+type verdict struct {
+	// code is status_code's table entry; meaningful only without problem.
+	code provider.Code
+	// pauseUntil, if not zero, is when the bucket may send again: every
+	// caller waits until then. reason says why, for status and logs.
+	pauseUntil time.Time
+	reason     string
+	// cacheable: a success under HTTP 200, the only answer worth keeping.
+	cacheable bool
+	// problem, if not nil, is the answer instead of relaying the body.
+	problem *problem.Problem
+}
+
+// judge reads one answer. The status_code in the body is the outcome
+// whatever the HTTP status: iNeo answers HTTP 200 only "usually", and a
+// ban (10 ip_blocked) under HTTP 403 is still a ban, so ignoring the body
+// of a non-200 answer would send the next request into it and cost the
+// token. An HTTP 429 or 503 asks for a pause by itself too, envelope or
+// not, since a proxy or rate limiter in front of iNeo sends them bare.
+func judge(httpStatus int, h http.Header, env envelope, now time.Time) verdict {
+	var v verdict
+	var why []string
+	if httpStatus == http.StatusTooManyRequests || httpStatus == http.StatusServiceUnavailable {
+		v.pauseUntil = now.Add(provider.RetryAfter(h, httpStopPause))
+		why = append(why, fmt.Sprintf("iNeo answered HTTP %d", httpStatus))
+	}
+	if env.StatusCode == nil {
+		p := problem.New(http.StatusBadGateway, fmt.Sprintf("iNeo answered HTTP %d with a body that is not its JSON envelope", httpStatus))
+		if !v.pauseUntil.IsZero() {
+			p.Detail += "; the bucket is paused for every caller until " + v.pauseUntil.UTC().Format(time.RFC3339)
+			p.RetryAfter = v.pauseUntil.Sub(now)
+		}
+		v.reason, v.problem = strings.Join(why, "; "), p
+		return v
+	}
+	sc := *env.StatusCode
+	v.code = codes.Lookup(sc)
+	if v.code.Class == provider.Stop {
+		if until := now.Add(v.code.Pause); until.After(v.pauseUntil) {
+			v.pauseUntil = until
+		}
+		why = append([]string{fmt.Sprintf("iNeo status_code %d %s", sc, v.code.Name)}, why...)
+	}
+	v.reason = strings.Join(why, "; ")
+	if httpStatus != http.StatusOK && v.code.Class == provider.Success {
+		// A success under an error status contradicts itself; its link
+		// cannot be trusted, so it is neither relayed nor cached.
+		v.problem = problem.New(http.StatusBadGateway, fmt.Sprintf("iNeo answered HTTP %d with status_code %d %s", httpStatus, sc, v.code.Name))
+		if !v.pauseUntil.IsZero() {
+			v.problem.RetryAfter = v.pauseUntil.Sub(now)
+		}
+		return v
+	}
+	v.cacheable = httpStatus == http.StatusOK && v.code.Class == provider.Success
+	return v
 }
 
 func parseDuration(s string, def time.Duration) time.Duration {

@@ -2,9 +2,12 @@ package main
 
 import (
 	"errors"
+	"net/http"
 	"net/url"
 	"regexp"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluice-dev/sluice/core/problem"
 	"github.com/sluice-dev/sluice/core/provider"
@@ -102,10 +105,85 @@ func TestCodeTableStopCodes(t *testing.T) {
 			t.Errorf("code %d: %+v, want a Stop code with a pause", c, got)
 		}
 	}
-	for _, c := range []int{4001, 401, 403, 405, 1, 3, 8, 72, 101, 36, 606, 22, 32, 903} {
+	// §1c's caller's-fault list, less 401: the token is sluice's, not the
+	// caller's (see below).
+	for _, c := range []int{4001, 403, 405, 1, 3, 8, 72, 101, 36, 606, 22, 32, 903} {
 		if got := codes.Lookup(c); got.Class != provider.CallerError {
 			t.Errorf("code %d: %+v, want a caller error", c, got)
 		}
+	}
+	// A wrong access token (401) and a host outside Iran (2) are the
+	// operator's to fix: server errors, so neither cached nor blamed on
+	// the caller, and no pause.
+	for _, c := range []int{401, 2} {
+		if got := codes.Lookup(c); got.Class != provider.ServerError || got.Pause != 0 {
+			t.Errorf("code %d: %+v, want a server error (configuration), no pause", c, got)
+		}
+	}
+}
+
+// TestJudge: the body's status_code decides whatever the HTTP status, and
+// an HTTP 429 or 503 pauses the bucket even without an envelope.
+func TestJudge(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	code := func(c int) envelope { return envelope{StatusCode: &c} }
+	hdr := func(ra string) http.Header {
+		if ra == "" {
+			return http.Header{}
+		}
+		return http.Header{"Retry-After": {ra}}
+	}
+	cases := []struct {
+		name      string
+		http      int
+		retry     string
+		env       envelope
+		pause     time.Duration // 0: none
+		reason    string        // substring of the pause reason
+		problem   int           // 0: relay the body
+		retryAft  time.Duration // the problem's Retry-After
+		cacheable bool
+	}{
+		{"200 success", 200, "", code(200), 0, "", 0, 0, true},
+		{"200 ban", 200, "", code(10), time.Hour, "status_code 10 ip_blocked", 0, 0, false},
+		{"403 ban", 403, "", code(10), time.Hour, "status_code 10 ip_blocked", 0, 0, false},
+		{"500 offline", 500, "", code(66), 5 * time.Minute, "status_code 66 offline", 0, 0, false},
+		{"429 envelope 429", 429, "", code(429), 30 * time.Second, "status_code 429 too_many_requests", 0, 0, false},
+		{"429 Retry-After beats a shorter code", 429, "120", code(429), 2 * time.Minute, "HTTP 429", 0, 0, false},
+		{"503 envelope server error", 503, "", code(503), httpStopPause, "HTTP 503", 0, 0, false},
+		{"502 envelope server error", 502, "", code(502), 0, "", 0, 0, false},
+		{"404 caller error", 404, "", code(404), 0, "", 0, 0, false},
+		{"bare 429", 429, "120", envelope{}, 2 * time.Minute, "HTTP 429", 502, 2 * time.Minute, false},
+		{"bare 429 no Retry-After", 429, "", envelope{}, httpStopPause, "HTTP 429", 502, httpStopPause, false},
+		{"bare 503 bad Retry-After", 503, "soon", envelope{}, httpStopPause, "HTTP 503", 502, httpStopPause, false},
+		{"bare 500", 500, "", envelope{}, 0, "", 502, 0, false},
+		{"200 not JSON", 200, "", envelope{}, 0, "", 502, 0, false},
+		{"success under 403", 403, "", code(200), 0, "", 502, 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := judge(tc.http, hdr(tc.retry), tc.env, now)
+			if tc.pause == 0 {
+				if !v.pauseUntil.IsZero() {
+					t.Fatalf("paused until %s; want no pause", v.pauseUntil)
+				}
+			} else if got := v.pauseUntil.Sub(now); got != tc.pause || !strings.Contains(v.reason, tc.reason) {
+				t.Fatalf("pause %s reason %q; want %s, reason containing %q", got, v.reason, tc.pause, tc.reason)
+			}
+			if tc.problem == 0 {
+				if v.problem != nil {
+					t.Fatalf("problem %v; want the body relayed", v.problem)
+				}
+				if want := codes.Lookup(*tc.env.StatusCode); v.code != want {
+					t.Fatalf("code %+v, want %+v", v.code, want)
+				}
+			} else if v.problem == nil || v.problem.Status != tc.problem || v.problem.RetryAfter != tc.retryAft {
+				t.Fatalf("problem %+v; want %d with Retry-After %s", v.problem, tc.problem, tc.retryAft)
+			}
+			if v.cacheable != tc.cacheable {
+				t.Fatalf("cacheable %v, want %v", v.cacheable, tc.cacheable)
+			}
+		})
 	}
 }
 

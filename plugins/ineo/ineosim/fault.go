@@ -1,6 +1,7 @@
 package ineosim
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 )
@@ -21,27 +22,74 @@ const (
 	FaultNotJSON
 )
 
+// HTTPFault is an answer with an HTTP status other than 200. The vendor
+// says the HTTP status is "usually" 200 even on failure, not always, and
+// its code table lists HTTP-like codes (429, 500, 502, 503, 504): a PHP
+// host that sets the status to match status_code, or a proxy or rate
+// limiter in front of the service, can answer this way. Opt-in only: the
+// default answers stay HTTP 200 as the originals show them.
+type HTTPFault struct {
+	// Status is the HTTP status, e.g. 403, 429 or 503; anything but 200.
+	Status int
+	// Envelope sends iNeo's JSON envelope with StatusCode as status_code
+	// (0 is a documented code, unknown_error, hence the separate flag).
+	// Without it the body is a short HTML error page, as a proxy would
+	// send.
+	Envelope   bool
+	StatusCode int
+	// RetryAfter, if not empty, is sent verbatim as Retry-After.
+	RetryAfter string
+}
+
+// fault is one queued failure: a transport-level Fault, or an HTTPFault
+// when kind is zero.
+type fault struct {
+	kind Fault
+	http HTTPFault
+}
+
 // InjectFault makes the next request to service (after it is counted as an
-// arrival) fail with f instead of its answer. Calls queue.
+// arrival) fail with f instead of its answer. Calls queue, together with
+// InjectHTTPFault's, in call order.
 func (s *Sim) InjectFault(service string, f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	svc := s.serviceLocked(service)
-	svc.faults = append(svc.faults, f)
+	svc.faults = append(svc.faults, fault{kind: f})
 }
 
-func (s *Sim) popFaultLocked(svc *service) Fault {
+// InjectHTTPFault makes the next request to service (after it is counted
+// as an arrival) answer f instead of its answer. Calls queue, together
+// with InjectFault's, in call order. A Status of 200 or one outside
+// 100..999 panics: it is a bug in the calling test (FailNext covers a
+// status_code under HTTP 200).
+func (s *Sim) InjectHTTPFault(service string, f HTTPFault) {
+	if f.Status == http.StatusOK || f.Status < 100 || f.Status > 999 {
+		panic(fmt.Sprintf("ineosim: InjectHTTPFault with HTTP status %d; want a non-200 status (use FailNext for a status_code under 200)", f.Status))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	svc := s.serviceLocked(service)
+	svc.faults = append(svc.faults, fault{http: f})
+}
+
+func (s *Sim) popFaultLocked(svc *service) (fault, bool) {
 	if len(svc.faults) == 0 {
-		return 0
+		return fault{}, false
 	}
 	f := svc.faults[0]
 	svc.faults = svc.faults[1:]
-	return f
+	return f, true
 }
 
-// writeFault renders f; it reports false for no fault.
-func writeFault(w http.ResponseWriter, f Fault) bool {
-	switch f {
+// writeFault renders a queued fault; it reports false when nothing was
+// written (a Hijack the ResponseWriter does not support).
+func writeFault(w http.ResponseWriter, qf fault) bool {
+	if qf.kind == 0 {
+		writeHTTPFault(w, qf.http)
+		return true
+	}
+	switch f := qf.kind; f {
 	case FaultHTML500:
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(http.StatusInternalServerError)
@@ -68,4 +116,18 @@ func writeFault(w http.ResponseWriter, f Fault) bool {
 		return false
 	}
 	return true
+}
+
+func writeHTTPFault(w http.ResponseWriter, f HTTPFault) {
+	if f.RetryAfter != "" {
+		w.Header().Set("Retry-After", f.RetryAfter)
+	}
+	if f.Envelope {
+		writeEnvelopeStatus(w, f.Status, reply{code: f.StatusCode})
+		return
+	}
+	text := fmt.Sprintf("%d %s", f.Status, http.StatusText(f.Status))
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(f.Status)
+	fmt.Fprintf(w, "<html><head><title>%s</title></head><body><center><h1>%s</h1></center><hr><center>nginx</center></body></html>\n", text, text)
 }

@@ -9,6 +9,8 @@
 //
 //   - Every JSON answer is HTTP 200 with the envelope
 //     {"ok", "status", "status_code", "result"}; the outcome is status_code.
+//     (The vendor says "usually" 200: a test can opt in to other HTTP
+//     statuses with InjectHTTPFault.)
 //   - spotify.php accepts GET and POST (form body, query also honoured);
 //     tmanage-v2.php accepts GET only. Any other method answers 405
 //     method_error. Unknown paths answer HTTP 404.
@@ -132,7 +134,7 @@ type service struct {
 	violations int
 	log        []Arrival
 	failNext   []int
-	faults     []Fault
+	faults     []fault
 }
 
 // reply is what a handler decided; ServeHTTP renders it.
@@ -262,12 +264,12 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, name string) {
 	token := params.Get(svc.tokenParam)
 	blocked := s.arriveLocked(svc, clientIP(r), token, now, r.Method, params)
 	rep := s.decideLocked(svc, r, params, parseErr, blocked)
-	fault := s.popFaultLocked(svc)
+	fault, faulty := s.popFaultLocked(svc)
 	s.mu.Unlock()
 
 	s.log.Debug("ineosim: request", "service", name, "method", r.Method, "status_code", rep.code)
 	s.wait(r.Context())
-	if writeFault(w, fault) {
+	if faulty && writeFault(w, fault) {
 		return
 	}
 	writeEnvelope(w, rep)

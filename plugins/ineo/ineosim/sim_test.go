@@ -798,3 +798,67 @@ func TestUnknownServicePanics(t *testing.T) {
 	}()
 	s.ViolationsFor("Spotify")
 }
+
+// TestInjectHTTPFault: the opt-in non-200 answers carry the requested HTTP
+// status, envelope (or none) and Retry-After, queue with InjectFault in
+// call order, are counted as arrivals, and leave the next answer a normal
+// HTTP 200 envelope.
+func TestInjectHTTPFault(t *testing.T) {
+	s, c := testSim(t, nil)
+	s.InjectHTTPFault(ServiceSpotify, HTTPFault{Status: http.StatusForbidden, Envelope: true, StatusCode: codeIPBlocked})
+	s.InjectFault(ServiceSpotify, FaultNotJSON)
+	s.InjectHTTPFault(ServiceSpotify, HTTPFault{Status: http.StatusTooManyRequests, RetryAfter: "120"})
+	s.InjectHTTPFault(ServiceTmanage, HTTPFault{Status: http.StatusServiceUnavailable, Envelope: true, StatusCode: 0, RetryAfter: "7"})
+
+	do := func(r *http.Request) *httptest.ResponseRecorder {
+		c.Advance(time.Second)
+		r.RemoteAddr = ipA
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, r)
+		return rec
+	}
+	envelopeOf := func(rec *httptest.ResponseRecorder) answer {
+		t.Helper()
+		var a answer
+		if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil {
+			t.Fatalf("body %q is not the envelope: %v", rec.Body.String(), err)
+		}
+		return a
+	}
+
+	rec := do(spotifyGet(testKey, testTrack))
+	if a := envelopeOf(rec); rec.Code != http.StatusForbidden || a.StatusCode != codeIPBlocked || a.Status != "ip_blocked" || a.OK {
+		t.Fatalf("enveloped fault: HTTP %d %+v", rec.Code, a)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json; charset=utf-8" || rec.Header().Get("Retry-After") != "" {
+		t.Fatalf("enveloped fault headers: %v", rec.Header())
+	}
+	if rec := do(spotifyGet(testKey, testTrack)); rec.Code != http.StatusOK || json.Valid(rec.Body.Bytes()) {
+		t.Fatalf("queued FaultNotJSON: HTTP %d %q", rec.Code, rec.Body.String())
+	}
+	rec = do(spotifyGet(testKey, testTrack))
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "120" || json.Valid(rec.Body.Bytes()) {
+		t.Fatalf("bare fault: HTTP %d Retry-After %q body %q", rec.Code, rec.Header().Get("Retry-After"), rec.Body.String())
+	}
+	rec = do(tmanageGet(url.Values{"action": {"sendcode"}, "phone": {testPhone}}))
+	if a := envelopeOf(rec); rec.Code != http.StatusServiceUnavailable || a.StatusCode != 0 || a.Status != "unknown_error" || rec.Header().Get("Retry-After") != "7" {
+		t.Fatalf("tmanage fault: HTTP %d %+v Retry-After %q", rec.Code, a, rec.Header().Get("Retry-After"))
+	}
+	// The queue is drained: answers are back to HTTP 200.
+	if a := call(t, s, spotifyGet(testKey, testTrack), ipA); a.StatusCode != codeOK {
+		t.Fatalf("after the faults: %d %s", a.StatusCode, a.Status)
+	}
+	if got := s.Requests(ServiceSpotify); got != 4 {
+		t.Errorf("spotify Requests = %d, want 4 (faulted answers are arrivals too)", got)
+	}
+	if got := s.Requests(ServiceTmanage); got != 1 {
+		t.Errorf("tmanage Requests = %d, want 1", got)
+	}
+
+	defer func() {
+		if recover() == nil {
+			t.Error("InjectHTTPFault with HTTP 200 did not panic")
+		}
+	}()
+	s.InjectHTTPFault(ServiceSpotify, HTTPFault{Status: http.StatusOK, Envelope: true, StatusCode: 10})
+}

@@ -34,6 +34,12 @@ type envelope struct {
 }
 
 func writeEnvelope(w http.ResponseWriter, rep reply) {
+	writeEnvelopeStatus(w, http.StatusOK, rep)
+}
+
+// writeEnvelopeStatus writes the envelope under HTTP status httpStatus;
+// only an injected HTTPFault uses anything but 200.
+func writeEnvelopeStatus(w http.ResponseWriter, httpStatus int, rep reply) {
 	status := rep.status
 	if status == "" {
 		status = statusName(rep.code)
@@ -45,7 +51,7 @@ func writeEnvelope(w http.ResponseWriter, rep reply) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(httpStatus)
 	_, _ = w.Write(append(body, '\n'))
 }
 
