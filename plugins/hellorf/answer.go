@@ -61,50 +61,103 @@ func (e *envelope) message() string {
 	return string(e.Message)
 }
 
-// codes is hellorf's failure-code table. The vendor publishes no list: its
-// document shows only the example 1001. The entries are the codes sluice's
-// simulator uses (plugins/hellorf/hellorfsim), chosen to cover the failures
-// the document describes; a real code outside the table is relayed as
-// code_N, class unknown. Signature problems are also recognised by their
-// message (authFailure), which does not depend on these numbers.
-var codes = provider.Codes{
-	1001: {Name: "invalid_parameter", Class: provider.CallerError},
-	1002: {Name: "invalid_client_id", Class: provider.ServerError},
-	1003: {Name: "nonce_expired", Class: provider.ServerError},
-	1004: {Name: "bad_sign", Class: provider.ServerError},
-	1005: {Name: "audio_not_found", Class: provider.CallerError},
-	1006: {Name: "purchase_not_found", Class: provider.CallerError},
-	1007: {Name: "permission_unavailable", Class: provider.CallerError},
-	1008: {Name: "method_not_allowed", Class: provider.CallerError},
-	5000: {Name: "internal_error", Class: provider.ServerError},
+// hellorf publishes no code list: its document shows one failure example,
+// code 1001, with neither a name nor a meaning. So sluice names no code: a
+// failure is labelled from what the answer itself shows (failureLabel),
+// never from a table of numbers that would only be guesses (the simulator's
+// codes are its own choice and must not leak into what callers are told).
+
+// authWords recognise a refused credential, nonce or signature by hellorf's
+// message; with HTTP 401 they are the only evidence, since no code is known
+// to mean it. ASCII words must stand alone (no ASCII letter or digit either
+// side), so "assign" or "design" in an unrelated message does not raise a
+// false configuration alarm; "_" and CJK characters do count as a boundary,
+// because hellorf glues words to them ("nonce_str", "sign签名错误").
+// Ordered by the name each one gives the failure (authName).
+var authWords = []struct{ word, name string }{
+	{"nonce", "nonce_expired"},
+	{"时间戳", "nonce_expired"},
+	{"client_id", "invalid_client_id"},
+	{"客户应用", "invalid_client_id"},
+	{"sign", "bad_sign"},
+	{"signature", "bad_sign"},
+	{"签名", "bad_sign"},
 }
 
-// authCodes mean "your credentials, signature or clock are wrong": a
-// configuration problem, not the caller's.
-var authCodes = map[int]bool{1002: true, 1003: true, 1004: true}
-
-// authWords recognise the same failures by their message, for codes outside
-// the table.
-var authWords = []string{"sign", "签名", "nonce", "client_id", "时间戳", "客户应用"}
-
-func authFailure(status int, env *envelope) bool {
-	if env.ok() {
-		return false
-	}
-	if status == http.StatusUnauthorized || authCodes[env.code()] {
-		return true
-	}
-	msg := strings.ToLower(env.message())
+// authName is the name of the first auth word in msg, "" if none.
+func authName(msg string) string {
+	msg = strings.ToLower(msg)
 	for _, w := range authWords {
-		if strings.Contains(msg, w) {
+		if containsWord(msg, w.word) {
+			return w.name
+		}
+	}
+	return ""
+}
+
+// containsWord reports whether w occurs in s with no ASCII letter or digit
+// directly before or after it. A word that does not begin and end with an
+// ASCII letter or digit (签名) matches anywhere.
+func containsWord(s, w string) bool {
+	for i := 0; i <= len(s)-len(w); {
+		j := strings.Index(s[i:], w)
+		if j < 0 {
+			return false
+		}
+		j += i
+		end := j + len(w)
+		if (j == 0 || !asciiAlnum(s[j-1]) || !asciiAlnum(w[0])) && (end == len(s) || !asciiAlnum(s[end]) || !asciiAlnum(w[len(w)-1])) {
 			return true
 		}
+		i = j + 1
 	}
 	return false
 }
 
+func asciiAlnum(b byte) bool {
+	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9'
+}
+
+// authFailure: hellorf refused sluice's credentials, nonce or signature (a
+// configuration problem, not the caller's): HTTP 401, or a message that
+// names one of them.
+func authFailure(status int, env *envelope) bool {
+	if env.ok() {
+		return false
+	}
+	return status == http.StatusUnauthorized || authName(env.message()) != ""
+}
+
+// failureLabel names and classes a result:false answer for the
+// Sluice-Upstream-Status and -Class headers. The name is code_N, except for
+// a refused credential, nonce or signature, which is named by what its
+// message mentions (bad_sign, nonce_expired, invalid_client_id;
+// credentials_refused for a bare 401) so that sluicectl can point at the
+// daemon's configuration. The class follows the HTTP status: 4xx blames
+// the request, 5xx the server, 429 stops the bucket; a failure under any
+// other status (hellorf may answer failures with 200) is unknown.
+func failureLabel(status int, env *envelope) provider.Code {
+	if authFailure(status, env) {
+		name := authName(env.message())
+		if name == "" {
+			name = "credentials_refused"
+		}
+		return provider.Code{Name: name, Class: provider.ServerError}
+	}
+	c := provider.Code{Name: fmt.Sprintf("code_%d", env.code()), Class: provider.Unknown}
+	switch {
+	case status == http.StatusTooManyRequests:
+		c.Class = provider.Stop
+	case status/100 == 4:
+		c.Class = provider.CallerError
+	case status/100 == 5:
+		c.Class = provider.ServerError
+	}
+	return c
+}
+
 // outcome labels an answer for logs and status: "hellorf:ok",
-// "hellorf:1004".
+// "hellorf:1004" (the bare number: see failureLabel).
 func outcome(status int, env *envelope) string {
 	if env.ok() {
 		if status/100 == 2 {
@@ -118,7 +171,7 @@ func outcome(status int, env *envelope) string {
 // relayHeader is the head of a relayed JSON answer: the upstream's content
 // type, and for failures the code and its class (the same headers the iNeo
 // provider sets), so clients need not parse the body to classify it.
-func relayHeader(up http.Header, env *envelope) http.Header {
+func relayHeader(status int, up http.Header, env *envelope) http.Header {
 	h := http.Header{"Content-Type": {up.Get("Content-Type")}}
 	if h.Get("Content-Type") == "" {
 		h.Set("Content-Type", "application/json")
@@ -127,7 +180,7 @@ func relayHeader(up http.Header, env *envelope) http.Header {
 		h.Set("Sluice-Upstream-Class", provider.Success.String())
 		return h
 	}
-	c := codes.Lookup(env.code())
+	c := failureLabel(status, env)
 	h.Set("Sluice-Upstream-Status", fmt.Sprintf("%d %s", env.code(), c.Name))
 	h.Set("Sluice-Upstream-Class", c.Class.String())
 	return h
@@ -146,9 +199,10 @@ func (p *hellorf) relayJSON(ctx context.Context, w answerWriter, up upstream, s 
 	}
 	hint := provider.CacheHint{Outcome: outcome(resp.StatusCode, env)}
 	if env.ok() && resp.StatusCode/100 == 2 && op.cacheable {
-		hint = cacheHint(s, op, ex.sent(), p.now(), body, hint)
+		now := p.now()
+		hint = cacheHint(s, op, ex.sent(), now, clockAhead(resp.Header.Get("Date"), ex.sent(), now), body, hint)
 	}
-	if err := w.WriteHead(resp.StatusCode, relayHeader(resp.Header, env), hint); err != nil {
+	if err := w.WriteHead(resp.StatusCode, relayHeader(resp.StatusCode, resp.Header, env), hint); err != nil {
 		return err
 	}
 	_, err := w.Write(body)
@@ -157,11 +211,28 @@ func (p *hellorf) relayJSON(ctx context.Context, w answerWriter, up upstream, s 
 
 // cacheHint decides how long a successful answer may be cached: the
 // configured TTL for its kind, bounded by the earliest link expiry in it —
-// the Expires= of any URL, and for search-style answers the documented rule
-// that their links die linkLife after the answer (counted from when the
-// request left, which is earlier than the answer, so never late).
-func cacheHint(s *settings, op *operation, sent, now time.Time, body []byte, hint provider.CacheHint) provider.CacheHint {
+// the Expires= of any URL, and for answers under the link rule the
+// documented rule that their links die linkLife after the answer (counted
+// from when the request left, which is earlier than the answer, so never
+// late).
+//
+// Expires= is a time on hellorf's clock. When that clock is ahead of ours
+// (by ahead, see clockAhead), a link dies earlier on our clock than its
+// Expires= reads, so the expiry is moved earlier by that much; otherwise a
+// link issued for 10 minutes by a clock 5 minutes fast would be cached for
+// 15. A clock behind ours only makes Expires= err early, which is safe, so
+// it is not corrected the other way.
+func cacheHint(s *settings, op *operation, sent, now time.Time, ahead time.Duration, body []byte, hint provider.CacheHint) provider.CacheHint {
 	exp, found := linkExpiry(body)
+	stated := found
+	if found && ahead > 0 {
+		exp = exp.Add(-ahead)
+	}
+	if op.linkRule && !sent.IsZero() {
+		if r := sent.Add(linkLife); !found || r.Before(exp) {
+			exp, found = r, true
+		}
+	}
 	switch op.ttl {
 	case ttlCategories:
 		hint.TTL = s.categoriesTTL
@@ -169,19 +240,12 @@ func cacheHint(s *settings, op *operation, sent, now time.Time, body []byte, hin
 		hint.TTL = s.searchTTL
 	case ttlLinkOnly:
 		// A download URL is only worth caching while it works; one that
-		// states no expiry has an unknown life and is not cached at all.
-		if !found {
-			return hint
-		}
-		if exp.Sub(now) <= 0 {
+		// states no expiry has an unknown life and is not cached at all
+		// (the link rule alone does not make it cacheable).
+		if !stated || exp.Sub(now) <= 0 {
 			return hint
 		}
 		hint.TTL = exp.Sub(now)
-	}
-	if op.linkRule && !sent.IsZero() {
-		if r := sent.Add(linkLife); !found || r.Before(exp) {
-			exp, found = r, true
-		}
 	}
 	if found {
 		hint.ExpiresAt = exp
@@ -308,6 +372,19 @@ func clockOffset(date string, sent, recv time.Time) (time.Duration, bool) {
 	}
 	mid := sent.Add(recv.Sub(sent) / 2)
 	return t.Add(500 * time.Millisecond).Sub(mid), true
+}
+
+// clockAhead is the most hellorf's clock can be ahead of ours, judging by
+// its Date header: clockOffset's estimate plus that estimate's error bound
+// (half a second for Date's truncation, half the exchange for when in it
+// Date was stamped). It is 0 when hellorf's clock is behind or Date is
+// missing; cacheHint moves link expiries earlier by it.
+func clockAhead(date string, sent, recv time.Time) time.Duration {
+	off, ok := clockOffset(date, sent, recv)
+	if !ok {
+		return 0
+	}
+	return max(0, off+500*time.Millisecond+recv.Sub(sent)/2)
 }
 
 func abs(d time.Duration) time.Duration {

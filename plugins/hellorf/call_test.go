@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -298,10 +300,14 @@ func TestEveryEndpointAgainstSimulator(t *testing.T) {
 			t.Fatalf("%s: ExpiresAt %v after a link's Expires %v", tc.op, rec.hint.ExpiresAt, exp)
 		}
 	}
-	// purchase-download is bounded by its URL's Expires alone.
+	// purchase-download is bounded by its URL's Expires (less the most
+	// hellorf's clock may be ahead, about a second here) and the 10-minute
+	// rule.
+	sent := h.clk.now()
 	rec := h.mustCall(t, "audio.purchase-download", url.Values{"purchase_id": {pid}}, nil)
 	exp, ok := linkExpiry(rec.body.Bytes())
-	if !ok || !rec.hint.ExpiresAt.Equal(exp) || rec.hint.TTL <= 0 || rec.hint.TTL > 10*time.Minute {
+	if !ok || rec.hint.ExpiresAt.After(exp) || rec.hint.ExpiresAt.Before(exp.Add(-3*time.Second)) || rec.hint.ExpiresAt.After(h.clk.now().Add(linkLife)) ||
+		rec.hint.TTL <= 0 || rec.hint.TTL > 10*time.Minute || rec.hint.ExpiresAt.Before(sent.Add(linkLife-3*time.Second)) {
 		t.Fatalf("purchase-download hint %+v, link expires %v", rec.hint, exp)
 	}
 	// Every request carried client_id, a fresh nonce and a sign, and
@@ -358,16 +364,88 @@ func TestErrorsPassThroughAndAreNotCached(t *testing.T) {
 	if rec.status != 404 || rec.body.String() != want || rec.hint.Cacheable || rec.hint.Outcome != "hellorf:1005" {
 		t.Fatalf("got %d %q %+v", rec.status, rec.body.String(), rec.hint)
 	}
-	if rec.header.Get("Sluice-Upstream-Status") != "1005 audio_not_found" || rec.header.Get("Sluice-Upstream-Class") != "caller-error" {
+	// The document names no code, so neither does sluice; a 404 blames
+	// the request.
+	if rec.header.Get("Sluice-Upstream-Status") != "1005 code_1005" || rec.header.Get("Sluice-Upstream-Class") != "caller-error" {
 		t.Fatalf("headers %v", rec.header)
 	}
 	h.sim.FailNext(hellorfsim.PathSearch, hellorfsim.Failure{Status: 200, Code: 7777, Message: "稍后再试"})
 	rec = h.mustCall(t, "audio.search", nil, nil)
-	if rec.status != 200 || rec.hint.Cacheable || rec.header.Get("Sluice-Upstream-Status") != "7777 code_7777" {
+	if rec.status != 200 || rec.hint.Cacheable || rec.header.Get("Sluice-Upstream-Status") != "7777 code_7777" || rec.header.Get("Sluice-Upstream-Class") != "unknown" {
 		t.Fatalf("HTTP 200 failure: %d %+v %v", rec.status, rec.hint, rec.header)
 	}
+	// "sign" inside another word is no signature problem.
+	h.sim.FailNext(hellorfsim.PathPurchaseDetail, hellorfsim.Failure{Status: 400, Code: 1001, Message: "cannot assign this design"})
+	rec = h.mustCall(t, "audio.purchase-detail", url.Values{"purchase_id": {"178"}}, nil)
+	if rec.status != 400 || rec.header.Get("Sluice-Upstream-Status") != "1001 code_1001" || rec.header.Get("Sluice-Upstream-Class") != "caller-error" {
+		t.Fatalf("assign/design: %d %v", rec.status, rec.header)
+	}
 	if strings.Contains(h.logs.String(), "configuration problem") {
-		t.Fatal("an ordinary failure was logged as a configuration problem")
+		t.Fatalf("an ordinary failure was logged as a configuration problem:\n%s", h.logs.String())
+	}
+}
+
+// TestLinksCachedOnlyWhileAliveWhenHellorfClockIsAhead: Expires= is on
+// hellorf's clock. With that clock ahead of ours, the cache verdict must
+// still end before the link dies on ours, which the simulator's object
+// store checks on its own (skewed) clock.
+func TestLinksCachedOnlyWhileAliveWhenHellorfClockIsAhead(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		linkLife time.Duration
+	}{
+		// Expires= reads 15 minutes ahead on our clock.
+		{"10-minute links", 10 * time.Minute},
+		// Expires= reads 9 minutes ahead: the 10-minute rule does not
+		// help, only the offset measured from Date does.
+		{"4-minute links", 4 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			for _, op := range []string{"audio.purchase-download", "audio.search"} {
+				h := newHarness(t, hellorfsim.Options{ClockSkew: 5 * time.Minute, LinkLife: tc.linkLife}, nil)
+				params := url.Values{"purchase_id": {strconv.Itoa(hellorfsim.SeededPurchaseID)}}
+				if op == "audio.search" {
+					params = url.Values{"keyword": {"piano"}, "per_page": {"1"}}
+				}
+				before := h.clk.now()
+				rec := h.mustCall(t, op, params, nil)
+				after := h.clk.now()
+				if rec.status != 200 || !rec.hint.Cacheable {
+					t.Fatalf("%s: %d %+v %s", op, rec.status, rec.hint, rec.body.Bytes())
+				}
+				// The link was issued between before and after (our clock)
+				// and lives tc.linkLife.
+				if rec.hint.ExpiresAt.IsZero() || rec.hint.ExpiresAt.After(after.Add(tc.linkLife)) {
+					t.Fatalf("%s: cached until %s, but its links die by %s", op, rec.hint.ExpiresAt.Format(time.TimeOnly), after.Add(tc.linkLife).Format(time.TimeOnly))
+				}
+				if rec.hint.ExpiresAt.Before(before.Add(tc.linkLife - 3*time.Second)) {
+					t.Fatalf("%s: cached until %s, needlessly short", op, rec.hint.ExpiresAt.Format(time.TimeOnly))
+				}
+				if op == "audio.purchase-download" && (rec.hint.TTL <= 0 || rec.hint.TTL > tc.linkLife) {
+					t.Fatalf("%s: TTL %s for a link that lives %s", op, rec.hint.TTL, tc.linkLife)
+				}
+				// The simulator agrees: just before the verdict ends, the
+				// link still works.
+				var link string
+				if m := regexp.MustCompile(`"(http://[^"]*Expires=[^"]*)"`).FindSubmatch(rec.body.Bytes()); m != nil {
+					link = string(m[1])
+				}
+				if link == "" {
+					t.Fatalf("%s: no link in %s", op, rec.body.Bytes())
+				}
+				h.clk.add(rec.hint.ExpiresAt.Sub(h.clk.now()) - 100*time.Millisecond)
+				resp, err := http.Get(link)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("%s: the link answers %d while the cache verdict still holds", op, resp.StatusCode)
+				}
+			}
+		})
 	}
 }
 
@@ -570,6 +648,38 @@ func TestPurchaseOutcomes(t *testing.T) {
 			t.Fatalf("retry after a refusal: %d %s", rec.status, rec.body.String())
 		}
 	})
+	t.Run("server error: outcome unknown, refused until confirmed", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, hellorfsim.Options{}, nil)
+		h.sim.FailNext(hellorfsim.PathPurchase, hellorfsim.Failure{Status: 502, Code: 5000, Message: "服务器内部错误"})
+		rec := h.mustCall(t, "audio.purchase", buy, nil)
+		if rec.status != 502 || !strings.Contains(rec.body.String(), "服务器内部错误") {
+			t.Fatalf("server error: %d %s", rec.status, rec.body.String())
+		}
+		// A 5xx may have come after the charge: no immediate repeat.
+		rec = h.mustCall(t, "audio.purchase", buy, nil)
+		var dup problem.Problem
+		if rec.status != 409 || json.Unmarshal(rec.body.Bytes(), &dup) != nil || dup.Extra["outcome"] != "unknown" || !strings.Contains(dup.Detail, "my-purchases") {
+			t.Fatalf("after a 5xx: %d %s", rec.status, rec.body.Bytes())
+		}
+		if n := h.sim.Requests(hellorfsim.PathPurchase); n != 1 {
+			t.Fatalf("%d purchase requests reached hellorf, want 1", n)
+		}
+		if rec := h.mustCall(t, "audio.purchase", buy, http.Header{"Sluice-Confirm": {"repeat-purchase"}}); rec.status != 200 {
+			t.Fatalf("confirmed after a 5xx: %d", rec.status)
+		}
+	})
+	t.Run("refused with HTTP 200: key released", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, hellorfsim.Options{}, nil)
+		h.sim.FailNext(hellorfsim.PathPurchase, hellorfsim.Failure{Status: 200, Code: 1001, Message: "余额不足"})
+		if rec := h.mustCall(t, "audio.purchase", buy, nil); rec.status != 200 || !strings.Contains(rec.body.String(), "余额不足") {
+			t.Fatalf("refused: %d %s", rec.status, rec.body.String())
+		}
+		if rec := h.mustCall(t, "audio.purchase", buy, nil); rec.status != 200 || len(h.sim.Purchases()) != 1 {
+			t.Fatalf("retry after a refusal: %d %s", rec.status, rec.body.String())
+		}
+	})
 	t.Run("not sent (budget): key released", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, hellorfsim.Options{}, nil)
@@ -626,5 +736,75 @@ func TestWarrantStreams(t *testing.T) {
 	rec = h.mustCall(t, "audio.download-warrant", url.Values{"purchase_id": {"99999"}}, nil)
 	if rec.status != 404 || !strings.Contains(rec.body.String(), `"code":1006`) {
 		t.Fatalf("missing purchase: %d %s", rec.status, rec.body.String())
+	}
+}
+
+// TestWarrantFailureUnderNonJSONContentType: a PHP server answers its
+// failure object to download-warrant with HTTP 200 and PHP's default
+// text/html. It must reach the caller as hellorf's failure (JSON, logged as
+// a configuration problem), not as a 200 "certificate".
+func TestWarrantFailureUnderNonJSONContentType(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, hellorfsim.Options{}, nil)
+	const want = `{"result":false,"message":"sign 签名错误","code":1004}` + "\n"
+	h.sim.FailNext(hellorfsim.PathDownloadWarrant, hellorfsim.Failure{Status: 200, Code: hellorfsim.CodeBadSign, Message: "sign 签名错误", ContentType: "text/html; charset=UTF-8"})
+	rec := h.mustCall(t, "audio.download-warrant", url.Values{"purchase_id": {strconv.Itoa(hellorfsim.SeededPurchaseID)}}, nil)
+	if rec.body.String() != want || rec.hint.Outcome != "hellorf:1004" || rec.hint.Cacheable {
+		t.Fatalf("got %d %+v %q", rec.status, rec.hint, rec.body.String())
+	}
+	if !isJSON(rec.header.Get("Content-Type")) || rec.header.Get("Sluice-Upstream-Status") != "1004 bad_sign" || rec.header.Get("Sluice-Upstream-Class") != "server-error" {
+		t.Fatalf("head %v", rec.header)
+	}
+	if log := h.logs.String(); !strings.Contains(log, "configuration problem") || strings.Contains(log, hellorfsim.DefaultClientSecret) {
+		t.Fatalf("log:\n%s", log)
+	}
+	// The next warrant is the PDF again.
+	rec = h.mustCall(t, "audio.download-warrant", url.Values{"purchase_id": {strconv.Itoa(hellorfsim.SeededPurchaseID)}}, nil)
+	if rec.status != 200 || rec.header.Get("Content-Type") != "application/pdf" || !strings.HasPrefix(rec.body.String(), "%PDF-") {
+		t.Fatalf("warrant after the failure: %d %v", rec.status, rec.header)
+	}
+}
+
+// TestWarrantPeekKeepsFiles: looking for the envelope at the start of a
+// FILE answer must not take a file for it, nor lose the bytes looked at.
+func TestWarrantPeekKeepsFiles(t *testing.T) {
+	t.Parallel()
+	big := append([]byte(`{"result":false,"message":"x","code":1,"pad":"`), bytes.Repeat([]byte("p"), envelopePeek)...)
+	big = append(big, `"}`...)
+	for _, tc := range []struct {
+		name     string
+		body     []byte
+		envelope bool
+	}{
+		{"a PDF", []byte("%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"), false},
+		{"JSON that is no envelope", []byte(`{"certificate":"ACME"}`), false},
+		{"starts like JSON, is not", []byte("{\x00\x01binary"), false},
+		{"an envelope-shaped body longer than any failure object", big, false},
+		{"empty", nil, false},
+		{"only white space", []byte(" \n\t"), false},
+		{"an envelope after white space", []byte("\r\n  {\"result\":false,\"message\":\"购买记录不存在\",\"code\":1006}"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/html; charset=UTF-8")
+				w.Write(tc.body)
+			}))
+			t.Cleanup(srv.Close)
+			h := newHarness(t, hellorfsim.Options{}, map[string]any{"base_url": srv.URL})
+			rec := h.mustCall(t, "audio.download-warrant", url.Values{"purchase_id": {"1"}}, nil)
+			if rec.status != 200 || !bytes.Equal(rec.body.Bytes(), tc.body) {
+				t.Fatalf("%d, %d bytes relayed of %d", rec.status, rec.body.Len(), len(tc.body))
+			}
+			if got := rec.hint.Outcome != "hellorf:file"; got != tc.envelope {
+				t.Fatalf("relayed as an envelope: %v, want %v (%+v, %v)", got, tc.envelope, rec.hint, rec.header)
+			}
+			if tc.envelope && (!isJSON(rec.header.Get("Content-Type")) || rec.header.Get("Sluice-Upstream-Status") != "1006 code_1006") {
+				t.Fatalf("envelope head %v", rec.header)
+			}
+			if !tc.envelope && rec.header.Get("Content-Type") != "text/html; charset=UTF-8" {
+				t.Fatalf("file head %v", rec.header)
+			}
+		})
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +26,11 @@ const copyChunk = 128 << 10
 // on.
 var fileHeaders = []string{"Content-Type", "Content-Length", "Content-Disposition", "Last-Modified", "ETag"}
 
+// envelopePeek is how much of a FILE answer is looked at for hellorf's JSON
+// envelope. A failure object is a few hundred bytes; a body that starts
+// like JSON but is longer than this is taken for the file it claims to be.
+const envelopePeek = 64 << 10
+
 // file streams a FILE answer (download-warrant) to the caller in bounded
 // chunks: never read whole, never cached. An answer that is JSON instead
 // (hellorf's failure object) is relayed like any other.
@@ -41,6 +48,27 @@ func (p *hellorf) file(ctx context.Context, w answerWriter, up upstream, s *sett
 		}
 		return p.relayJSON(ctx, w, up, s, op, &ex, resp, body)
 	}
+	// DoStream bounds only the wait for the head; a body that stops
+	// flowing for a whole timeout is cut off here (also while peeking)
+	// instead of hanging the caller.
+	idle := newIdleReader(resp.Body, s.timeout)
+	defer idle.stop()
+	body := bufio.NewReaderSize(readerOnly{idle}, envelopePeek)
+	// A PHP server answers its failure object with PHP's default
+	// Content-Type (text/html) and often HTTP 200, so neither tells it
+	// from the certificate: the body's first bytes do.
+	if env, raw, err := peekEnvelope(body); err != nil {
+		if idle.timedOut() {
+			return fmt.Errorf("hellorf stopped sending the answer for %s: %w", s.timeout, err)
+		}
+		return fmt.Errorf("reading the start of hellorf's answer: %w", err)
+	} else if env != nil {
+		// The body is JSON whatever the header said; saying so lets a
+		// client (sluicectl hellorf warrant) treat it as an answer rather
+		// than save it as the certificate.
+		resp.Header.Set("Content-Type", "application/json")
+		return p.relayJSON(ctx, w, up, s, op, &ex, resp, raw)
+	}
 	p.inspect(ctx, up, op, &ex, resp, nil)
 	h := http.Header{}
 	for _, k := range fileHeaders {
@@ -57,15 +85,10 @@ func (p *hellorf) file(ctx context.Context, w answerWriter, up upstream, s *sett
 	if err := w.WriteHead(resp.StatusCode, h, provider.CacheHint{Outcome: "hellorf:file"}); err != nil {
 		return err
 	}
-	// DoStream bounds only the wait for the head; a body that stops
-	// flowing for a whole timeout is cut off here instead of hanging the
-	// caller.
-	body := newIdleReader(resp.Body, s.timeout)
-	defer body.stop()
 	n, err := io.CopyBuffer(writerOnly{w}, readerOnly{body}, make([]byte, copyChunk))
 	if err != nil {
-		if body.timedOut() {
-			return fmt.Errorf("hellorf stopped sending the file after %d bytes for %s", n, s.timeout)
+		if idle.timedOut() {
+			return fmt.Errorf("hellorf stopped sending the file after %d bytes for %s: %w", n, s.timeout, err)
 		}
 		// After the head the host can only abort the stream, so the
 		// caller sees a truncated answer, never a short success.
@@ -75,6 +98,47 @@ func (p *hellorf) file(ctx context.Context, w answerWriter, up upstream, s *sett
 		return fmt.Errorf("hellorf sent %d of the %d bytes it announced", n, resp.ContentLength)
 	}
 	return nil
+}
+
+// peekEnvelope looks at the start of a FILE answer without consuming it.
+// When the whole body is hellorf's JSON envelope (it starts with '{' after
+// any white space, ends within envelopePeek and parses), it returns the
+// envelope and the body; otherwise nil, and the reader still holds every
+// byte for streaming. An empty body is an empty file. err is a failed read.
+func peekEnvelope(r *bufio.Reader) (*envelope, []byte, error) {
+	for i := 1; ; i++ {
+		b, err := r.Peek(i)
+		if len(b) < i {
+			// The body ended (or broke) before a non-space byte.
+			if err == nil || errors.Is(err, io.EOF) {
+				return nil, nil, nil
+			}
+			return nil, nil, err
+		}
+		c := b[i-1]
+		if c == ' ' || c == '\t' || c == '\r' || c == '\n' {
+			if i < envelopePeek {
+				continue
+			}
+			return nil, nil, nil
+		}
+		if c != '{' {
+			return nil, nil, nil
+		}
+		break
+	}
+	b, err := r.Peek(envelopePeek)
+	switch {
+	case err == nil:
+		return nil, nil, nil // longer than any failure object: a file
+	case !errors.Is(err, io.EOF):
+		return nil, nil, err
+	}
+	env, ok := parseEnvelope(b)
+	if !ok {
+		return nil, nil, nil
+	}
+	return env, bytes.Clone(b), nil // Peek's slice is only valid until the next read
 }
 
 func isJSON(ct string) bool {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -143,6 +144,29 @@ func TestValidate(t *testing.T) {
 		{"end_at before begin_at", mine, url.Values{"begin_at": {"2017-02-01 00:00:00"}, "end_at": {"2017-01-01 00:00:00"}}, "end_at", nil},
 		{"is_download 3", mine, url.Values{"is_download": {"3"}}, "is_download", nil},
 	}
+	// Bounds the document does not state are refused as sluice's own.
+	for _, tc := range []struct {
+		op    *operation
+		in    url.Values
+		param string
+	}{
+		{search, url.Values{"per_page": {"101"}}, "per_page"},
+		{mine, url.Values{"per_page": {"101"}}, "per_page"},
+		{search, url.Values{"page": {"10001"}}, "page"},
+		{search, url.Values{"duration_to": {"86401"}}, "duration_to"},
+		{search, url.Values{"keyword": {strings.Repeat("a", maxKeywordRunes+1)}}, "keyword"},
+		{purchase, url.Values{"audio_id": {"1"}, "permission_id": {"2"}, "warrant_name": {long}}, "warrant_name"},
+		{purchase, url.Values{"audio_id": {"1"}, "permission_id": {"2"}, "warrant_name": {"x"}, "third_user_id": {long}}, "third_user_id"},
+	} {
+		_, err := validate(tc.op, tc.in)
+		var p *problem.Problem
+		if !errors.As(err, &p) || p.Param != tc.param || !strings.Contains(p.Detail, "sluice's own, not hellorf's") {
+			t.Errorf("%s %v: %v, want a 400 on %s saying the bound is sluice's", tc.op.name, tc.in, err, tc.param)
+		}
+	}
+	if _, err := validate(detail, url.Values{"audio_id": {"x"}}); err == nil || strings.Contains(err.Error(), "sluice's own") {
+		t.Errorf("a malformed id is not about sluice's bounds: %v", err)
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := validate(tc.op, tc.in)
@@ -273,21 +297,27 @@ func TestCacheHint(t *testing.T) {
 		name      string
 		op        string
 		body      string
+		ahead     time.Duration // how far hellorf's clock may be ahead of ours
 		cacheable bool
 		ttl       time.Duration
 		expires   time.Time
 	}{
-		{"categories: long TTL, no links", "audio.categories", `{"result":true,"data":{}}`, true, 24 * time.Hour, time.Time{}},
-		{"search without Expires: the 10-minute rule", "audio.search", `{"result":true,"data":{"list":[]}}`, true, 10 * time.Minute, sent.Add(linkLife)},
-		{"search with an earlier Expires", "audio.search", link(sent.Add(3 * time.Minute)), true, 10 * time.Minute, sent.Add(3 * time.Minute)},
-		{"search with a later Expires: the rule wins", "audio.search", link(sent.Add(time.Hour)), true, 10 * time.Minute, sent.Add(linkLife)},
-		{"purchase-download: until Expires", "audio.purchase-download", link(sent.Add(10 * time.Minute)), true, 10*time.Minute - time.Second, sent.Add(10 * time.Minute)},
-		{"purchase-download without Expires: not cached", "audio.purchase-download", `{"result":true,"data":{"url":"https://x/a"}}`, false, 0, time.Time{}},
-		{"purchase-download already expired", "audio.purchase-download", link(sent.Add(-time.Second)), false, 0, time.Time{}},
+		{"categories: long TTL, no links", "audio.categories", `{"result":true,"data":{}}`, 0, true, 24 * time.Hour, time.Time{}},
+		{"search without Expires: the 10-minute rule", "audio.search", `{"result":true,"data":{"list":[]}}`, 0, true, 10 * time.Minute, sent.Add(linkLife)},
+		{"search with an earlier Expires", "audio.search", link(sent.Add(3 * time.Minute)), 0, true, 10 * time.Minute, sent.Add(3 * time.Minute)},
+		{"search with a later Expires: the rule wins", "audio.search", link(sent.Add(time.Hour)), 0, true, 10 * time.Minute, sent.Add(linkLife)},
+		{"search, hellorf 2m ahead: Expires read on our clock", "audio.search", link(sent.Add(5 * time.Minute)), 2 * time.Minute, true, 10 * time.Minute, sent.Add(3 * time.Minute)},
+		{"search, hellorf behind: Expires as stated", "audio.search", link(sent.Add(5 * time.Minute)), 0, true, 10 * time.Minute, sent.Add(5 * time.Minute)},
+		{"purchase-download: until Expires", "audio.purchase-download", link(sent.Add(10 * time.Minute)), 0, true, 10*time.Minute - time.Second, sent.Add(10 * time.Minute)},
+		{"purchase-download with a later Expires: the rule wins", "audio.purchase-download", link(sent.Add(15 * time.Minute)), 0, true, 10*time.Minute - time.Second, sent.Add(linkLife)},
+		{"purchase-download, hellorf 5m ahead, 4-minute link", "audio.purchase-download", link(sent.Add(9 * time.Minute)), 5 * time.Minute, true, 4*time.Minute - time.Second, sent.Add(4 * time.Minute)},
+		{"purchase-download, hellorf far ahead: dead on our clock", "audio.purchase-download", link(sent.Add(9 * time.Minute)), 9 * time.Minute, false, 0, time.Time{}},
+		{"purchase-download without Expires: not cached", "audio.purchase-download", `{"result":true,"data":{"url":"https://x/a"}}`, 0, false, 0, time.Time{}},
+		{"purchase-download already expired", "audio.purchase-download", link(sent.Add(-time.Second)), 0, false, 0, time.Time{}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h := cacheHint(s, opsByName[tc.op], sent, now, []byte(tc.body), provHint())
+			h := cacheHint(s, opsByName[tc.op], sent, now, tc.ahead, []byte(tc.body), provHint())
 			if h.Cacheable != tc.cacheable || h.TTL != tc.ttl || !h.ExpiresAt.Equal(tc.expires) {
 				t.Fatalf("hint %+v; want cacheable %v ttl %s expires %v", h, tc.cacheable, tc.ttl, tc.expires)
 			}
@@ -315,6 +345,21 @@ func TestClockOffsetAndRetryAfter(t *testing.T) {
 			t.Errorf("clockOffset(%q) = %s %v, want %s %v", tc.date, got, ok, tc.want, tc.ok)
 		}
 	}
+	// clockAhead bounds the true offset from above: estimate + 0.5 s +
+	// half the exchange; never negative.
+	for _, tc := range []struct {
+		date string
+		want time.Duration
+	}{
+		{date(5 * time.Minute), 5*time.Minute + time.Second},
+		{date(0), time.Second},
+		{date(-time.Minute), 0},
+		{"", 0},
+	} {
+		if got := clockAhead(tc.date, sent, recv); got != tc.want {
+			t.Errorf("clockAhead(%q) = %s, want %s", tc.date, got, tc.want)
+		}
+	}
 	for _, tc := range []struct {
 		v    string
 		want time.Duration
@@ -338,21 +383,46 @@ func TestAuthFailureAndOutcome(t *testing.T) {
 		body    string
 		auth    bool
 		outcome string
+		// label is the Sluice-Upstream-Status name and class.
+		name, class string
 	}{
-		{200, `{"result":true,"data":{}}`, false, "hellorf:ok"},
-		{401, `{"result":false,"message":"sign 签名错误","code":1004}`, true, "hellorf:1004"},
-		{200, `{"result":false,"message":"nonce_str 已过期","code":"1003"}`, true, "hellorf:1003"},
-		{200, `{"result":false,"message":"签名不正确","code":4242}`, true, "hellorf:4242"},
-		{200, `{"result":false,"message":"音乐不存在","code":1005}`, false, "hellorf:1005"},
-		{403, `{"result":false,"message":"no","code":77}`, false, "hellorf:77"},
+		{200, `{"result":true,"data":{}}`, false, "hellorf:ok", "", ""},
+		{401, `{"result":false,"message":"sign 签名错误","code":1004}`, true, "hellorf:1004", "bad_sign", "server-error"},
+		{200, `{"result":false,"message":"sign签名错误","code":1004}`, true, "hellorf:1004", "bad_sign", "server-error"},
+		{200, `{"result":false,"message":"Invalid Signature","code":9}`, true, "hellorf:9", "bad_sign", "server-error"},
+		{200, `{"result":false,"message":"nonce_str 已过期","code":"1003"}`, true, "hellorf:1003", "nonce_expired", "server-error"},
+		{200, `{"result":false,"message":"签名不正确","code":4242}`, true, "hellorf:4242", "bad_sign", "server-error"},
+		{200, `{"result":false,"message":"client_id 无效","code":1002}`, true, "hellorf:1002", "invalid_client_id", "server-error"},
+		{401, `{"result":false,"message":"denied","code":3}`, true, "hellorf:3", "credentials_refused", "server-error"},
+		// Codes are never named: the document names none.
+		{404, `{"result":false,"message":"音乐不存在","code":1005}`, false, "hellorf:1005", "code_1005", "caller-error"},
+		{400, `{"result":false,"message":"参数错误","code":1001}`, false, "hellorf:1001", "code_1001", "caller-error"},
+		{200, `{"result":false,"message":"音乐不存在","code":1005}`, false, "hellorf:1005", "code_1005", "unknown"},
+		{500, `{"result":false,"message":"服务器内部错误","code":5000}`, false, "hellorf:5000", "code_5000", "server-error"},
+		{429, `{"result":false,"message":"too many","code":429}`, false, "hellorf:429", "code_429", "stop"},
+		{403, `{"result":false,"message":"no","code":77}`, false, "hellorf:77", "code_77", "caller-error"},
+		// "sign" only as a word: these are not configuration problems.
+		{400, `{"result":false,"message":"cannot assign this permission","code":1007}`, false, "hellorf:1007", "code_1007", "caller-error"},
+		{400, `{"result":false,"message":"Design licence unavailable","code":1007}`, false, "hellorf:1007", "code_1007", "caller-error"},
+		{400, `{"result":false,"message":"signal lost; resign and retry","code":8}`, false, "hellorf:8", "code_8", "caller-error"},
 	}
 	for _, tc := range cases {
 		e := env(tc.body)
 		if got := authFailure(tc.status, e); got != tc.auth {
-			t.Errorf("%s: authFailure %v", tc.body, got)
+			t.Errorf("%d %s: authFailure %v", tc.status, tc.body, got)
 		}
 		if got := outcome(tc.status, e); got != tc.outcome {
-			t.Errorf("%s: outcome %s", tc.body, got)
+			t.Errorf("%d %s: outcome %s", tc.status, tc.body, got)
+		}
+		h := relayHeader(tc.status, http.Header{}, e)
+		if tc.name == "" {
+			if h.Get("Sluice-Upstream-Status") != "" || h.Get("Sluice-Upstream-Class") != "success" {
+				t.Errorf("%s: headers %v", tc.body, h)
+			}
+			continue
+		}
+		if want := fmt.Sprintf("%d %s", e.code(), tc.name); h.Get("Sluice-Upstream-Status") != want || h.Get("Sluice-Upstream-Class") != tc.class {
+			t.Errorf("%d %s: %q %q, want %q %q", tc.status, tc.body, h.Get("Sluice-Upstream-Status"), h.Get("Sluice-Upstream-Class"), want, tc.class)
 		}
 	}
 	for _, bad := range []string{`[]`, `{"data":{}}`, `<html>`, `{"result":"yes"}`} {

@@ -41,8 +41,12 @@ type operation struct {
 	kind                        kind
 	cacheable, destructive      bool
 	ttl                         ttlKind
-	// linkRule: the answer holds search-style links that die linkLife
-	// after the answer, whether or not they carry an Expires=.
+	// linkRule: the answer holds links that die linkLife after the
+	// answer, whether or not they carry an Expires=. purchase-download is
+	// under it too: its URL does state Expires=, but on hellorf's clock,
+	// and every link hellorf hands out lives 10 minutes (README §2), so
+	// counting from our own send time bounds it even when no Date header
+	// shows how far hellorf's clock is ahead.
 	linkRule bool
 }
 
@@ -55,8 +59,10 @@ type param struct {
 	check    func(string) (string, string)
 }
 
-// Bounds on free text. The document gives none; these stop absurd input
-// before it costs a request.
+// sluice's own bounds. The document states no maximum for any of these;
+// they only stop absurd input before it costs a signed request, and a
+// refusal says they are sluice's (ownRange, text), so nobody mistakes them
+// for hellorf's rules.
 const (
 	maxKeywordRunes = 200
 	maxNameRunes    = 100
@@ -73,7 +79,7 @@ var (
 		return param{name: name, required: required, summary: summary, check: positiveInt(1, 1<<53)}
 	}
 	catID = func(name, summary string) param { return id(name, summary+" (an id from audio/categories)", false) }
-	page  = param{name: "page", summary: "page number, from 1", check: positiveInt(1, maxPage)}
+	page  = param{name: "page", summary: "page number, from 1", check: ownRange(1, maxPage)}
 )
 
 var operations = []*operation{
@@ -84,13 +90,13 @@ var operations = []*operation{
 		params: []param{
 			{name: "keyword", summary: "tag keywords; and, or, not and parentheses combine them", check: text(maxKeywordRunes)},
 			catID("mood_id", "mood"), catID("genre_id", "genre"), catID("bpm_id", "tempo range"), catID("instrument_id", "instrument"),
-			{name: "duration_from", summary: "shortest duration in seconds", check: nonNegativeInt(maxDuration)},
-			{name: "duration_to", summary: "longest duration in seconds", check: nonNegativeInt(maxDuration)},
+			{name: "duration_from", summary: "shortest duration in seconds", check: ownRange(0, maxDuration)},
+			{name: "duration_to", summary: "longest duration in seconds", check: ownRange(0, maxDuration)},
 			{name: "level_type", summary: "1 Absolute, 2 Boost, 3 Chic, 99 Shutterstock, 100 Shutterstock preferred", check: enum("1", "2", "3", "99", "100")},
 			{name: "is_vhifun", summary: "1: only vhifun tracks", check: enum("1")},
 			{name: "can_purchase", summary: "1: only tracks that can be purchased", check: enum("1")},
 			page,
-			{name: "per_page", summary: fmt.Sprintf("results per page, 1-%d (hellorf's default 30)", maxPerPage), check: positiveInt(1, maxPerPage)},
+			{name: "per_page", summary: fmt.Sprintf("results per page, 1-%d (hellorf's default 30; the maximum is sluice's)", maxPerPage), check: ownRange(1, maxPerPage)},
 		}},
 	{name: "audio.detail", path: "audio/detail", method: http.MethodGet, kind: kindJSON, cacheable: true, ttl: ttlSearch, linkRule: true,
 		summary: "one track with its licence permissions and prices",
@@ -110,7 +116,7 @@ var operations = []*operation{
 			{name: "end_at", summary: "until, as 2017-01-01 23:23:23", check: datetime},
 			{name: "is_download", summary: "1 downloaded, 2 not downloaded", check: enum("1", "2")},
 			id("audio_id", "track id", false),
-			{name: "per_page", summary: fmt.Sprintf("results per page, 1-%d (hellorf's default 10)", maxPerPage), check: positiveInt(1, maxPerPage)},
+			{name: "per_page", summary: fmt.Sprintf("results per page, 1-%d (hellorf's default 10; the maximum is sluice's)", maxPerPage), check: ownRange(1, maxPerPage)},
 			page,
 		}},
 	{name: "audio.purchase-detail", path: "audio/purchase-detail", method: http.MethodGet, kind: kindJSON, cacheable: true, ttl: ttlSearch, linkRule: true,
@@ -119,8 +125,8 @@ var operations = []*operation{
 	{name: "audio.download-warrant", path: "audio/download-warrant", method: http.MethodGet, kind: kindFile,
 		summary: "the licence certificate of a purchase, a file (streamed, never cached)",
 		params:  []param{id("purchase_id", "purchase id", true)}},
-	{name: "audio.purchase-download", path: "audio/purchase-download", method: http.MethodGet, kind: kindJSON, cacheable: true, ttl: ttlLinkOnly,
-		summary: "a signed download URL for a purchase; cached only until its Expires",
+	{name: "audio.purchase-download", path: "audio/purchase-download", method: http.MethodGet, kind: kindJSON, cacheable: true, ttl: ttlLinkOnly, linkRule: true,
+		summary: "a signed download URL for a purchase; cached only until its Expires (at most 10 minutes)",
 		params:  []param{id("purchase_id", "purchase id", true)}},
 }
 
@@ -217,7 +223,21 @@ func positiveInt(lo, hi uint64) func(string) (string, string) {
 	}
 }
 
-func nonNegativeInt(hi uint64) func(string) (string, string) { return positiveInt(0, hi) }
+// ownLimitNote ends a refusal that enforces one of sluice's own bounds.
+const ownLimitNote = "; that bound is sluice's own, not hellorf's: its document states none"
+
+// ownRange is positiveInt for a range whose upper end is sluice's own bound
+// (page, per_page, durations), and says so when it refuses.
+func ownRange(lo, hi uint64) func(string) (string, string) {
+	check := positiveInt(lo, hi)
+	return func(v string) (string, string) {
+		canon, msg := check(v)
+		if msg != "" {
+			msg += ownLimitNote
+		}
+		return canon, msg
+	}
+}
 
 func enum(values ...string) func(string) (string, string) {
 	return func(v string) (string, string) {
@@ -228,15 +248,15 @@ func enum(values ...string) func(string) (string, string) {
 	}
 }
 
-// text accepts printable UTF-8 up to max runes, unchanged (the signature is
-// made over exactly what is sent).
+// text accepts printable UTF-8 up to max runes (a bound of sluice's own),
+// unchanged (the signature is made over exactly what is sent).
 func text(max int) func(string) (string, string) {
 	return func(v string) (string, string) {
 		if !utf8.ValidString(v) {
 			return "", "must be valid UTF-8"
 		}
 		if n := utf8.RuneCountInString(v); n > max {
-			return "", fmt.Sprintf("is %d characters long; at most %d", n, max)
+			return "", fmt.Sprintf("is %d characters long; at most %d are accepted%s", n, max, ownLimitNote)
 		}
 		if strings.IndexFunc(v, func(r rune) bool { return unicode.IsControl(r) }) >= 0 {
 			return "", "must not contain control characters"

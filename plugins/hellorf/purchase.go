@@ -27,7 +27,7 @@ type guardState int
 const (
 	guardInFlight guardState = iota // sent, no answer yet
 	guardDone                       // hellorf answered with a purchase id
-	guardUnknown                    // the answer was lost: it may have been made
+	guardUnknown                    // the answer was lost or a server error: it may have been made
 )
 
 type guardEntry struct {
@@ -139,8 +139,8 @@ func (g *purchaseGuard) reserve(key string, now time.Time, window time.Duration,
 }
 
 // settle records how the purchase under ticket ended. release=true means it
-// certainly did not happen (hellorf refused it, or nothing was sent), so the
-// key is free again.
+// certainly did not happen (hellorf refused it with a 2xx or 4xx answer, or
+// nothing was sent), so the key is free again.
 func (g *purchaseGuard) settle(key string, ticket uint64, state guardState, id json.Number, release bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -209,12 +209,20 @@ func (p *hellorf) purchase(ctx context.Context, req *provider.Request, w answerW
 		_ = json.Unmarshal(env.Data, &d) // an id-less success still blocks duplicates
 		p.guard.settle(key, ticket, guardDone, d.ID, false)
 		p.log.Info("purchase made", "purchase_id", d.ID.String(), "audio_id", params.Get("audio_id"), "permission_id", params.Get("permission_id"))
-	case ok && !env.ok():
-		// hellorf said no: no purchase exists, the key is free again.
+	case ok && !env.ok() && (resp.StatusCode/100 == 2 || resp.StatusCode/100 == 4):
+		// hellorf refused it: no purchase exists, the key is free again.
 		p.guard.settle(key, ticket, 0, "", true)
+	case ok && !env.ok() && resp.StatusCode/100 == 5:
+		// A server error is not a refusal: it may have struck after the
+		// charge (a failure writing the answer, a timeout behind a proxy),
+		// so an immediate identical purchase could buy twice.
+		p.guard.settle(key, ticket, guardUnknown, "", false)
+		p.log.Warn("purchase answered with a server error: it may have been made; an identical purchase is refused until confirmed",
+			"http_status", resp.StatusCode, "code", env.code(), "audio_id", params.Get("audio_id"), "permission_id", params.Get("permission_id"))
 	default:
-		// A success status without a readable answer, or the reverse:
-		// what happened is not known.
+		// A success status without a readable answer, or the reverse,
+		// or an envelope under any other status: what happened is not
+		// known.
 		p.guard.settle(key, ticket, guardUnknown, "", false)
 	}
 	return p.relayJSON(ctx, w, up, s, op, &ex, resp, body)
@@ -253,7 +261,7 @@ func duplicateProblem(op *operation, v url.Values, prev *guardEntry, window time
 			describePurchase(v), ago, id, window, ConfirmRepeat)
 	case guardUnknown:
 		extra["outcome"] = "unknown"
-		detail = fmt.Sprintf("an identical purchase (%s) %s ago got no answer from hellorf, so it may have been made: %s before buying again. To buy it again anyway, repeat the request with the header Sluice-Confirm: %s",
+		detail = fmt.Sprintf("an identical purchase (%s) %s ago got no clear answer from hellorf (none, or a server error), so it may have been made: %s before buying again. To buy it again anyway, repeat the request with the header Sluice-Confirm: %s",
 			describePurchase(v), ago, checkPurchasesHint(v), ConfirmRepeat)
 	}
 	p := problem.New(http.StatusConflict, detail)

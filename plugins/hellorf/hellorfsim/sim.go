@@ -153,6 +153,11 @@ type Failure struct {
 	Status  int // HTTP status; default 500
 	Code    int // default CodeInternal
 	Message string
+	// ContentType, if set, replaces application/json on the failure
+	// object: e.g. "text/html; charset=UTF-8", PHP's default, which a PHP
+	// server sends when the code does not set one. Opt-in: the simulator
+	// otherwise labels its JSON as JSON.
+	ContentType string
 }
 
 // Sim simulates hellorf. It is an http.Handler; all methods are safe for
@@ -271,7 +276,9 @@ type reply struct {
 	status int
 	code   int    // failure code; 0 = success
 	msg    string // failure message
-	data   any    // success data
+	// contentType overrides the JSON answer's Content-Type (FailNext).
+	contentType string
+	data        any // success data
 	// file, if set, is written instead of JSON.
 	file func(w http.ResponseWriter)
 }
@@ -321,6 +328,7 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		if f := s.failNext[path]; len(f) > 0 {
 			s.failNext[path] = f[1:]
 			rep = fail(f[0].Status, f[0].Code, f[0].Message)
+			rep.contentType = f[0].ContentType
 		} else {
 			rep = endpoints[path].handle(s, r.Host, params, now)
 		}
@@ -449,7 +457,11 @@ func writeJSON(w http.ResponseWriter, rep *reply) {
 			Data   any  `json:"data"`
 		}{true, rep.data}
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	ct := "application/json; charset=utf-8"
+	if rep.contentType != "" {
+		ct = rep.contentType
+	}
+	w.Header().Set("Content-Type", ct)
 	w.WriteHeader(rep.status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)

@@ -455,6 +455,19 @@ func TestFailAndStallNext(t *testing.T) {
 	if a = do(t, "GET", base+"/audio/categories", signed(nil, time.Now())); a.status != 200 {
 		t.Fatalf("after FailNext: %d", a.status)
 	}
+	if ct := a.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
+		t.Fatalf("JSON answer labelled %q", ct)
+	}
+	// Opt-in: a failure object under PHP's default Content-Type, as a FILE
+	// endpoint may send it, with HTTP 200.
+	s.FailNext(PathDownloadWarrant, Failure{Status: 200, Code: CodeBadSign, Message: "sign 签名错误", ContentType: "text/html; charset=UTF-8"})
+	a = do(t, "GET", base+"/audio/download-warrant", signed(url.Values{"purchase_id": {strconv.Itoa(SeededPurchaseID)}}, time.Now()))
+	if a.status != 200 || a.header.Get("Content-Type") != "text/html; charset=UTF-8" || json.Unmarshal(a.body, &a.env) != nil || a.env.Result || a.env.Code != CodeBadSign {
+		t.Fatalf("FailNext with ContentType: %d %q %s", a.status, a.header.Get("Content-Type"), a.body)
+	}
+	if a = do(t, "GET", base+"/audio/download-warrant", signed(url.Values{"purchase_id": {strconv.Itoa(SeededPurchaseID)}}, time.Now())); a.header.Get("Content-Type") != "application/pdf" {
+		t.Fatalf("after FailNext with ContentType: %q", a.header.Get("Content-Type"))
+	}
 	// A stalled purchase is recorded before its answer is held.
 	s.StallNext(PathPurchase, time.Minute)
 	buy := url.Values{"audio_id": {strconv.Itoa(SampleAudioID)}, "permission_id": {"33"}, "warrant_name": {"x"}}
