@@ -379,33 +379,54 @@ func TestUpstreamDoLateGrant(t *testing.T) {
 	}
 }
 
-// TestUpstream429PausesAtOnce: a 429's head pauses this plugin's sends into
-// the bucket for its Retry-After before the provider has even read the
-// body, and a caller whose max wait is shorter hears 429 without a send.
+// TestUpstream429PausesAtOnce: an answer asking to wait (a 429, or a 5xx
+// with Retry-After) pauses this plugin's sends into the bucket for its
+// Retry-After from its head, before the provider has even read the body,
+// and a caller whose max wait is shorter hears 429 without a send. A 5xx
+// without Retry-After asks for nothing.
 func TestUpstream429PausesAtOnce(t *testing.T) {
-	var sends atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		sends.Add(1)
-		w.Header().Set("Retry-After", "30")
-		w.WriteHeader(http.StatusTooManyRequests)
-	}))
-	defer srv.Close()
-	u := newUpstream(&fakeHost{}, nil)
-	build := func(ctx context.Context) (*http.Request, error) {
-		return http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+	cases := []struct {
+		name       string
+		status     int
+		retryAfter string
+		pause      bool
+	}{
+		{"429 Retry-After", http.StatusTooManyRequests, "30", true},
+		{"503 Retry-After", http.StatusServiceUnavailable, "30", true},
+		{"500 without Retry-After", http.StatusInternalServerError, "", false},
 	}
-	resp, err := u.Do(context.Background(), "p.a", build)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !u.pausedNow("p.a") {
-		t.Fatal("no local pause while the 429's body is still unread")
-	}
-	resp.Body.Close()
-	ctx, _ := callWith(nil) // max wait 1s, far below the 30s pause
-	_, err = u.Do(ctx, "p.a", build)
-	var p *problem.Problem
-	if !errors.As(err, &p) || p.Status != http.StatusTooManyRequests || sends.Load() != 1 {
-		t.Fatalf("second Do: %v after %d sends; want a 429 problem and no send", err, sends.Load())
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var sends atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				sends.Add(1)
+				if tc.retryAfter != "" {
+					w.Header().Set("Retry-After", tc.retryAfter)
+				}
+				w.WriteHeader(tc.status)
+			}))
+			defer srv.Close()
+			u := newUpstream(&fakeHost{}, nil)
+			build := func(ctx context.Context) (*http.Request, error) {
+				return http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+			}
+			resp, err := u.Do(context.Background(), "p.a", build)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := u.pausedNow("p.a"); got != tc.pause {
+				t.Fatalf("local pause while the body is still unread: %v, want %v", got, tc.pause)
+			}
+			resp.Body.Close()
+			if !tc.pause {
+				return
+			}
+			ctx, _ := callWith(nil) // max wait 1s, far below the 30s pause
+			_, err = u.Do(ctx, "p.a", build)
+			var p *problem.Problem
+			if !errors.As(err, &p) || p.Status != http.StatusTooManyRequests || sends.Load() != 1 {
+				t.Fatalf("second Do: %v after %d sends; want a 429 problem and no send", err, sends.Load())
+			}
+		})
 	}
 }

@@ -332,14 +332,21 @@ func (u *Upstream) send(ctx context.Context, bucket string, req *http.Request) (
 		st.upstreamNs.Add(int64(time.Since(start)))
 		st.attempts.Add(1)
 	}
-	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+	if err == nil && asksToWait(resp) {
 		// Stop this plugin's other sends into the bucket the moment the
 		// head arrives, before the provider has read the body and paused
-		// the bucket for every caller: a request racing the 429 would
-		// arrive inside the Retry-After.
+		// the bucket for every caller: a request racing the 429 (or a
+		// 503's Retry-After) would arrive inside the Retry-After.
 		u.pauseLocal(bucket, time.Now().Add(RetryAfter(resp.Header, time.Second)))
 	}
 	return resp, err
+}
+
+// asksToWait reports an answer that stops the bucket: a 429, or a 5xx
+// carrying Retry-After ("temporarily unavailable, retry later").
+func asksToWait(resp *http.Response) bool {
+	return resp.StatusCode == http.StatusTooManyRequests ||
+		(resp.StatusCode >= 500 && resp.Header.Get("Retry-After") != "")
 }
 
 // RetryAfter reads a Retry-After header (seconds or an HTTP date); def when
