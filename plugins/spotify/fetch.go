@@ -23,11 +23,15 @@ const (
 	// maxThrottleRetries bounds how often one call waits out a 429 and
 	// tries again; each wait is a pause every caller honours.
 	maxThrottleRetries = 3
-	// max5xxRetries, backoffBase and backoffCap shape the capped
-	// exponential backoff for 500/502/503/504.
+	// max5xxRetries bounds how often one call retries a 500/502/503/504;
+	// backoffBase and backoffCap shape the capped exponential backoff
+	// before a retry when the answer named no Retry-After.
 	max5xxRetries = 3
 	backoffBase   = 250 * time.Millisecond
 	backoffCap    = 4 * time.Second
+	// maxStaleTokens bounds how often one call gives a grant up because its
+	// token reached its refresh time during the wait for it.
+	maxStaleTokens = 3
 	// maxAnswer bounds an answer read into memory (the gateway buffers at
 	// most 8 MiB for the cache anyway).
 	maxAnswer = 8 << 20
@@ -43,28 +47,38 @@ type result struct {
 // fetch sends one catalogue request and handles what Spotify's answers
 // mean: 401 → refresh the token once and retry; 429 → pause spotify.api for
 // everyone and retry after the pause, unless it is longer than this caller
-// may wait; 5xx → retry with backoff. Each attempt is a separate grant.
+// may wait; 5xx with Retry-After → the same pause, and Spotify's answer is
+// relayed when this caller cannot wait it out; other 5xx → retry with
+// backoff. Each attempt is a separate grant.
 func (p *spotify) fetch(ctx context.Context, cfg *config, up upstream, path string, params url.Values) (*result, error) {
-	// Every wait for spotify.api, a queue or a pause after a 429, is bounded
-	// by max_retry_after as well as the caller's Sluice-Max-Wait: past that
-	// the caller gets a 429 problem at once instead of hanging.
+	// Every wait for spotify.api, a queue or a pause after a 429 or a 5xx,
+	// is bounded by max_retry_after as well as the caller's Sluice-Max-Wait:
+	// past that the caller gets its answer at once instead of hanging.
 	ctx = provider.LimitWait(ctx, cfg.maxRetryAfter)
 	target := cfg.apiBase + path
 	if q := params.Encode(); q != "" {
 		target += "?" + q
 	}
 	refreshed := false
-	throttled, failures := 0, 0
+	throttled, failures, stale := 0, 0, 0
 	var lastRetryAfter time.Duration
+	// pausedBy is the 5xx answer whose Retry-After paused the bucket, kept
+	// for a caller that turns out unable to wait the pause out.
+	var pausedBy *result
 	for {
 		tok, err := p.tokens.get(ctx, cfg, up)
 		if err != nil {
 			return nil, err
 		}
 		resp, err := up.Do(ctx, bucketAPI, func(ctx context.Context) (*http.Request, error) {
-			// The grant may have taken a while: a token installed meanwhile
-			// (by a refresh) is fresher than the one fetched before.
-			tok = p.tokens.latest(tok)
+			// The grant may have come long after tok was fetched: a refresh
+			// by another caller meanwhile is picked up, and a token that has
+			// reached its refresh time is not sent at all.
+			fresh, err := p.tokens.sendable(time.Now())
+			if err != nil {
+				return nil, err
+			}
+			tok = fresh
 			r, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 			if err != nil {
 				return nil, err
@@ -73,18 +87,47 @@ func (p *spotify) fetch(ctx context.Context, cfg *config, up upstream, path stri
 			r.Header.Set("Accept", "application/json")
 			return r, nil
 		})
+		if errors.Is(err, errTokenStale) {
+			// The wait outlasted what was left of the token, or another
+			// caller's 401 dropped it meanwhile. Each round fetches a new
+			// token, so repeats mean waits keep outlasting tokens, and more
+			// rounds would only spend grants.
+			if stale++; stale > maxStaleTokens {
+				return nil, problem.New(http.StatusServiceUnavailable, "Spotify's access token kept reaching its refresh time while the request waited for its turn")
+			}
+			continue
+		}
 		if err != nil {
+			var pr *problem.Problem
+			if pausedBy != nil && errors.As(err, &pr) && pr.Status == http.StatusTooManyRequests {
+				// The pause a 5xx asked for is longer than this caller may
+				// wait: Spotify's own answer says more than a 429 would.
+				return pausedBy, nil
+			}
 			return nil, denied(err, lastRetryAfter)
+		}
+		pausedBy = nil
+		code := resp.StatusCode
+		serverRA := time.Duration(0)
+		if isServerError(code) {
+			// Paused as soon as the head is in, before the body is read:
+			// the spotify.api turn is free again from that moment (the SDK
+			// pauses by itself only on a 429), and a caller sending in
+			// between would arrive inside the Retry-After. Only an explicit
+			// Retry-After counts; a bare 5xx is backed off below.
+			if serverRA = provider.RetryAfter(resp.Header, 0); serverRA > 0 {
+				p.pauseAPI(ctx, up, serverRA, fmt.Sprintf("Spotify answered %d with Retry-After %s", code, serverRA))
+			}
 		}
 		body, err := provider.ReadBody(ctx, resp, maxAnswer)
 		if err != nil {
 			return nil, err
 		}
-		res := &result{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: body}
+		res := &result{status: code, contentType: resp.Header.Get("Content-Type"), body: body}
 		if res.contentType == "" {
 			res.contentType = "application/json; charset=utf-8"
 		}
-		switch code := resp.StatusCode; {
+		switch {
 		case code == http.StatusUnauthorized:
 			if refreshed {
 				p.log.Error("Spotify refused a freshly issued token", "path", path)
@@ -98,17 +141,12 @@ func (p *spotify) fetch(ctx context.Context, cfg *config, up upstream, path stri
 		case code == http.StatusTooManyRequests:
 			ra := retryAfter(resp.Header)
 			lastRetryAfter = ra
-			until := time.Now().Add(ra + jitter(ra))
 			reason := fmt.Sprintf("Spotify answered 429 with Retry-After %s", ra)
 			quota := isQuotaExceeded(body)
 			if quota {
 				reason = fmt.Sprintf("Spotify answered 429 QUOTA_EXCEEDED with Retry-After %s", ra)
 			}
-			p.log.Warn("Spotify is rate limiting: pausing the bucket for every caller", "bucket", bucketAPI,
-				"retry_after", ra.String(), "until", until.Format(time.RFC3339Nano), "quota_exceeded", quota)
-			if err := up.Pause(context.WithoutCancel(ctx), bucketAPI, until, reason); err != nil {
-				p.log.Error("could not pause bucket", "bucket", bucketAPI, "err", err)
-			}
+			p.pauseAPI(ctx, up, ra, reason, "quota_exceeded", quota)
 			if quota {
 				// The app's quota is gone: retrying cannot help, so the
 				// caller hears it now.
@@ -121,13 +159,19 @@ func (p *spotify) fetch(ctx context.Context, cfg *config, up upstream, path stri
 			// The next Do waits out the pause (it is in the scheduler now),
 			// or is denied at once when the pause is longer than this
 			// caller may wait.
-		case code == http.StatusInternalServerError || code == http.StatusBadGateway ||
-			code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout:
+		case isServerError(code):
 			if failures >= max5xxRetries {
 				return res, nil
 			}
 			failures++
-			d := backoff(failures, resp.Header)
+			if serverRA > 0 {
+				// Spotify said when to come back, for everyone: the next Do
+				// waits out the pause like after a 429.
+				pausedBy = res
+				p.log.Warn("Spotify answered a server error with Retry-After; retrying after the pause", "status", code, "attempt", failures)
+				continue
+			}
+			d := backoff(failures)
 			p.log.Warn("Spotify answered a server error; retrying", "status", code, "attempt", failures, "backoff", d.String())
 			if err := sleep(ctx, d); err != nil {
 				return nil, err
@@ -135,6 +179,27 @@ func (p *spotify) fetch(ctx context.Context, cfg *config, up upstream, path stri
 		default:
 			return res, nil
 		}
+	}
+}
+
+// isServerError reports the statuses Spotify documents as temporary.
+func isServerError(code int) bool {
+	switch code {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// pauseAPI pauses spotify.api for every caller for ra plus jitter. The
+// pause must outlive the caller that met the answer: the others still
+// have to honour it.
+func (p *spotify) pauseAPI(ctx context.Context, up upstream, ra time.Duration, reason string, attrs ...any) {
+	until := time.Now().Add(ra + jitter(ra))
+	p.log.Warn("Spotify asked to wait: pausing the bucket for every caller", append([]any{"bucket", bucketAPI,
+		"reason", reason, "until", until.Format(time.RFC3339Nano)}, attrs...)...)
+	if err := up.Pause(context.WithoutCancel(ctx), bucketAPI, until, reason); err != nil {
+		p.log.Error("could not pause bucket", "bucket", bucketAPI, "err", err)
 	}
 }
 
@@ -165,17 +230,12 @@ func jitter(d time.Duration) time.Duration {
 	return rand.N(d/10 + 100*time.Millisecond)
 }
 
-// backoff is capped exponential with full jitter on its upper half; a
-// Retry-After on the server error raises it (up to the cap).
-func backoff(attempt int, h http.Header) time.Duration {
+// backoff is capped exponential with full jitter on its upper half. It
+// only applies to a server error without Retry-After: one with it pauses
+// the bucket instead.
+func backoff(attempt int) time.Duration {
 	d := min(backoffBase<<(attempt-1), backoffCap)
-	d = d/2 + rand.N(d/2+1)
-	if h.Get("Retry-After") != "" {
-		if ra := retryAfter(h); ra > d {
-			d = min(ra, backoffCap)
-		}
-	}
-	return d
+	return d/2 + rand.N(d/2+1)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -23,15 +23,17 @@ func FuzzRetryAfter(f *testing.F) {
 }
 
 // FuzzRewriteLinks: the rewrite keeps valid JSON valid, leaves no string
-// under the upstream base, and changes nothing else.
+// under the configured upstream base or Spotify's canonical one, and
+// changes nothing else.
 func FuzzRewriteLinks(f *testing.F) {
-	const from, to = "https://api.spotify.com", "http://sluice/v1/spotify"
+	const from, to = "http://127.0.0.1:9/gw", "http://sluice/v1/spotify"
 	f.Add(`{"href":"https://api.spotify.com/v1/artists/x","next":null,"n":1.50}`)
 	f.Add(`{"next":"https:\/\/api.spotify.com\/v1\/search?offset=5\u0026limit=5"}`)
-	f.Add(`["https://api.spotify.com.evil.example/x","https://api.spotify.com"]`)
-	f.Add(`{"a":"\"https://api.spotify.com/x"}`)
+	f.Add(`["https://api.spotify.com.evil.example/x","https://api.spotify.com/v1"]`)
+	f.Add(`{"a":"\"https://api.spotify.com/v1/x"}`)
+	f.Add(`{"href":"http://127.0.0.1:9/gw/v1/albums/x","u":"http://127.0.0.1:9/gwx"}`)
 	f.Fuzz(func(t *testing.T, body string) {
-		out := rewriteLinks([]byte(body), from, to)
+		out := rewriteLinks([]byte(body), linkBases(from, to))
 		if !json.Valid([]byte(body)) {
 			return
 		}
@@ -42,8 +44,10 @@ func FuzzRewriteLinks(f *testing.F) {
 		walk = func(v any) {
 			switch v := v.(type) {
 			case string:
-				if v == from || strings.HasPrefix(v, from+"/") || strings.HasPrefix(v, from+"?") {
-					t.Fatalf("%q still leads to the upstream in %q", v, out)
+				for _, base := range []string{from, canonicalAPI} {
+					if v == base || strings.HasPrefix(v, base+"/") || strings.HasPrefix(v, base+"?") {
+						t.Fatalf("%q still leads to the upstream in %q", v, out)
+					}
 				}
 			case []any:
 				for _, e := range v {
@@ -61,7 +65,7 @@ func FuzzRewriteLinks(f *testing.F) {
 		if dec.Decode(&doc) == nil {
 			walk(doc)
 		}
-		if !strings.Contains(body, "api.spotify.com") && string(out) != body {
+		if !strings.Contains(body, "api.spotify.com") && !strings.Contains(body, "127.0.0.1:9") && string(out) != body {
 			t.Fatalf("a body without upstream links changed: %q → %q", body, out)
 		}
 	})

@@ -1,13 +1,14 @@
 // Command sluice-spotify is sluice's provider plugin for the Spotify Web API
 // catalogue: search, artists, an artist's albums, albums, an album's tracks
-// and tracks, under the upstream's own paths (/v1/spotify/v1/search, ...).
+// and tracks, one by id or several by ids, under the upstream's own paths
+// (/v1/spotify/v1/search, ...).
 //
 // Callers never handle a client id, secret or token: the plugin holds one
 // Client Credentials token for everyone (fetched once however many callers
 // arrive together, refreshed before it expires and once on a 401), validates
 // every call before it spends a request, answers with links that lead back
-// through sluice, and turns a 429 into a pause of the spotify.api bucket for
-// every caller.
+// through sluice, and turns a 429, or a 5xx with Retry-After, into a pause of
+// the spotify.api bucket for every caller.
 package main
 
 import (
@@ -76,7 +77,8 @@ type settings struct {
 // Configure, so a call keeps one consistent view.
 type config struct {
 	// apiBase and accountsBase are the URLs without trailing slash; path
-	// prefixes are kept.
+	// prefixes are kept, and apiBase has no trailing /v1 (Spotify's
+	// version segment, which the request paths carry).
 	apiBase, accountsBase string
 	clientID, secret      string
 	ttl, refreshMargin    time.Duration
@@ -114,6 +116,10 @@ func (p *spotify) Describe() *proto.Description {
 	id := func(kind string) string { return "the " + kind + "'s id: " + idSummary }
 	market := &proto.Param{Name: "market", Summary: "ISO 3166-1 alpha-2 country code; default_market from config when absent"}
 	offset := &proto.Param{Name: "offset", Summary: "index of the first item, 0 or more"}
+	ids := func(kind string, most int) *proto.Param {
+		return &proto.Param{Name: "ids", Required: true, Summary: fmt.Sprintf(
+			"comma-separated %s ids, 1 to %d, each %s; an unknown id answers null in its place", kind, most, idSummary)}
+	}
 	op := func(name, path, summary string, params ...*proto.Param) *proto.Operation {
 		return &proto.Operation{Name: name, Methods: []string{http.MethodGet}, Path: path, Params: params,
 			Cacheable: true, Bucket: bucketAPI, Summary: summary}
@@ -143,6 +149,9 @@ func (p *spotify) Describe() *proto.Description {
 				&proto.Param{Name: "limit", Summary: "1 to 50; default 20"},
 				offset),
 			op("track", "v1/tracks/{id}", "one track; {id} is "+id("track"), market),
+			op("tracks", "v1/tracks", "several tracks at once", ids("track", 50), market),
+			op("albums", "v1/albums", "several albums at once, each with its first 50 tracks", ids("album", 20), market),
+			op("artists", "v1/artists", "several artists at once", ids("artist", 50)),
 		},
 		Buckets: []*proto.Bucket{
 			// One request on its way at a time: Spotify counts every
@@ -186,6 +195,10 @@ func parseConfig(raw []byte) (*config, error) {
 	if cfg.apiBase, err = baseURL("api_url", s.APIURL, defaultAPIURL); err != nil {
 		return nil, err
 	}
+	// The OpenAPI description's base URL ends in /v1, and copying it into
+	// api_url is an easy mistake: the plugin's paths carry /v1 themselves,
+	// so requests would go to /v1/v1/... and every one would be a 404.
+	cfg.apiBase = strings.TrimSuffix(cfg.apiBase, "/v1")
 	if cfg.accountsBase, err = baseURL("accounts_url", s.AccountsURL, defaultAccountsURL); err != nil {
 		return nil, err
 	}
@@ -294,7 +307,7 @@ func (p *spotify) serve(ctx context.Context, req *provider.Request, w answerWrit
 		}
 		// Links must lead back through sluice, or a client that follows
 		// next would talk to Spotify without credentials or rate limit.
-		body = rewriteLinks(body, cfg.apiBase, strings.TrimRight(public, "/"))
+		body = rewriteLinks(body, linkBases(cfg.apiBase, strings.TrimRight(public, "/")))
 	}
 	if err := w.WriteHead(res.status, h, hint); err != nil {
 		return err

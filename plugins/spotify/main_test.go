@@ -52,6 +52,15 @@ func TestParseConfig(t *testing.T) {
 				return c.apiBase == "http://127.0.0.1:9/gw/api" && c.accountsBase == "https://acc.example/x" &&
 					c.refreshMargin == 30*time.Second && c.searchMax == 50 && c.market == "KR" && c.timeout == 5*time.Second
 			}},
+		{"api_url with Spotify's /v1", map[string]any{"api_url": "https://api.spotify.com/v1"}, "", func(c *config) bool {
+			return c.apiBase == "https://api.spotify.com"
+		}},
+		{"api_url with /v1/ and a prefix", map[string]any{"api_url": "http://127.0.0.1:9/gw/v1/"}, "", func(c *config) bool {
+			return c.apiBase == "http://127.0.0.1:9/gw"
+		}},
+		{"api_url prefix merely ending in v1 kept", map[string]any{"api_url": "http://h/apiv1"}, "", func(c *config) bool {
+			return c.apiBase == "http://h/apiv1"
+		}},
 		{"relative api_url", map[string]any{"api_url": "api.spotify.com"}, "api_url", nil},
 		{"ftp accounts_url", map[string]any{"accounts_url": "ftp://x"}, "accounts_url", nil},
 		{"query in api_url", map[string]any{"api_url": "https://x/?a=b"}, "api_url", nil},
@@ -87,7 +96,8 @@ func TestParseConfig(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	const id = "3Nrfpe0tUJi4K4DXYWgMUX"
+	const id, id2 = "3Nrfpe0tUJi4K4DXYWgMUX", "08td7MxkoHQkXnWAYD8d6Q"
+	ids := func(n int) string { return strings.TrimSuffix(strings.Repeat(id+",", n), ",") }
 	plain := testConfig(t, nil)
 	kr := testConfig(t, map[string]any{"default_market": "KR", "search_max_limit": 50})
 	cases := []struct {
@@ -130,6 +140,23 @@ func TestValidate(t *testing.T) {
 		{"id 21 chars", "album", "v1/albums/" + id[1:], nil, plain, "id", nil},
 		{"id with punctuation", "track", "v1/tracks/" + id[1:] + "-", nil, plain, "id", nil},
 		{"market digits", "album", "v1/albums/" + id, url.Values{"market": {"K1"}}, plain, "market", nil},
+		{"several tracks", "tracks", "v1/tracks", url.Values{"ids": {id + "," + id2}}, kr, "",
+			url.Values{"ids": {id + "," + id2}, "market": {"KR"}}},
+		{"several tracks 50", "tracks", "v1/tracks", url.Values{"ids": {ids(50)}}, plain, "", url.Values{"ids": {ids(50)}}},
+		{"several tracks 51", "tracks", "v1/tracks", url.Values{"ids": {ids(51)}}, plain, "ids", nil},
+		{"several albums 20", "albums", "v1/albums", url.Values{"ids": {ids(20)}, "market": {"jp"}}, plain, "",
+			url.Values{"ids": {ids(20)}, "market": {"JP"}}},
+		{"several albums 21", "albums", "v1/albums", url.Values{"ids": {ids(21)}}, plain, "ids", nil},
+		{"several artists take no market", "artists", "v1/artists", url.Values{"ids": {id}, "market": {"KR"}}, kr, "", url.Values{"ids": {id}}},
+		{"several artists 51", "artists", "v1/artists", url.Values{"ids": {ids(51)}}, plain, "ids", nil},
+		{"several without ids", "tracks", "v1/tracks", nil, plain, "ids", nil},
+		{"several blank ids", "artists", "v1/artists", url.Values{"ids": {" "}}, plain, "ids", nil},
+		{"several empty element", "tracks", "v1/tracks", url.Values{"ids": {id + ",," + id2}}, plain, "ids", nil},
+		{"several trailing comma", "albums", "v1/albums", url.Values{"ids": {id + ","}}, plain, "ids", nil},
+		{"several spaced element", "artists", "v1/artists", url.Values{"ids": {id + ", " + id2}}, plain, "ids", nil},
+		{"several bad id", "tracks", "v1/tracks", url.Values{"ids": {id + "," + id2[1:]}}, plain, "ids", nil},
+		{"several ids twice", "tracks", "v1/tracks", url.Values{"ids": {id, id2}}, plain, "ids", nil},
+		{"several market digits", "tracks", "v1/tracks", url.Values{"ids": {id}, "market": {"K1"}}, plain, "market", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -180,10 +207,21 @@ func TestRewriteLinks(t *testing.T) {
 		{"key order and spacing kept", "https://api.spotify.com", "{\n  \"z\": 1.50,\n  \"href\": \"https://api.spotify.com/v1/x\"\n}",
 			"{\n  \"z\": 1.50,\n  \"href\": \"http://sluice/v1/spotify/v1/x\"\n}"},
 		{"not JSON", "https://api.spotify.com", `{"href":"https://api.spotify.com/v1/x`, `{"href":"https://api.spotify.com/v1/x`},
+		// A fake at api_url that writes Spotify's own links.
+		{"canonical links under a local api_url", "http://127.0.0.1:9",
+			`{"href":"https://api.spotify.com/v1/artists/A/albums?offset=0&limit=5","next":"HTTPS://API.SPOTIFY.COM/v1/artists/A/albums?offset=5&limit=5","self":"http://127.0.0.1:9/v1/x"}`,
+			`{"href":"http://sluice/v1/spotify/v1/artists/A/albums?offset=0&limit=5","next":"http://sluice/v1/spotify/v1/artists/A/albums?offset=5&limit=5","self":"http://sluice/v1/spotify/v1/x"}`},
+		{"canonical links under a prefixed api_url", "http://127.0.0.1:9/gw",
+			`{"href":"https://api.spotify.com/v1"}`, `{"href":"http://sluice/v1/spotify/v1"}`},
+		{"canonical host outside v1 untouched", "http://127.0.0.1:9",
+			`["https://api.spotify.com/v10/x","https://api.spotify.com/","http://api.spotify.com/v1/x"]`,
+			`["https://api.spotify.com/v10/x","https://api.spotify.com/","http://api.spotify.com/v1/x"]`},
+		{"escaped host", "http://127.0.0.1:9",
+			`{"href":"http://127.0.0.1\u003a9/v1/tracks/T"}`, `{"href":"http://sluice/v1/spotify/v1/tracks/T"}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := string(rewriteLinks([]byte(tc.in), tc.from, to)); got != tc.want {
+			if got := string(rewriteLinks([]byte(tc.in), linkBases(tc.from, to))); got != tc.want {
 				t.Fatalf("got\n%s\nwant\n%s", got, tc.want)
 			}
 		})
@@ -279,6 +317,12 @@ func (f *fakeUp) Pause(_ context.Context, bucket string, until time.Time, _ stri
 
 func (f *fakeUp) SetTimeout(time.Duration) {}
 
+func (f *fakeUp) pausedUntil(bucket string) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pauses[bucket]
+}
+
 func (f *fakeUp) granted(bucket string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -309,18 +353,43 @@ type harness struct {
 	log *bytes.Buffer
 }
 
+// harnessOpts shape a harness; the zero value is the default simulator and
+// credentials.
+type harnessOpts struct {
+	sim    spotifysim.Options
+	secret string
+	extra  map[string]any
+	// apiURL, if set, turns the simulator's URL into the api_url configured.
+	apiURL func(string) string
+}
+
 func newHarness(t *testing.T, secret string, extra map[string]any) *harness {
 	t.Helper()
-	sim := spotifysim.New(spotifysim.Options{Limit: spotifysim.Limit{Requests: 1000, Window: time.Second}})
+	return newHarnessWith(t, harnessOpts{secret: secret, extra: extra})
+}
+
+func newHarnessWith(t *testing.T, o harnessOpts) *harness {
+	t.Helper()
+	if o.sim.Limit == (spotifysim.Limit{}) {
+		o.sim.Limit = spotifysim.Limit{Requests: 1000, Window: time.Second}
+	}
+	if o.secret == "" {
+		o.secret = spotifysim.DefaultClientSecret
+	}
+	sim := spotifysim.New(o.sim)
 	api := httptest.NewServer(sim.APIHandler())
 	acc := httptest.NewServer(sim.AccountsHandler())
 	t.Cleanup(func() { api.Close(); acc.Close(); sim.Close() })
 	var log bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&syncWriter{w: &log}, nil))
 	p := newSpotify(logger)
-	cfg := map[string]any{"api_url": api.URL, "accounts_url": acc.URL, "client_id": spotifysim.DefaultClientID,
-		"client_secret": secret, "token_refresh_margin": "1s", "max_retry_after": "10s"}
-	for k, v := range extra {
+	apiURL := api.URL
+	if o.apiURL != nil {
+		apiURL = o.apiURL(apiURL)
+	}
+	cfg := map[string]any{"api_url": apiURL, "accounts_url": acc.URL, "client_id": spotifysim.DefaultClientID,
+		"client_secret": o.secret, "token_refresh_margin": "1s", "max_retry_after": "10s"}
+	for k, v := range o.extra {
 		cfg[k] = v
 	}
 	raw, _ := json.Marshal(cfg)
@@ -358,9 +427,10 @@ func searchQ(i int) url.Values {
 func TestServeScenarios(t *testing.T) {
 	cases := []struct {
 		name string
+		opts harnessOpts
 		run  func(t *testing.T, h *harness)
 	}{
-		{"answer relayed with links rewritten and cache hint", func(t *testing.T, h *harness) {
+		{"answer relayed with links rewritten and cache hint", harnessOpts{}, func(t *testing.T, h *harness) {
 			rec, err := h.call("artist.albums", "v1/artists/"+spotifysim.Artist95ID+"/albums", url.Values{"limit": {"10"}})
 			if err != nil {
 				t.Fatal(err)
@@ -379,7 +449,7 @@ func TestServeScenarios(t *testing.T) {
 				t.Fatal("an upstream link survived")
 			}
 		}},
-		{"concurrent callers share one token", func(t *testing.T, h *harness) {
+		{"concurrent callers share one token", harnessOpts{}, func(t *testing.T, h *harness) {
 			h.sim.SetTokenDelay(200 * time.Millisecond)
 			var wg sync.WaitGroup
 			errs := make([]error, 20)
@@ -398,7 +468,7 @@ func TestServeScenarios(t *testing.T) {
 				t.Fatalf("token requests %d, accounts grants %d, want 1", got, h.up.granted(bucketAccounts))
 			}
 		}},
-		{"401 refreshes once and retries", func(t *testing.T, h *harness) {
+		{"401 refreshes once and retries", harnessOpts{}, func(t *testing.T, h *harness) {
 			if _, err := h.call("search", "v1/search", searchQ(0)); err != nil {
 				t.Fatal(err)
 			}
@@ -411,7 +481,7 @@ func TestServeScenarios(t *testing.T) {
 				t.Fatalf("counts %+v", c)
 			}
 		}},
-		{"429 pauses the bucket and is waited out", func(t *testing.T, h *harness) {
+		{"429 pauses the bucket and is waited out", harnessOpts{}, func(t *testing.T, h *harness) {
 			h.sim.Force429(1, 1)
 			start := time.Now()
 			rec, err := h.call("search", "v1/search", searchQ(0))
@@ -425,7 +495,7 @@ func TestServeScenarios(t *testing.T) {
 				t.Fatal("a request arrived during Retry-After")
 			}
 		}},
-		{"429 longer than the wait is a 429 problem with Spotify's Retry-After", func(t *testing.T, h *harness) {
+		{"429 longer than the wait is a 429 problem with Spotify's Retry-After", harnessOpts{}, func(t *testing.T, h *harness) {
 			h.up.maxWait = 2 * time.Second
 			h.sim.Force429(30, 1)
 			_, err := h.call("search", "v1/search", searchQ(0))
@@ -434,7 +504,7 @@ func TestServeScenarios(t *testing.T) {
 				t.Fatalf("err %v", err)
 			}
 		}},
-		{"QUOTA_EXCEEDED is not retried", func(t *testing.T, h *harness) {
+		{"QUOTA_EXCEEDED is not retried", harnessOpts{}, func(t *testing.T, h *harness) {
 			h.sim.ForceQuotaExceeded(2)
 			_, err := h.call("search", "v1/search", searchQ(0))
 			var p *problem.Problem
@@ -445,7 +515,7 @@ func TestServeScenarios(t *testing.T) {
 				t.Fatalf("API requests %d", c.APIRequests)
 			}
 		}},
-		{"5xx retried then relayed", func(t *testing.T, h *harness) {
+		{"5xx retried then relayed", harnessOpts{}, func(t *testing.T, h *harness) {
 			h.sim.Force5xx(502, 1)
 			h.sim.Force5xx(504, 1)
 			rec, err := h.call("search", "v1/search", searchQ(0))
@@ -461,7 +531,132 @@ func TestServeScenarios(t *testing.T) {
 				t.Fatalf("API requests %d", c.APIRequests)
 			}
 		}},
-		{"404 relayed at once, not cacheable", func(t *testing.T, h *harness) {
+		{"a token past its refresh time after a Retry-After is refreshed, not sent", harnessOpts{}, func(t *testing.T, h *harness) {
+			// Lives 2 s; with the 1 s margin it is due for refresh after
+			// 1 s, and the 429's Retry-After outlasts it entirely.
+			h.sim.SetTokenLifetime(2 * time.Second)
+			h.sim.Force429(2, 1)
+			rec, err := h.call("search", "v1/search", searchQ(0))
+			if err != nil || rec.status != 200 {
+				t.Fatalf("status %d, %v", rec.status, err)
+			}
+			c := h.sim.Counts()
+			if c.Unauthorized != 0 {
+				t.Fatalf("%d requests went out with an expired token: %+v", c.Unauthorized, c)
+			}
+			if c.TokenRequests != 2 || h.up.granted(bucketAccounts) != 2 || c.APIRequests != 2 || c.DuringRetryAfter != 0 {
+				t.Fatalf("counts %+v, accounts grants %d; want 2 tokens (each granted) and 2 API requests", c, h.up.granted(bucketAccounts))
+			}
+		}},
+		{"canonical api.spotify.com links lead back through sluice", harnessOpts{sim: spotifysim.Options{CanonicalLinks: true}}, func(t *testing.T, h *harness) {
+			path := "v1/artists/" + spotifysim.Artist95ID + "/albums"
+			rec, err := h.call("artist.albums", path, url.Values{"limit": {"10"}})
+			if err != nil || rec.status != 200 {
+				t.Fatalf("status %d, %v", rec.status, err)
+			}
+			if b := rec.body.Bytes(); bytes.Contains(b, []byte("api.spotify.com")) || bytes.Contains(b, []byte("127.0.0.1")) {
+				t.Fatalf("an upstream link survived: %s", b)
+			}
+			var pg struct{ Next string }
+			if err := json.Unmarshal(rec.body.Bytes(), &pg); err != nil {
+				t.Fatal(err)
+			}
+			const public = "http://sluice/v1/spotify/"
+			next, err := url.Parse(pg.Next)
+			if err != nil || !strings.HasPrefix(pg.Next, public+path+"?") {
+				t.Fatalf("next %q, want it under %s%s", pg.Next, public, path)
+			}
+			// Following it as a client would reaches the second page.
+			rec, err = h.call("artist.albums", strings.TrimPrefix(next.Path, "/v1/spotify/"), next.Query())
+			var pg2 struct{ Offset int }
+			if err != nil || rec.status != 200 || json.Unmarshal(rec.body.Bytes(), &pg2) != nil || pg2.Offset != 10 {
+				t.Fatalf("following next: status %d offset %d, %v", rec.status, pg2.Offset, err)
+			}
+		}},
+		{"a 5xx's Retry-After pauses the bucket for every caller", harnessOpts{}, func(t *testing.T, h *harness) {
+			h.sim.InjectFaults(spotifysim.Fault{Status: http.StatusServiceUnavailable, RetryAfter: 2})
+			first := make(chan error, 1)
+			go func() {
+				rec, err := h.call("search", "v1/search", searchQ(0))
+				if err == nil && rec.status != 200 {
+					err = fmt.Errorf("status %d", rec.status)
+				}
+				first <- err
+			}()
+			// Another caller arriving once the 503 is in must wait too.
+			deadline := time.Now().Add(5 * time.Second)
+			for h.up.pausedUntil(bucketAPI).IsZero() {
+				if time.Now().After(deadline) {
+					t.Fatal("the 503's Retry-After did not pause spotify.api")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if until := time.Until(h.up.pausedUntil(bucketAPI)); until < 1500*time.Millisecond {
+				t.Fatalf("paused for %s, want the 2 s Retry-After", until)
+			}
+			rec, err := h.call("search", "v1/search", searchQ(1))
+			if err != nil || rec.status != 200 {
+				t.Fatalf("second caller: status %d, %v", rec.status, err)
+			}
+			if err := <-first; err != nil {
+				t.Fatalf("first caller: %v", err)
+			}
+			if c := h.sim.Counts(); c.DuringRetryAfter != 0 || c.APIRequests != 3 {
+				t.Fatalf("counts %+v: a request arrived during the 503's Retry-After", c)
+			}
+		}},
+		{"a 5xx's Retry-After longer than the caller may wait is relayed unretried", harnessOpts{}, func(t *testing.T, h *harness) {
+			h.up.maxWait = 2 * time.Second
+			h.sim.InjectFaults(spotifysim.Fault{Status: http.StatusServiceUnavailable, RetryAfter: 30})
+			rec, err := h.call("search", "v1/search", searchQ(0))
+			if err != nil || rec.status != 503 || rec.hint.Cacheable {
+				t.Fatalf("status %d hint %+v, %v; want Spotify's 503 relayed", rec.status, rec.hint, err)
+			}
+			if c := h.sim.Counts(); c.APIRequests != 1 || c.DuringRetryAfter != 0 {
+				t.Fatalf("counts %+v, want the one request", c)
+			}
+			if until := time.Until(h.up.pausedUntil(bucketAPI)); until < 29*time.Second {
+				t.Fatalf("paused for %s, want the 30 s Retry-After", until)
+			}
+		}},
+		{"api_url ending in Spotify's /v1", harnessOpts{apiURL: func(u string) string { return u + "/v1" }}, func(t *testing.T, h *harness) {
+			rec, err := h.call("album.tracks", "v1/albums/"+spotifysim.SampleAlbumID+"/tracks", url.Values{"limit": {"2"}})
+			if err != nil || rec.status != 200 {
+				t.Fatalf("status %d, %v: %s", rec.status, err, rec.body.String())
+			}
+			if log := h.sim.RequestLog(); len(log) != 1 || log[0].Path != "/v1/albums/"+spotifysim.SampleAlbumID+"/tracks" {
+				t.Fatalf("request log %+v", log)
+			}
+			if bytes.Contains(rec.body.Bytes(), []byte("127.0.0.1")) {
+				t.Fatal("an upstream link survived")
+			}
+		}},
+		{"several ids in one request, cacheable", harnessOpts{}, func(t *testing.T, h *harness) {
+			const unknown = "0000000000000000000000"
+			rec, err := h.call("tracks", "v1/tracks", url.Values{"ids": {spotifysim.SampleTrackID + "," + unknown}})
+			if err != nil || rec.status != 200 || !rec.hint.Cacheable {
+				t.Fatalf("status %d hint %+v, %v", rec.status, rec.hint, err)
+			}
+			var m struct{ Tracks []*struct{ ID, Href string } }
+			if err := json.Unmarshal(rec.body.Bytes(), &m); err != nil || len(m.Tracks) != 2 || m.Tracks[0].ID != spotifysim.SampleTrackID || m.Tracks[1] != nil ||
+				!strings.HasPrefix(m.Tracks[0].Href, "http://sluice/v1/spotify/v1/tracks/") {
+				t.Fatalf("answer %s, %v", rec.body.String(), err)
+			}
+			if c := h.sim.Counts(); c.APIRequests != 1 {
+				t.Fatalf("counts %+v", c)
+			}
+		}},
+		{"a malformed ids element costs nothing upstream", harnessOpts{}, func(t *testing.T, h *harness) {
+			_, err := h.call("albums", "v1/albums", url.Values{"ids": {spotifysim.SampleAlbumID + ",,"}})
+			var p *problem.Problem
+			if !errors.As(err, &p) || p.Status != 400 || p.Param != "ids" {
+				t.Fatalf("err %v, want a 400 naming ids", err)
+			}
+			if c := h.sim.Counts(); c.APIRequests != 0 || c.TokenRequests != 0 {
+				t.Fatalf("counts %+v, want nothing sent", c)
+			}
+		}},
+		{"404 relayed at once, not cacheable", harnessOpts{}, func(t *testing.T, h *harness) {
 			rec, err := h.call("track", "v1/tracks/0000000000000000000000", nil)
 			if err != nil || rec.status != 404 || rec.hint.Cacheable || !strings.Contains(rec.body.String(), `"message":"Resource not found"`) {
 				t.Fatalf("status %d hint %+v body %s, %v", rec.status, rec.hint, rec.body.String(), err)
@@ -471,7 +666,7 @@ func TestServeScenarios(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.run(t, newHarness(t, spotifysim.DefaultClientSecret, nil))
+			tc.run(t, newHarnessWith(t, tc.opts))
 		})
 	}
 }
@@ -512,7 +707,8 @@ func TestDescribe(t *testing.T) {
 		t.Fatal(d.GetName())
 	}
 	want := map[string]string{"search": "v1/search", "artist": "v1/artists/{id}", "artist.albums": "v1/artists/{id}/albums",
-		"album": "v1/albums/{id}", "album.tracks": "v1/albums/{id}/tracks", "track": "v1/tracks/{id}"}
+		"album": "v1/albums/{id}", "album.tracks": "v1/albums/{id}/tracks", "track": "v1/tracks/{id}",
+		"tracks": "v1/tracks", "albums": "v1/albums", "artists": "v1/artists"}
 	for _, op := range d.GetOperations() {
 		if want[op.GetName()] != op.GetPath() || op.GetBucket() != bucketAPI || op.GetDestructive() {
 			t.Errorf("operation %s at %s bucket %s", op.GetName(), op.GetPath(), op.GetBucket())

@@ -3,21 +3,40 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 )
 
-// rewriteLinks replaces every JSON string in body that is a URL under from
-// (the configured api_url, path prefix included) by the same path under to
-// (the caller's PublicBase). href, next and previous are such strings; so
-// is any other api.spotify.com link, and all of them must lead back through
-// sluice. Everything else is copied byte for byte: keys keep their order
-// and numbers their spelling, so the answer is Spotify's except for the
-// links.
+// canonicalAPI is the Web API's own base, the OpenAPI description's server
+// URL. Spotify writes its links under it, and so does a fake that copies
+// Spotify's answers even when it runs at api_url on another host.
+const canonicalAPI = "https://api.spotify.com/v1"
+
+// linkBase maps a URL prefix links arrive under to the one they leave under.
+type linkBase struct{ from, to string }
+
+// linkBases are the prefixes rewritten for a caller that reached sluice at
+// public: the configured api_url (path prefix included; Spotify's /v1
+// follows it) and the canonical base, whatever api_url is.
+func linkBases(apiBase, public string) []linkBase {
+	return []linkBase{{apiBase, public}, {canonicalAPI, public + "/v1"}}
+}
+
+// rewriteLinks replaces every JSON string in body that is a URL under one
+// of bases' from by the same path under its to (below the caller's
+// PublicBase). href, next and previous are such strings; so is any other
+// Web API link, and all of them must lead back through sluice. Everything
+// else is copied byte for byte: keys keep their order and numbers their
+// spelling, so the answer is Spotify's except for the links.
 //
 // The scan only needs to find string literals: outside strings JSON has no
 // quote characters, and inside them a quote is always escaped.
-func rewriteLinks(body []byte, from, to string) []byte {
-	if from == "" || !bytes.Contains(body, []byte(hostOf(from))) {
+func rewriteLinks(body []byte, bases []linkBase) []byte {
+	// Most answers name no upstream host at all; a \u escape could spell
+	// one in disguise, so only bodies without either skip the scan.
+	if !bytes.Contains(body, []byte(`\u`)) && !slices.ContainsFunc(bases, func(b linkBase) bool {
+		return b.from != "" && bytes.Contains(body, []byte(hostOf(b.from)))
+	}) {
 		return body
 	}
 	var out bytes.Buffer
@@ -37,14 +56,24 @@ func rewriteLinks(body []byte, from, to string) []byte {
 		}
 		out.Write(body[i:start])
 		lit := body[start : end+1]
-		var s string
-		if json.Unmarshal(lit, &s) == nil && under(s, from) {
-			out.Write(quote(to + s[len(from):]))
-		} else {
-			out.Write(lit)
-		}
+		out.Write(rewriteLiteral(lit, bases))
 		i = end + 1
 	}
+}
+
+// rewriteLiteral returns the JSON string literal lit, rewritten if it is a
+// link under one of bases.
+func rewriteLiteral(lit []byte, bases []linkBase) []byte {
+	var s string
+	if json.Unmarshal(lit, &s) != nil {
+		return lit
+	}
+	for _, b := range bases {
+		if b.from != "" && under(s, b.from) {
+			return quote(b.to + s[len(b.from):])
+		}
+	}
+	return lit
 }
 
 // stringEnd returns the index of the quote closing the string literal that

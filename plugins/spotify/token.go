@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -64,16 +65,26 @@ func (t *tokenSource) current(now time.Time) (string, uint64, *problem.Problem) 
 	return "", t.gen, nil
 }
 
-// latest returns the token installed now, or fallback if there is none
-// (it was invalidated meanwhile; Spotify will say whether fallback still
-// works).
-func (t *tokenSource) latest(fallback string) string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.token != "" {
-		return t.token
+// errTokenStale is returned by a request builder whose grant came after the
+// token's refresh time: the wait for the grant (a queue, or a pause after a
+// 429 or a 5xx) can outlast what was left of the token, and a request sent
+// with it would cost a request and come back 401. The grant is given up
+// unsent and the call asks for a token again.
+var errTokenStale = errors.New("the Spotify token reached its refresh time while the request waited for its turn")
+
+// sendable returns the token to put on a request leaving now: the one
+// installed, if it is before its refresh time. A refresh by another caller
+// during the wait is picked up here; a token invalidated after a 401, or
+// one past its refresh time, is not sent at all (errTokenStale).
+func (t *tokenSource) sendable(now time.Time) (string, error) {
+	tok, _, rej := t.current(now)
+	if rej != nil {
+		return "", rej
 	}
-	return fallback
+	if tok == "" {
+		return "", errTokenStale
+	}
+	return tok, nil
 }
 
 // invalidate drops tok after the API refused it, unless it has been

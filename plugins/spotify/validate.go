@@ -25,13 +25,16 @@ var idRE = regexp.MustCompile(`^[0-9A-Za-z]{22}$`)
 // opRule is what one operation accepts: the parameters forwarded upstream
 // (others are dropped, as Spotify ignores unknown ones; forwarding them
 // would only split the cache), whether it takes a market, and the
-// documented limit and offset bounds.
+// documented limit, offset and ids bounds.
 type opRule struct {
 	params   []string
 	market   bool
 	maxLimit int // 0: no limit parameter
 	// maxOffset < 0 means no documented maximum.
 	maxOffset int
+	// maxIDs > 0 marks a several-ids operation: its ids come in the ids
+	// parameter, not the path, and at most maxIDs of them.
+	maxIDs int
 }
 
 var rules = map[string]opRule{
@@ -41,6 +44,11 @@ var rules = map[string]opRule{
 	"album":         {params: []string{"market"}, market: true, maxOffset: -1},
 	"album.tracks":  {params: []string{"market", "limit", "offset"}, market: true, maxLimit: 50, maxOffset: -1},
 	"track":         {params: []string{"market"}, market: true, maxOffset: -1},
+	// QueryAlbumIds and the ids parameters of /tracks and /artists: up to
+	// 20 albums, 50 tracks or artists; Get Several Artists takes no market.
+	"tracks":  {params: []string{"ids", "market"}, market: true, maxOffset: -1, maxIDs: 50},
+	"albums":  {params: []string{"ids", "market"}, market: true, maxOffset: -1, maxIDs: 20},
+	"artists": {params: []string{"ids"}, maxOffset: -1, maxIDs: 50},
 }
 
 // validate checks a call against the documented bounds and returns the
@@ -73,7 +81,11 @@ func validate(req *provider.Request, cfg *config) (string, url.Values, error) {
 
 	segs := strings.Split(strings.Trim(req.Path, "/"), "/")
 	path := "/" + strings.Join(segs, "/")
-	if req.Operation != "search" {
+	if rule.maxIDs > 0 {
+		if err := checkIDs(req.Operation, out, rule.maxIDs); err != nil {
+			return "", nil, err
+		}
+	} else if req.Operation != "search" {
 		// v1/{kind}/{id}[/sub]: the host matched the shape, the id is ours
 		// to check.
 		if len(segs) < 3 || !idRE.MatchString(segs[2]) {
@@ -145,6 +157,30 @@ func validate(req *provider.Request, cfg *config) (string, url.Values, error) {
 		out.Set("offset", strconv.Itoa(n))
 	}
 	return path, out, nil
+}
+
+// checkIDs checks a several-ids call's ids: Spotify answers 400 for the
+// whole call if one of them is malformed, so one bad element would waste
+// the request for all the others.
+func checkIDs(op string, out url.Values, maxIDs int) error {
+	kind := strings.TrimSuffix(op, "s")
+	v, given := out["ids"]
+	if !given || v[0] == "" {
+		return problem.BadParam("ids", fmt.Sprintf("missing required parameter \"ids\": 1 to %d comma-separated %s ids", maxIDs, kind))
+	}
+	ids := strings.Split(v[0], ",")
+	if len(ids) > maxIDs {
+		return problem.BadParam("ids", fmt.Sprintf("%d ids given; Spotify takes at most %d %ss per call", len(ids), maxIDs, kind))
+	}
+	for i, id := range ids {
+		if id == "" {
+			return problem.BadParam("ids", fmt.Sprintf("ids element %d is empty (a stray comma?)", i+1))
+		}
+		if !idRE.MatchString(id) {
+			return problem.BadParam("ids", fmt.Sprintf("ids element %d, %q, is not a valid %s id: want %s", i+1, id, kind, idSummary))
+		}
+	}
+	return nil
 }
 
 func cloneValues(v url.Values) url.Values {

@@ -49,6 +49,9 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	if a == nil {
 		base := "http://" + r.Host + s.apiPfx
+		if s.opts.CanonicalLinks {
+			base = strings.TrimSuffix(CanonicalBase, "/v1")
+		}
 		ans := s.route(r, path, base)
 		a = &ans
 	}
@@ -90,6 +93,9 @@ func (s *Sim) gateLocked(r *http.Request, now time.Time) *answer {
 	if now.Before(s.retryUntil) {
 		s.counts.DuringRetryAfter++
 		a := fail(http.StatusTooManyRequests, "API rate limit exceeded")
+		if s.retryStatus != http.StatusTooManyRequests {
+			a = fail(s.retryStatus, http.StatusText(s.retryStatus))
+		}
 		a.retryAfter = ceilSeconds(s.retryUntil.Sub(now))
 		return &a
 	}
@@ -101,13 +107,14 @@ func (s *Sim) gateLocked(r *http.Request, now time.Time) *answer {
 		f := s.faults[0]
 		s.faults = s.faults[1:]
 		a := fail(f.Status, http.StatusText(f.Status))
-		a.retryAfter = -1
 		if f.Status == http.StatusTooManyRequests {
 			a = fail(f.Status, "API rate limit exceeded")
 			a.retryAfter = f.RetryAfter
-			if f.RetryAfter > 0 {
-				s.retryUntil = now.Add(time.Duration(f.RetryAfter) * time.Second)
-			}
+		} else if f.RetryAfter > 0 {
+			a.retryAfter = f.RetryAfter
+		}
+		if f.RetryAfter > 0 {
+			s.retryUntil, s.retryStatus = now.Add(time.Duration(f.RetryAfter)*time.Second), f.Status
 		}
 		if f.Reason != "" {
 			a.body = apiError{errorObject{Status: f.Status, Message: "API quota exceeded", Reason: f.Reason}}
@@ -118,7 +125,7 @@ func (s *Sim) gateLocked(r *http.Request, now time.Time) *answer {
 		// Wait until the oldest arrival of the window leaves it.
 		free := s.arrivals[len(s.arrivals)-1-s.limit.Requests].Add(s.limit.Window)
 		secs := max(1, ceilSeconds(free.Sub(now)))
-		s.retryUntil = now.Add(time.Duration(secs) * time.Second)
+		s.retryUntil, s.retryStatus = now.Add(time.Duration(secs)*time.Second), http.StatusTooManyRequests
 		a := fail(http.StatusTooManyRequests, "API rate limit exceeded")
 		a.retryAfter = secs
 		return &a
@@ -138,9 +145,11 @@ var (
 // route answers an authorised request from the catalogue.
 func (s *Sim) route(r *http.Request, path, base string) answer {
 	var kind, id, sub string
-	switch {
-	case path == "/v1/search":
+	switch path {
+	case "/v1/search":
 		kind = "search"
+	case "/v1/tracks", "/v1/albums", "/v1/artists":
+		kind, sub = strings.TrimPrefix(path, "/v1/"), "?ids"
 	default:
 		m := routeRE.FindStringSubmatch(path)
 		if m == nil || (m[1] == "artists" && m[3] == "/tracks") || (m[1] == "albums" && m[3] == "/albums") || (m[1] == "tracks" && m[3] != "") {
@@ -165,6 +174,9 @@ func (s *Sim) route(r *http.Request, path, base string) answer {
 	rd := render{base: base, market: market}
 	if kind == "search" {
 		return s.search(rd, q)
+	}
+	if sub == "?ids" {
+		return s.several(rd, kind, q)
 	}
 	if !idRE.MatchString(id) {
 		return fail(http.StatusBadRequest, "Invalid base62 id")
@@ -207,17 +219,16 @@ func (s *Sim) route(r *http.Request, path, base string) answer {
 		if !found {
 			return fail(http.StatusNotFound, "Resource not found")
 		}
-		params := url.Values{}
-		if market != "" {
-			params.Set("market", market)
-		}
 		if sub == "" {
-			tracks := pageOf(rd, "/v1/albums/"+id+"/tracks", params, al.Tracks, 0, 50, func(t *track) any { return rd.simpleTrack(t) })
-			return ok(rd.album(al, tracks))
+			return ok(rd.fullAlbum(al))
 		}
 		limit, offset, bad := paging(q, 20, 50, -1)
 		if bad != "" {
 			return fail(http.StatusBadRequest, bad)
+		}
+		params := url.Values{}
+		if market != "" {
+			params.Set("market", market)
 		}
 		return ok(pageOf(rd, "/v1/albums/"+id+"/tracks", params, al.Tracks, offset, limit, func(t *track) any { return rd.simpleTrack(t) }))
 	case "tracks":
@@ -228,6 +239,45 @@ func (s *Sim) route(r *http.Request, path, base string) answer {
 		return ok(rd.track(t))
 	}
 	return fail(http.StatusNotFound, "Service not found")
+}
+
+// maxIDs are the documented maxima of the several-ids endpoints
+// (QueryAlbumIds, and the ids parameters of /tracks and /artists).
+var maxIDs = map[string]int{"tracks": 50, "albums": 20, "artists": 50}
+
+// several answers Get Several Tracks/Albums/Artists: the objects in the
+// order of ids, null where an id names nothing (as Spotify does). One
+// malformed id fails the whole call.
+func (s *Sim) several(rd render, kind string, q url.Values) answer {
+	v, given := q["ids"]
+	if !given || v[0] == "" {
+		return fail(http.StatusBadRequest, "Missing required parameter ids")
+	}
+	ids := strings.Split(v[0], ",")
+	if len(ids) > maxIDs[kind] {
+		return fail(http.StatusBadRequest, "Too many ids requested")
+	}
+	items := make([]any, len(ids))
+	for i, id := range ids {
+		if !idRE.MatchString(id) {
+			return fail(http.StatusBadRequest, "Invalid base62 id")
+		}
+		switch kind {
+		case "tracks":
+			if t, found := s.cat.tracks[id]; found {
+				items[i] = rd.track(t)
+			}
+		case "albums":
+			if al, found := s.cat.albums[id]; found {
+				items[i] = rd.fullAlbum(al)
+			}
+		case "artists":
+			if a, found := s.cat.byID[id]; found {
+				items[i] = rd.artist(a)
+			}
+		}
+	}
+	return ok(map[string][]any{kind: items})
 }
 
 // paging reads limit (default def, 1..maxLimit) and offset (0..maxOffset,

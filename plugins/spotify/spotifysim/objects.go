@@ -180,6 +180,16 @@ func (r render) album(al *album, tracks page) albumJSON {
 	}
 }
 
+// fullAlbum is an album as Get Album answers it: with the first page (50)
+// of its tracks.
+func (r render) fullAlbum(al *album) albumJSON {
+	params := url.Values{}
+	if r.market != "" {
+		params.Set("market", r.market)
+	}
+	return r.album(al, pageOf(r, "/v1/albums/"+al.ID+"/tracks", params, al.Tracks, 0, 50, func(t *track) any { return r.simpleTrack(t) }))
+}
+
 func (r render) simpleTrack(t *track) simpleTrackJSON {
 	out := simpleTrackJSON{
 		Artists: r.simpleArtists(t.Artists), AvailableMarkets: t.Album.Markets, DiscNumber: 1, DurationMS: t.Duration,

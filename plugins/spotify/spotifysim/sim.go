@@ -1,7 +1,8 @@
 // Package spotifysim is an in-process HTTP simulator of the parts of the
 // Spotify Web API sluice fronts: the Client Credentials token endpoint of
 // the accounts service and the catalogue endpoints (search, artist, artist
-// albums, album, album tracks, track) of the Web API.
+// albums, album, album tracks, track, and several tracks, albums or
+// artists by ids) of the Web API.
 //
 // It follows shared/upstream/README.md §3, the Korean tutorial and the
 // OpenAPI description (a copy is in testdata/), strictly: tests and sandbox
@@ -22,9 +23,12 @@
 //     arrivals. An arrival that makes more than Requests within the window
 //     answers 429 with Retry-After (whole seconds). Every arrival while a
 //     Retry-After is still running is counted (DuringRetryAfter) and answered
-//     429 too: that count is what tests assert is zero.
+//     429 too: that count is what tests assert is zero. A 5xx fault may carry
+//     a Retry-After as well ("503: temporary, retry later"); arrivals before
+//     it ends are counted the same way and answered that 5xx again.
 //   - Paging objects carry absolute href/next/previous links built from the
-//     Host the request arrived on (plus the path prefix), like Spotify's.
+//     Host the request arrived on (plus the path prefix), like Spotify's;
+//     with CanonicalLinks they are https://api.spotify.com/v1/... instead.
 //
 // Processing order for each API request: count the arrival → running
 // Retry-After (429, counted) → Bearer token (401/400) → injected faults →
@@ -43,6 +47,10 @@ import (
 	"sync"
 	"time"
 )
+
+// CanonicalBase is the Web API's own base URL, the servers entry of the
+// OpenAPI description; links carry it with Options.CanonicalLinks.
+const CanonicalBase = "https://api.spotify.com/v1"
 
 // Default credentials of the simulated app, accepted by a zero Options.
 const (
@@ -74,6 +82,11 @@ type Options struct {
 	// LowerCaseRetryAfter sends the header as "retry-after", as Spotify's
 	// HTTP/2 front ends do.
 	LowerCaseRetryAfter bool
+	// CanonicalLinks writes href/next/previous under CanonicalBase
+	// (https://api.spotify.com/v1, the OpenAPI's server URL) whatever host
+	// and prefix the request came on, as a fake that copies Spotify's
+	// answers does.
+	CanonicalLinks bool
 	// Logger receives a debug line per request. Default: discard.
 	Logger *slog.Logger
 }
@@ -83,8 +96,11 @@ type Options struct {
 type Fault struct {
 	// Status is the HTTP status (429, 500, 502, 503, 504, ...).
 	Status int
-	// RetryAfter is sent as Retry-After in whole seconds for a 429;
-	// negative leaves the header out.
+	// RetryAfter is sent as Retry-After in whole seconds. For a 429,
+	// negative leaves the header out. For any other status only a positive
+	// value sends it (opt-in: a bare 5xx stays bare), and it starts a
+	// Retry-After like a 429's: arrivals before it ends are counted in
+	// DuringRetryAfter and answered the same status.
 	RetryAfter int
 	// Reason, if set, goes into the error object ("QUOTA_EXCEEDED").
 	Reason string
@@ -131,6 +147,7 @@ type Sim struct {
 	tokens      map[string]time.Time // token -> expiry
 	arrivals    []time.Time          // API arrivals inside the window, oldest first
 	retryUntil  time.Time
+	retryStatus int // what arrivals during retryUntil are answered
 	faults      []Fault
 	delay       time.Duration
 	tokenDelay  time.Duration

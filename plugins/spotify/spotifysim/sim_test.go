@@ -261,6 +261,51 @@ func TestInjectedFaults(t *testing.T) {
 	}
 }
 
+func TestServerErrorRetryAfter(t *testing.T) {
+	e := start(t, Options{})
+	auth := "Bearer " + e.token(t)
+	path := "/v1/tracks/" + SampleTrackID
+	e.sim.InjectFaults(Fault{Status: 502}, Fault{Status: 503, RetryAfter: 2})
+	// A bare 5xx stays bare and starts nothing.
+	status, h, _ := e.get(t, path, auth)
+	if _, has := h["Retry-After"]; status != 502 || has || e.sim.RetryAfterRunning() {
+		t.Fatalf("bare 502: %d %v", status, h)
+	}
+	status, h, b := e.get(t, path, auth)
+	if eo := apiErr(t, b); status != 503 || eo.Status != 503 || h.Get("Retry-After") != "2" || !e.sim.RetryAfterRunning() {
+		t.Fatalf("503 with Retry-After: %d %v %s", status, h, b)
+	}
+	// Arriving before it ends is counted and answered the same 503.
+	status, h, _ = e.get(t, path, auth)
+	if status != 503 || h.Get("Retry-After") == "" {
+		t.Fatalf("during the 503's Retry-After: %d %v", status, h)
+	}
+	if c := e.sim.Counts(); c.DuringRetryAfter != 1 || c.Throttled != 0 || c.APIRequests != 3 {
+		t.Fatalf("counts %+v", c)
+	}
+}
+
+func TestCanonicalLinks(t *testing.T) {
+	e := start(t, Options{APIPrefix: "/p/api", CanonicalLinks: true})
+	auth := "Bearer " + e.token(t)
+	status, _, b := e.get(t, "/v1/artists/"+Artist95ID+"/albums?limit=10&offset=10", auth)
+	var p struct {
+		Href, Next, Previous string
+		Items                []struct{ Href string }
+	}
+	if status != 200 || json.Unmarshal(b, &p) != nil || len(p.Items) == 0 {
+		t.Fatalf("%d %s", status, b)
+	}
+	for _, link := range []string{p.Href, p.Next, p.Previous, p.Items[0].Href} {
+		if !strings.HasPrefix(link, CanonicalBase+"/") {
+			t.Fatalf("link %q, want it under %s", link, CanonicalBase)
+		}
+	}
+	if strings.Contains(string(b), "127.0.0.1") || strings.Contains(string(b), "/p/api") {
+		t.Fatalf("the local address leaked into %s", b)
+	}
+}
+
 func TestCatalogueAndPaging(t *testing.T) {
 	e := start(t, Options{APIPrefix: "/p/api", AccountsPrefix: "acc/"})
 	if !strings.HasSuffix(e.api, "/p/api") || !strings.HasSuffix(e.accounts, "/acc") {
@@ -337,6 +382,32 @@ func TestCatalogueAndPaging(t *testing.T) {
 		{"unknown path", "/v1/playlists/" + SampleAlbumID, 404, "Service not found", nil},
 		{"outside the prefix", "/../../v1/tracks/" + SampleTrackID, 404, "", nil},
 		{"duplicate parameter", "/v1/albums/" + SampleAlbumID + "/tracks?limit=1&limit=2", 400, "Duplicate parameter limit", nil},
+		{"several tracks in order, null for unknown", "/v1/tracks?market=KR&ids=" + SampleTrackID + ",0000000000000000000000," + SampleTrackID, 200, "", func(b []byte) bool {
+			var m struct{ Tracks []*struct{ ID string } }
+			return json.Unmarshal(b, &m) == nil && len(m.Tracks) == 3 && m.Tracks[0].ID == SampleTrackID && m.Tracks[1] == nil &&
+				m.Tracks[2].ID == SampleTrackID && strings.Contains(string(b), `"is_playable":true`)
+		}},
+		{"several albums embed their tracks", "/v1/albums?ids=" + MilesDavisCompleteSessions + "," + SampleAlbumID, 200, "", func(b []byte) bool {
+			var m struct {
+				Albums []struct {
+					ID     string
+					Tracks page
+				}
+			}
+			return json.Unmarshal(b, &m) == nil && len(m.Albums) == 2 && m.Albums[0].ID == MilesDavisCompleteSessions &&
+				m.Albums[0].Tracks.Total == 63 && m.Albums[0].Tracks.Limit == 50 && m.Albums[1].ID == SampleAlbumID
+		}},
+		{"several artists", "/v1/artists?ids=" + TaniaBowraID + "," + Artist95ID, 200, "", func(b []byte) bool {
+			var m struct{ Artists []struct{ ID, Name string } }
+			return json.Unmarshal(b, &m) == nil && len(m.Artists) == 2 && m.Artists[0].ID == TaniaBowraID && m.Artists[1].ID == Artist95ID
+		}},
+		{"several without ids", "/v1/tracks", 400, "Missing required parameter ids", nil},
+		{"several with a bad id", "/v1/artists?ids=" + Artist95ID + ",abc", 400, "Invalid base62 id", nil},
+		{"several with an empty id", "/v1/artists?ids=" + Artist95ID + ",", 400, "Invalid base62 id", nil},
+		{"21 albums", "/v1/albums?ids=" + strings.Repeat(SampleAlbumID+",", 20) + SampleAlbumID, 400, "Too many ids requested", nil},
+		{"20 albums", "/v1/albums?ids=" + strings.Repeat(SampleAlbumID+",", 19) + SampleAlbumID, 200, "", nil},
+		{"51 tracks", "/v1/tracks?ids=" + strings.Repeat(SampleTrackID+",", 50) + SampleTrackID, 400, "Too many ids requested", nil},
+		{"several bad market", "/v1/tracks?ids=" + SampleTrackID + "&market=ZZ", 400, "Invalid market code", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -69,6 +69,13 @@ func TestAnswersMatchTheOpenAPIDescription(t *testing.T) {
 		{"/v1/albums/" + spotifysim.MilesDavisCompleteSessions + "/tracks?limit=50&offset=50&market=KR", true, 200, ""},
 		{"/v1/tracks/" + track, true, 200, ""},
 		{"/v1/tracks/" + track + "?market=SE", true, 200, ""},
+		// Several by ids, known ids only: Spotify answers null for an
+		// unknown one, which ManyTracks/ManyAlbums/ManyArtists do not allow
+		// for (only ManyAudiobooks' description mentions it).
+		{"/v1/tracks?ids=" + track + "," + track + "&market=KR", true, 200, ""},
+		{"/v1/albums?ids=" + album + "," + spotifysim.MilesDavisCompleteSessions, true, 200, ""},
+		{"/v1/artists?ids=" + artist + "," + spotifysim.TaniaBowraID, true, 200, ""},
+		{"/v1/tracks?ids=" + track + ",abc", true, 400, "BadRequest"},
 		{"/v1/tracks/" + track, false, 401, ""},
 		{"/v1/tracks/abc", true, 400, "BadRequest"},
 		{"/v1/search?q=BTS&type=artist&limit=11", true, 400, "BadRequest"},
