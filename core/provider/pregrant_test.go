@@ -1,8 +1,12 @@
 package provider
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -428,5 +432,62 @@ func TestUpstream429PausesAtOnce(t *testing.T) {
 				t.Fatalf("second Do: %v after %d sends; want a 429 problem and no send", err, sends.Load())
 			}
 		})
+	}
+}
+
+// TestUpstreamNeverResends: a server that reads a request on a kept-alive
+// connection and hangs up without answering makes net/http re-send a GET
+// by itself, on a new connection, past the scheduler. Upstream sends every
+// request once: the caller gets an error, the server counts one arrival per
+// grant, and the request still goes out without a body.
+func TestUpstreamNeverResends(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var arrived atomic.Int32
+	var framing atomic.Value
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					framing.Store(fmt.Sprintf("content-length %d, transfer-encoding %v", req.ContentLength, req.TransferEncoding))
+					if arrived.Add(1) == 2 {
+						return // read it, then hang up with no answer
+					}
+					fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}(c)
+		}
+	}()
+	u := newUpstream(&fakeHost{}, nil)
+	for i, wantErr := range []bool{false, true} {
+		resp, err := u.Do(context.Background(), "p.a", func(ctx context.Context) (*http.Request, error) {
+			return http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ln.Addr().String()+"/x", nil)
+		})
+		if (err != nil) != wantErr {
+			t.Fatalf("request %d: err = %v, want an error: %v", i+1, err, wantErr)
+		}
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	if n := arrived.Load(); n != 2 {
+		t.Fatalf("the server saw %d requests for 2 grants", n)
+	}
+	if f := framing.Load(); f != "content-length 0, transfer-encoding []" {
+		t.Fatalf("request framing: %v, want no body", f)
 	}
 }

@@ -326,6 +326,7 @@ func (u *Upstream) acquireOnce(ctx context.Context, bucket string) (time.Time, e
 
 // send performs one exchange (up to the response head) and records it.
 func (u *Upstream) send(ctx context.Context, bucket string, req *http.Request) (*http.Response, error) {
+	onceOnly(req)
 	start := time.Now()
 	resp, err := u.client.Do(req)
 	if st := statsFrom(ctx); st != nil {
@@ -341,6 +342,26 @@ func (u *Upstream) send(ctx context.Context, bucket string, req *http.Request) (
 	}
 	return resp, err
 }
+
+// onceOnly stops net/http from sending req a second time by itself. Its
+// Transport re-sends a GET (or HEAD) whose kept-alive connection the server
+// closed after reading it, a request the scheduler granted once and the
+// upstream may count twice (a 7th iNeo request in its window is a ban; a
+// deleteaccount twice is worse). It does so only for requests it deems
+// replayable: no body, or one it can rewind. An empty body it cannot
+// rewind makes the request not replayable, and goes out as no body at
+// all (the Transport finds it empty before writing the head). A request
+// that failed before any byte was written still fails rather than being
+// re-sent; the plugin's own policy, through the scheduler, decides.
+func onceOnly(req *http.Request) {
+	if req.Body == nil || req.Body == http.NoBody {
+		req.Body, req.GetBody = io.NopCloser(emptyReader{}), nil
+	}
+}
+
+type emptyReader struct{}
+
+func (emptyReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 // asksToWait reports an answer that stops the bucket: a 429, or a 5xx
 // carrying Retry-After ("temporarily unavailable, retry later").
