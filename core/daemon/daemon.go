@@ -71,6 +71,8 @@ type Daemon struct {
 	socketGID int
 
 	reloadMu sync.Mutex
+	// readySent: READY=1 has announced the start to systemd.
+	readySent atomic.Bool
 	cfgMu    sync.Mutex
 	cfgState api.ConfigStatus
 }
@@ -273,7 +275,13 @@ func (d *Daemon) reload(ctx context.Context, force bool) (api.ReloadResult, erro
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	d.notifyReloading()
-	defer d.notify("READY=1")
+	defer func() {
+		// Only a daemon that has announced its start may say READY
+		// again: before that, systemd would take it as the start.
+		if d.readySent.Load() {
+			d.notify("READY=1")
+		}
+	}()
 	cfg, raw, err := loadConfig(d.opts)
 	if err == nil {
 		_, err = providerSpecs(cfg)
@@ -295,9 +303,17 @@ func (d *Daemon) reload(ctx context.Context, force bool) (api.ReloadResult, erro
 		d.cfgState.LastReloadOK, d.cfgState.LastError = true, ""
 		st := d.cfgState
 		d.cfgMu.Unlock()
+		// The file is back to the config in force after a failed
+		// reload: the metric must clear like status does.
+		d.metrics.Reloaded(true)
 		return api.ReloadResult{Status: "unchanged", Hash: hash, LoadedAt: st.LoadedAt}, nil
 	}
 	d.apply(cfg)
+	if force {
+		if names := d.host.RestartFailed(); len(names) > 0 {
+			d.log.Info("restarting failed providers on a forced reload", "providers", names)
+		}
+	}
 	d.metrics.Reloaded(true)
 	now := time.Now()
 	d.cfgMu.Lock()

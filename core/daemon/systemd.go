@@ -51,16 +51,30 @@ func (d *Daemon) notifyReloading() {
 	d.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
 }
 
-// announceReady waits until the socket answers and every enabled plugin is
-// ready, then sends READY=1.
+// readyGrace is how long READY=1 waits for every enabled plugin to become
+// ready before it is sent anyway. A plugin that cannot start (no
+// credentials, a checksum mismatch) must not hold the whole unit in
+// "activating" until TimeoutStartSec kills it along with the providers
+// that work: status and health say which one is down.
+const readyGrace = 5 * time.Second
+
+// announceReady waits until the socket answers with every enabled plugin
+// ready, or answers at all once readyGrace has passed, then sends READY=1.
 func (d *Daemon) announceReady(ctx context.Context) {
 	if os.Getenv("NOTIFY_SOCKET") == "" {
 		return
 	}
+	start := time.Now()
 	for {
-		if d.selfCheck(ctx) == nil {
+		healthy, err := d.selfCheck(ctx)
+		if err == nil && (healthy || time.Since(start) >= readyGrace) {
+			d.readySent.Store(true)
 			d.notify(sdnotify.SdNotifyReady)
-			d.log.Info("ready: notified systemd")
+			if healthy {
+				d.log.Info("ready: notified systemd")
+			} else {
+				d.log.Warn("ready: notified systemd with a provider not ready; see sluicectl status", "waited", readyGrace)
+			}
 			return
 		}
 		select {
@@ -71,9 +85,10 @@ func (d *Daemon) announceReady(ctx context.Context) {
 	}
 }
 
-// watchdog pings systemd while a real health check passes: a request over
-// the daemon's own socket (so a wedged accept loop or handler stops the
-// pings) that finds every plugin ready.
+// watchdog pings systemd while the daemon answers a health check over its
+// own socket, so a wedged accept loop or handler stops the pings. A plugin
+// that is down does not: its supervisor restarts it, and a restart of the
+// daemon by systemd would take every working provider down with it.
 func (d *Daemon) watchdog(ctx context.Context) {
 	interval, err := sdnotify.SdWatchdogEnabled(false)
 	if err != nil || interval <= 0 {
@@ -86,7 +101,7 @@ func (d *Daemon) watchdog(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := d.selfCheck(ctx); err != nil {
+			if _, err := d.selfCheck(ctx); err != nil {
 				d.log.Warn("watchdog: health check failed; not pinging systemd", "err", err)
 				continue
 			}
@@ -95,8 +110,10 @@ func (d *Daemon) watchdog(ctx context.Context) {
 	}
 }
 
-// selfCheck asks the daemon's own socket for /v1/health.
-func (d *Daemon) selfCheck(ctx context.Context) error {
+// selfCheck asks the daemon's own socket for /v1/health. err is set when
+// the daemon did not answer; healthy when it answered 200 (every enabled
+// plugin ready).
+func (d *Daemon) selfCheck(ctx context.Context) (healthy bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -106,15 +123,18 @@ func (d *Daemon) selfCheck(ctx context.Context) error {
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sluice/v1/health", nil)
 	if err != nil {
-		return err
+		return false, err
 	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		return err
+		return false, err
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("health answered %d", resp.StatusCode)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, nil
+	case http.StatusServiceUnavailable:
+		return false, nil
 	}
-	return nil
+	return false, fmt.Errorf("health answered %d", resp.StatusCode)
 }

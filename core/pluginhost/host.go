@@ -134,6 +134,30 @@ func (h *Host) Apply(specs []Spec) {
 	}
 }
 
+// RestartFailed starts afresh every provider whose plugin has given up
+// (state failed: a checksum mismatch, a plugin that cannot start), and
+// returns their names. An operator who has fixed the cause asks for it
+// with a forced reload (SIGHUP, sluicectl reload) instead of having to
+// edit the config so its spec changes.
+func (h *Host) RestartFailed() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var names []string
+	for name, sup := range h.sups {
+		if sup.status().State != StateFailed {
+			continue
+		}
+		h.retire(sup)
+		fresh := newSupervisor(h, sup.spec)
+		fresh.lastDesc = sup.description()
+		h.sups[name] = fresh
+		go fresh.run()
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
 func (h *Host) retire(sup *supervisor) {
 	h.draining.Add(1)
 	go func() {

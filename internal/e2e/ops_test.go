@@ -161,41 +161,7 @@ func TestSystemdNotifyAndPluginEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	sockPath := filepath.Join(dir, "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	msgs := make(chan string, 100)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				close(msgs)
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	}()
-	await := func(what string) string {
-		t.Helper()
-		deadline := time.After(20 * time.Second)
-		for {
-			select {
-			case m, ok := <-msgs:
-				if !ok {
-					t.Fatalf("notify socket closed waiting for %s", what)
-				}
-				if strings.Contains(m, what) {
-					return m
-				}
-			case <-deadline:
-				t.Fatalf("no %s from the daemon", what)
-			}
-		}
-	}
+	sockPath, await, _ := notifySocket(t, dir)
 	env := testenv.Start(t, testenv.Options{Env: []string{"NOTIFY_SOCKET=" + sockPath, "SLUICE_TEST_SECRET=hunter2",
 		"WATCHDOG_USEC=600000"}})
 	await("READY=1")
@@ -226,6 +192,124 @@ func TestSystemdNotifyAndPluginEnv(t *testing.T) {
 	}
 	env.StopDaemon()
 	await("STOPPING=1")
+}
+
+// notifySocket listens on a fake NOTIFY_SOCKET in dir and returns its path,
+// a function that waits for the next message containing what, and one that
+// drops the messages received so far.
+func notifySocket(t *testing.T, dir string) (string, func(what string) string, func()) {
+	t.Helper()
+	sockPath := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	msgs := make(chan string, 1000)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			select {
+			case msgs <- string(buf[:n]):
+			default: // nobody is waiting for watchdog pings this old
+			}
+		}
+	}()
+	drain := func() {
+		for {
+			select {
+			case <-msgs:
+			default:
+				return
+			}
+		}
+	}
+	return sockPath, func(what string) string {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					t.Fatalf("notify socket closed waiting for %s", what)
+				}
+				if strings.Contains(m, what) {
+					return m
+				}
+			case <-deadline:
+				t.Fatalf("no %s from the daemon", what)
+			}
+		}
+	}, drain
+}
+
+// TestFailedPluginKeepsDaemonAliveAndForcedReloadRevivesIt: a plugin
+// that can no longer start (its binary no longer matches plugin_sha256)
+// must not stop the daemon's watchdog pings, or systemd would restart the
+// whole daemon and every working provider with it; once the binary is
+// fixed, a forced reload (sluicectl reload, SIGHUP) starts it again
+// without a config change.
+func TestFailedPluginKeepsDaemonAliveAndForcedReloadRevivesIt(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "fp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	plugin := filepath.Join(dir, "sluice-ineo")
+	good, err := os.ReadFile(filepath.Join(testenv.BinDir(t), "sluice-ineo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(plugin, good, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sockPath, await, drain := notifySocket(t, dir)
+	env := testenv.Start(t, testenv.Options{PluginDir: dir, IneoExtra: `plugin_sha256 = "` + sha256File(t, plugin) + `"`,
+		Env: []string{"NOTIFY_SOCKET=" + sockPath, "WATCHDOG_USEC=600000"}})
+	ctx := testenv.Ctx(t, time.Minute)
+	await("READY=1")
+
+	// A changed binary, found when the plugin next starts.
+	if err := os.WriteFile(plugin+".new", []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(plugin+".new", plugin); err != nil {
+		t.Fatal(err)
+	}
+	st, err := env.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(st.Providers[0].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the provider to fail on the checksum", func() bool {
+		st, err := env.Client.Status(ctx)
+		return err == nil && st.Providers[0].State == "failed"
+	})
+	// Pings go on while the provider is down.
+	drain()
+	await("WATCHDOG=1")
+	await("WATCHDOG=1")
+
+	if err := os.WriteFile(plugin+".new", good, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(plugin+".new", plugin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Client.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.WaitHealthy(ctx); err != nil {
+		t.Fatalf("the provider did not come back after a forced reload: %v", err)
+	}
 }
 
 // TestSocketActivation runs sluiced under systemd-socket-activate and calls

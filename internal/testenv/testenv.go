@@ -5,6 +5,7 @@
 package testenv
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -103,6 +104,10 @@ type Options struct {
 	Top string
 	// Env is added to the daemon's environment.
 	Env []string
+	// PluginDir is the daemon's plugin_dir; default: the freshly built
+	// binaries shared by every test (a test that changes a plugin binary
+	// must copy it into a dir of its own).
+	PluginDir string
 	// Launcher is a command the daemon runs under, e.g.
 	// {"systemd-socket-activate", "-l", SOCKET}; the word SOCKET is
 	// replaced by the socket path.
@@ -197,7 +202,7 @@ requests = %d
 window = %q
 
 %s
-`, e.Socket, filepath.Join(e.Dir, "state"), BinDir(e.t), o.Top, o.Margin, e.IneoURL, o.AccessKey, o.TmanageAuth,
+`, e.Socket, filepath.Join(e.Dir, "state"), cmp.Or(o.PluginDir, BinDir(e.t)), o.Top, o.Margin, e.IneoURL, o.AccessKey, o.TmanageAuth,
 		o.IneoExtra, o.SpotifyLimit.Requests, o.SpotifyLimit.Window.String(), o.TmanageLimit.Requests, o.TmanageLimit.Window.String(), o.Extra)
 }
 
