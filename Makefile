@@ -15,6 +15,7 @@ PLUGINDIR   = $(PREFIX)/lib/sluice/plugins
 UNITDIR     = $(PREFIX)/lib/systemd/system
 USERUNITDIR = $(PREFIX)/lib/systemd/user
 SYSUSERSDIR = $(PREFIX)/lib/sysusers.d
+TMPFILESDIR = $(PREFIX)/lib/tmpfiles.d
 
 FUZZTIME ?= 30s
 
@@ -85,7 +86,7 @@ install: build
 # prebuilt binaries).
 install-files:
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(UNITDIR) \
-		$(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(SYSCONFDIR)/sluice
+		$(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(SYSCONFDIR)/sluice
 	install -m 0755 $(BIN)/sluiced $(BIN)/sluicectl $(DESTDIR)$(BINDIR)/
 	@for p in $(PLUGINS); do install -m 0755 $(BIN)/sluice-$$p $(DESTDIR)$(PLUGINDIR)/ || exit 1; done
 	@for u in sluice.service sluice.socket; do \
@@ -93,12 +94,18 @@ install-files:
 		sed -e 's|/usr/local/bin|$(BINDIR)|g' systemd/user/$$u > $(DESTDIR)$(USERUNITDIR)/$$u; \
 	done
 	install -m 0644 systemd/sluice.sysusers $(DESTDIR)$(SYSUSERSDIR)/sluice.conf
+	install -m 0644 systemd/sluice.tmpfiles $(DESTDIR)$(TMPFILESDIR)/sluice.conf
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1
 	$(BIN)/sluicectl gen-man $(DESTDIR)$(PREFIX)/share/man/man1
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/sluice/config.toml ]; then \
 		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/sluice/config.toml"; \
 	else \
 		install -m 0640 config.toml $(DESTDIR)$(SYSCONFDIR)/sluice/config.toml; \
+		if [ -z "$(DESTDIR)" ] && getent group sluice >/dev/null 2>&1; then \
+			chgrp sluice $(SYSCONFDIR)/sluice/config.toml; \
+		else \
+			echo "note: the service runs as user sluice: chgrp sluice $(SYSCONFDIR)/sluice/config.toml once the group exists"; \
+		fi; \
 	fi
 
 # Remove what install put in place, except the config (it may hold your
@@ -109,7 +116,7 @@ uninstall:
 	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(PREFIX)/lib/sluice 2>/dev/null
 	rm -f $(DESTDIR)$(UNITDIR)/sluice.service $(DESTDIR)$(UNITDIR)/sluice.socket
 	rm -f $(DESTDIR)$(USERUNITDIR)/sluice.service $(DESTDIR)$(USERUNITDIR)/sluice.socket
-	rm -f $(DESTDIR)$(SYSUSERSDIR)/sluice.conf
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/sluice.conf $(DESTDIR)$(TMPFILESDIR)/sluice.conf
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man1/sluicectl*.1
 
 clean:

@@ -45,7 +45,7 @@ func TestInstallIntoDestdir(t *testing.T) {
 		"usr/lib/sluice/plugins/sluice-hellorf", "usr/lib/sluice/plugins/sluice-spotify",
 		"usr/lib/systemd/system/sluice.service", "usr/lib/systemd/system/sluice.socket",
 		"usr/lib/systemd/user/sluice.service", "usr/lib/systemd/user/sluice.socket",
-		"usr/lib/sysusers.d/sluice.conf", "etc/sluice/config.toml"} {
+		"usr/lib/sysusers.d/sluice.conf", "usr/lib/tmpfiles.d/sluice.conf", "etc/sluice/config.toml"} {
 		if _, err := os.Stat(filepath.Join(dest, f)); err != nil {
 			t.Errorf("not installed: %s", f)
 		}
@@ -61,7 +61,8 @@ func TestInstallIntoDestdir(t *testing.T) {
 		t.Fatal("a second install overwrote the existing config")
 	}
 	makeIn(t, "uninstall", "DESTDIR="+dest, "PREFIX=/usr")
-	for _, f := range []string{"usr/bin/sluiced", "usr/lib/sluice/plugins/sluice-ineo", "usr/lib/systemd/system/sluice.service"} {
+	for _, f := range []string{"usr/bin/sluiced", "usr/lib/sluice/plugins/sluice-ineo", "usr/lib/systemd/system/sluice.service",
+		"usr/lib/tmpfiles.d/sluice.conf"} {
 		if _, err := os.Stat(filepath.Join(dest, f)); err == nil {
 			t.Errorf("uninstall left %s", f)
 		}
