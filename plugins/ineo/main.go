@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -208,6 +209,24 @@ type envelope struct {
 }
 
 func (p *ineo) Call(ctx context.Context, req *provider.Request, w *provider.ResponseWriter, up *provider.Upstream) error {
+	return p.serve(ctx, req, w, up)
+}
+
+// upstream is the part of *provider.Upstream the plugin uses; tests
+// substitute a fake that reaches the simulator directly.
+type upstream interface {
+	Do(ctx context.Context, bucket string, build provider.Builder) (*http.Response, error)
+	Pause(ctx context.Context, bucket string, until time.Time, reason string) error
+	SetTimeout(d time.Duration)
+}
+
+// answerWriter is the part of *provider.ResponseWriter the plugin uses.
+type answerWriter interface {
+	WriteHead(status int, h http.Header, hint provider.CacheHint) error
+	Write(b []byte) (int, error)
+}
+
+func (p *ineo) serve(ctx context.Context, req *provider.Request, w answerWriter, up upstream) error {
 	s := p.settings()
 	if s == nil {
 		return problem.New(http.StatusServiceUnavailable, "ineo provider not configured")
@@ -226,21 +245,18 @@ func (p *ineo) Call(ctx context.Context, req *provider.Request, w *provider.Resp
 	up.SetTimeout(parseDuration(s.Timeout, 30*time.Second))
 	endpoint := *s.base
 	endpoint.Path = strings.TrimRight(endpoint.Path, "/") + "/" + script
+	// sent is when the request left: iNeo issues a link while answering
+	// it, so the link's lifetime counts from no later than this. The
+	// builder runs after the grant, right before the send, and once more
+	// for every grant given up unsent; the last run is the request sent.
+	var sent time.Time
 	resp, err := up.Do(ctx, bucket, func(ctx context.Context) (*http.Request, error) {
 		q := url.Values{credName: {cred}}
 		for k, vs := range params {
 			q[k] = vs
 		}
-		if req.Method == http.MethodPost {
-			r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), strings.NewReader(q.Encode()))
-			if err == nil {
-				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			}
-			return r, err
-		}
-		u := endpoint
-		u.RawQuery = q.Encode()
-		return http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		sent = time.Now()
+		return newRequest(ctx, req.Method, endpoint, q)
 	})
 	if err != nil {
 		return err
@@ -271,8 +287,11 @@ func (p *ineo) Call(ctx context.Context, req *provider.Request, w *provider.Resp
 	code := v.code
 	hint := provider.CacheHint{Outcome: fmt.Sprintf("ineo:%d", *env.StatusCode)}
 	if v.cacheable && req.Operation == "spotify.track" {
-		// iNeo's links carry no expiry of their own: link_ttl is the bound.
-		hint.Cacheable, hint.ExpiresAt = true, time.Now().Add(s.linkTTL)
+		// iNeo's links carry no expiry of their own: link_ttl is the bound,
+		// counted from the send, not from the answer's arrival, which may
+		// be up to the whole timeout later: a cache entry must not outlive
+		// its link by the length of the exchange.
+		hint.Cacheable, hint.ExpiresAt = true, sent.Add(s.linkTTL)
 	}
 	h := http.Header{"Content-Type": {resp.Header.Get("Content-Type")}}
 	if h.Get("Content-Type") == "" {
@@ -289,6 +308,30 @@ func (p *ineo) Call(ctx context.Context, req *provider.Request, w *provider.Resp
 	}
 	_, err = w.Write(body)
 	return err
+}
+
+// errBadURL replaces net/http's error, which quotes the whole URL, the
+// accessKey or auth query parameter included, and would reach the caller
+// in a 502's detail.
+var errBadURL = errors.New("cannot build the iNeo URL from base_url")
+
+// newRequest builds the request for endpoint with the parameters q, the
+// credential among them: as a form body for POST, as the query otherwise.
+func newRequest(ctx context.Context, method string, endpoint url.URL, q url.Values) (*http.Request, error) {
+	if method == http.MethodPost {
+		r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), strings.NewReader(q.Encode()))
+		if err != nil {
+			return nil, errBadURL
+		}
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return r, nil
+	}
+	endpoint.RawQuery = q.Encode()
+	r, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint.String(), nil)
+	if err != nil {
+		return nil, errBadURL
+	}
+	return r, nil
 }
 
 // httpStopPause is how long an HTTP 429 or 503 without a usable
