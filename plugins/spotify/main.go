@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-dev/sluice/core/problem"
@@ -100,6 +101,10 @@ type spotify struct {
 
 	mu  sync.RWMutex
 	cfg *config
+
+	// apiPausedUntil is the end (Unix ns) of the latest pause of
+	// spotify.api this plugin asked for; see apiPauseRefusal.
+	apiPausedUntil atomic.Int64
 }
 
 func newSpotify(l *slog.Logger) *spotify {
@@ -292,7 +297,7 @@ func (p *spotify) serve(ctx context.Context, req *provider.Request, w answerWrit
 		return err
 	}
 	up.SetTimeout(cfg.timeout)
-	res, err := p.fetch(ctx, cfg, up, path, params)
+	res, err := p.fetch(ctx, cfg, up, path, params, req.MaxWait)
 	if err != nil {
 		return err
 	}

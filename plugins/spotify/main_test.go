@@ -671,6 +671,43 @@ func TestServeScenarios(t *testing.T) {
 	}
 }
 
+// TestPausedCallCostsNoTokenRequest: a call the pause of spotify.api
+// refuses locally (longer than its max wait) must not first spend a token
+// request, even when the token has reached its refresh time.
+func TestPausedCallCostsNoTokenRequest(t *testing.T) {
+	h := newHarness(t, "", nil)
+	// A caller that may wait 2 s meets a 429 with Retry-After 30 s: it is
+	// answered 429 and spotify.api stays paused for every caller.
+	h.up.maxWait = 2 * time.Second
+	h.sim.Force429(30, 1)
+	_, err := h.call("search", "v1/search", searchQ(0))
+	var p *problem.Problem
+	if !errors.As(err, &p) || p.Status != http.StatusTooManyRequests {
+		t.Fatalf("first call: %v, want a 429", err)
+	}
+	before := h.sim.Counts()
+	if before.TokenRequests != 1 || before.APIRequests != 1 {
+		t.Fatalf("counts %+v, want one token and one API request", before)
+	}
+	// The token reaches its refresh time while the pause runs.
+	h.p.tokens.mu.Lock()
+	h.p.tokens.refreshAt = time.Now().Add(-time.Millisecond)
+	h.p.tokens.mu.Unlock()
+
+	h.up.maxWait = time.Second
+	err = h.p.serve(context.Background(), &provider.Request{Operation: "search", Method: http.MethodGet, Path: "v1/search",
+		Params: searchQ(1), MaxWait: time.Second}, &recorder{}, h.up)
+	if !errors.As(err, &p) || p.Status != http.StatusTooManyRequests || p.RetryAfter < 29*time.Second {
+		t.Fatalf("second call: %v, want a 429 with the pause's Retry-After", err)
+	}
+	if after := h.sim.Counts(); after.TokenRequests != before.TokenRequests || after.APIRequests != before.APIRequests {
+		t.Fatalf("counts %+v after %+v: the refused call reached Spotify", after, before)
+	}
+	if g := h.up.granted(bucketAccounts); g != 1 {
+		t.Fatalf("accounts grants %d, want 1", g)
+	}
+}
+
 func TestRejectedCredentialsArePermanentUntilReconfigured(t *testing.T) {
 	h := newHarness(t, "wrong-secret-value", nil)
 	for range 3 {
