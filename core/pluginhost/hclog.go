@@ -42,6 +42,23 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// plainStderr receives a copy of everything a plugin writes to stderr and
+// logs the lines that are not JSON records at warn. go-plugin logs those at
+// debug only, and they are what matters when a plugin dies: a Go panic and
+// its stack, a message from the runtime or a wrapper script. JSON records
+// arrive through newHCLogger already.
+type plainStderr struct{ l *slog.Logger }
+
+func (w *plainStderr) Write(p []byte) (int, error) {
+	for _, line := range bytes.Split(bytes.TrimSpace(p), []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 || json.Valid(line) {
+			continue
+		}
+		w.l.Warn("plugin stderr", "line", string(line))
+	}
+	return len(p), nil
+}
+
 func level(s string) slog.Level {
 	switch strings.ToLower(s) {
 	case "trace", "debug":

@@ -1,10 +1,12 @@
 package pluginhost
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,8 +19,9 @@ import (
 )
 
 // TestCallNeverResendsDestructive: a Call that fails may still have reached
-// the plugin. The supervisor waits for a restart and sends an ordinary call
-// again, but a destructive one (a purchase) goes out once at most.
+// the plugin. The supervisor waits for a restart and sends a read-only
+// lookup again, but an operation with side effects (a purchase, a login
+// code) goes out once at most.
 func TestCallNeverResendsDestructive(t *testing.T) {
 	cases := []struct {
 		op       string
@@ -26,6 +29,7 @@ func TestCallNeverResendsDestructive(t *testing.T) {
 	}{
 		{"lookup", 2},
 		{"purchase", 1},
+		{"sendcode", 1},
 		{"undeclared", 1}, // when in doubt, not re-sent
 	}
 	for _, tc := range cases {
@@ -47,7 +51,8 @@ func TestCallNeverResendsDestructive(t *testing.T) {
 			inst := &instance{rpc: &provider.Client{ProviderClient: proto.NewProviderClient(conn)}, desc: &proto.Description{
 				Name: "hellorf",
 				Operations: []*proto.Operation{
-					{Name: "lookup", Methods: []string{"GET"}, Path: "audio/detail"},
+					{Name: "lookup", Methods: []string{"GET"}, Path: "audio/detail", Cacheable: true},
+					{Name: "sendcode", Methods: []string{"GET"}, Path: "tmanage"},
 					{Name: "purchase", Methods: []string{"POST"}, Path: "audio/purchase", Destructive: true},
 				},
 			}}
@@ -69,5 +74,23 @@ func TestCallNeverResendsDestructive(t *testing.T) {
 				t.Fatalf("%d attempts, want %d", n, tc.attempts)
 			}
 		})
+	}
+}
+
+// TestPlainStderrLogged: what a plugin writes to stderr outside its JSON
+// log records (a panic and its stack) reaches the daemon's log at warn;
+// the JSON records do not appear twice.
+func TestPlainStderrLogged(t *testing.T) {
+	var buf bytes.Buffer
+	w := &plainStderr{l: slog.New(slog.NewJSONHandler(&buf, nil))}
+	w.Write([]byte("{\"@level\":\"info\",\"@message\":\"configured\"}\npanic: boom\n\ngoroutine 1 [running]:\n"))
+	out := buf.String()
+	for _, want := range []string{`"level":"WARN"`, `"line":"panic: boom"`, `"line":"goroutine 1 [running]:"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "configured") {
+		t.Errorf("a JSON record was logged again:\n%s", out)
 	}
 }

@@ -203,6 +203,7 @@ func (s *supervisor) start() (*instance, error) {
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: s.host.sockDir},
 		GRPCDialOptions:  provider.DialOptions(),
 		Logger:           newHCLogger(s.log),
+		Stderr:           &plainStderr{l: s.log},
 	})
 	fail := func(err error) (*instance, error) {
 		client.Kill()
@@ -341,12 +342,13 @@ func (s *supervisor) call(ctx context.Context, req *proto.CallRequest, readyWait
 				return stream, done, nil
 			}
 			done()
-			// A failed Call may still have reached the plugin, and a
-			// destructive operation (a purchase, an account deletion)
-			// must never go out twice: its caller hears the plugin was
-			// unavailable and checks for itself what happened.
-			if destructive(s.description(), req.GetOperation()) {
-				return nil, nil, fmt.Errorf("%w: %v (not re-sent: the operation is destructive)", ErrUnavailable, err)
+			// A failed Call may still have reached the plugin. Only a
+			// read-only lookup may go out twice: a destructive operation
+			// (a purchase, an account deletion) must not, nor one with
+			// other side effects (a login code texted twice); its caller
+			// hears the plugin was unavailable and decides.
+			if !resendable(s.description(), req.GetOperation()) {
+				return nil, nil, fmt.Errorf("%w: %v (not re-sent: the operation is not a read-only lookup)", ErrUnavailable, err)
 			}
 			// The plugin may have used the pre-grant: it is never offered
 			// a second time.
@@ -381,14 +383,15 @@ func (s *supervisor) call(ctx context.Context, req *proto.CallRequest, readyWait
 	}
 }
 
-// destructive reports whether desc declares operation op destructive (or
-// paying). Unknown operations count as destructive: when in doubt, a call
-// is not re-sent.
-func destructive(desc *proto.Description, op string) bool {
+// resendable reports whether desc declares op a read-only lookup
+// (cacheable, not destructive), the only kind a failed Call may be sent
+// again for. Unknown operations are not: when in doubt, a call is not
+// re-sent.
+func resendable(desc *proto.Description, op string) bool {
 	for _, o := range desc.GetOperations() {
 		if o.GetName() == op {
-			return o.GetDestructive()
+			return o.GetCacheable() && !o.GetDestructive()
 		}
 	}
-	return true
+	return false
 }
