@@ -6,6 +6,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -73,8 +74,8 @@ type Daemon struct {
 	reloadMu sync.Mutex
 	// readySent: READY=1 has announced the start to systemd.
 	readySent atomic.Bool
-	cfgMu    sync.Mutex
-	cfgState api.ConfigStatus
+	cfgMu     sync.Mutex
+	cfgState  api.ConfigStatus
 }
 
 // Run starts the daemon and serves until ctx ends, then stops every plugin
@@ -284,7 +285,10 @@ func (d *Daemon) reload(ctx context.Context, force bool) (api.ReloadResult, erro
 	}()
 	cfg, raw, err := loadConfig(d.opts)
 	if err == nil {
-		_, err = providerSpecs(cfg)
+		var specs []pluginhost.Spec
+		if specs, err = providerSpecs(cfg); err == nil {
+			err = checkBinaries(specs)
+		}
 	}
 	if err != nil {
 		d.cfgMu.Lock()
@@ -334,8 +338,31 @@ func (d *Daemon) apply(cfg *config.Config) {
 	d.policy.Store(access.NewPolicy(cfg.Access, uint32(os.Geteuid()), d.socketGID))
 	specs, _ := providerSpecs(cfg)
 	d.host.Apply(specs)
-	if old.Socket != cfg.Socket || old.StateDir != cfg.StateDir {
-		d.log.Warn("socket and state_dir changes take effect at the next start")
+	d.purgeOutdated(old, cfg, specs)
+	if old.Socket != cfg.Socket || old.StateDir != cfg.StateDir || old.SocketMode != cfg.SocketMode {
+		d.log.Warn("socket, socket_mode and state_dir changes take effect at the next start")
+	}
+}
+
+// purgeOutdated drops cached answers whose lifetime was bounded by settings
+// the reload changed: every answer when the expiry margin grows or the
+// default TTL shrinks, a provider's answers when its section changed
+// (link_ttl, a TTL, its upstream). Kept, they would be served until the
+// bound they were stored under, past a link expiry the new settings know.
+func (d *Daemon) purgeOutdated(old, cfg *config.Config, specs []pluginhost.Spec) {
+	if cfg.Cache.ExpiryMargin.Duration > old.Cache.ExpiryMargin.Duration || cfg.Cache.DefaultTTL.Duration < old.Cache.DefaultTTL.Duration {
+		d.log.Info("cache purged: a shorter default_ttl or a longer expiry_margin applies to every answer", "answers", d.cache.PurgeAll())
+		return
+	}
+	before, _ := providerSpecs(old)
+	was := map[string]pluginhost.Spec{}
+	for _, s := range before {
+		was[s.Name] = s
+	}
+	for _, s := range specs {
+		if w, ok := was[s.Name]; ok && !bytes.Equal(w.ConfigJSON, s.ConfigJSON) {
+			d.log.Info("cache purged: the provider's settings changed", "provider", s.Name, "answers", d.cache.Purge(s.Name))
+		}
 	}
 }
 

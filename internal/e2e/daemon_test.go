@@ -103,8 +103,9 @@ func TestAPIErrorsAreProblems(t *testing.T) {
 }
 
 // TestSectionChangeRestartsOnlyThatPlugin: a changed provider section
-// restarts that provider's plugin alone, and calls made right after the
-// reload wait for it instead of failing.
+// restarts that provider's plugin alone, calls made right after the reload
+// wait for it instead of failing, and that provider's cached answers, stored
+// under the old link_ttl, are dropped while the others' stay.
 func TestSectionChangeRestartsOnlyThatPlugin(t *testing.T) {
 	t.Parallel()
 	hsim, hURL, err := hellorfsim.Start(hellorfsim.Options{})
@@ -126,12 +127,24 @@ func TestSectionChangeRestartsOnlyThatPlugin(t *testing.T) {
 		return m
 	}
 	before := pids()
+	const id = "6fx5VOjqYNBHcDf5GIF5g5"
+	if _, err := track(ctx, env.Client, id, nil); err != nil {
+		t.Fatal(err)
+	}
+	hget(t, ctx, env, "categories", nil, nil)
 	env.WriteConfig(strings.Replace(env.ConfigText(), "[providers.ineo]\n", "[providers.ineo]\nlink_ttl = \"5m\"\n", 1))
 	if _, err := env.Client.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := track(ctx, env.Client, "6fx5VOjqYNBHcDf5GIF5g5", nil); err != nil || r.Status != 200 {
+	r, err := track(ctx, env.Client, id, nil)
+	if err != nil || r.Status != 200 {
 		t.Fatalf("call right after the reload: %v", err)
+	}
+	if cs := r.Header.Get("Cache-Status"); strings.Contains(cs, "; hit") {
+		t.Errorf("an answer cached under the old link_ttl was served: %s", cs)
+	}
+	if cs := hget(t, ctx, env, "categories", nil, nil).Header.Get("Cache-Status"); !strings.Contains(cs, "; hit") {
+		t.Errorf("hellorf's cached answer was dropped by an iNeo change: %s", cs)
 	}
 	after := pids()
 	if after["ineo"] == before["ineo"] || after["ineo"] == 0 {
