@@ -13,7 +13,10 @@ SYSCONFDIR ?= /etc
 BINDIR      = $(PREFIX)/bin
 PLUGINDIR   = $(PREFIX)/lib/sluice/plugins
 UNITDIR     = $(PREFIX)/lib/systemd/system
-USERUNITDIR = $(PREFIX)/lib/systemd/user
+# share/, not lib/: systemd's user manager searches $XDG_DATA_HOME and
+# $XDG_DATA_DIRS (~/.local/share, /usr/local/share, /usr/share), so a
+# PREFIX of ~/.local works too.
+USERUNITDIR = $(PREFIX)/share/systemd/user
 SYSUSERSDIR = $(PREFIX)/lib/sysusers.d
 TMPFILESDIR = $(PREFIX)/lib/tmpfiles.d
 

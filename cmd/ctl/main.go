@@ -98,7 +98,8 @@ const rootLong = `sluicectl is the command-line client of sluiced, the local dae
 fronts third-party web APIs (iNeo, hellorf, Spotify) for local programs.
 
 It reaches the daemon over its Unix socket: --socket, else $SLUICE_SOCKET,
-else the default socket path. Errors go to stderr as one line starting with
+else the default socket path (yours, or the system service's
+/run/sluice/sluice.sock when you have none). Errors go to stderr as one line starting with
 "sluicectl:"; with --json, answers are printed exactly as the daemon (or the
 upstream, for provider calls) sent them.
 
@@ -110,10 +111,10 @@ Exit status:
      provider or operation, 405, 409, 413, 422 invalid config), or an
      upstream status_code that blames the request (the provider's code table
      decides, e.g. iNeo 4001 parameter_error, 2003 login_fail)
-  3  upstream error: 502 or 504 from sluiced, an upstream answer that is not
-     2xx, any other non-200 iNeo status_code (e.g. 10 ip_blocked,
-     602 download_error), or no answer within
-     --timeout
+  3  upstream error: 502 or 504 from sluiced, an upstream 5xx answer (an
+     upstream 4xx is the caller's: 2; its 429: 5), any other non-200 iNeo
+     status_code (e.g. 10 ip_blocked, 602 download_error), or no answer
+     within --timeout
   4  sluiced unreachable: not running, or the wrong --socket / SLUICE_SOCKET
   5  rate budget exceeded (429); the message says when to retry
   6  sluiced is up but the provider is unavailable (503, e.g. its plugin is
@@ -135,7 +136,7 @@ func newRootCmd(o *options, getenv func(string) string) *cobra.Command {
 
 	socket := getenv("SLUICE_SOCKET")
 	if socket == "" {
-		socket = config.DefaultSocket()
+		socket = clientSocket(config.DefaultSocket(), systemSocket)
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.socket, "socket", socket, "path of sluiced's Unix socket; $SLUICE_SOCKET sets the default")
@@ -207,4 +208,20 @@ func (o *options) readLine() (string, error) {
 		return "", err
 	}
 	return strings.TrimSpace(line), nil
+}
+
+// systemSocket is where the system service's socket unit listens.
+const systemSocket = "/run/sluice/sluice.sock"
+
+// clientSocket is the socket sluicectl dials by default: the user's own
+// daemon's, or, when there is none, the system service's. A member of
+// group sluice then reaches the system daemon without --socket. (sluiced
+// itself never falls back: it would try to take over the system socket.)
+func clientSocket(own, system string) string {
+	if _, err := os.Stat(own); err != nil {
+		if fi, err := os.Stat(system); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			return system
+		}
+	}
+	return own
 }

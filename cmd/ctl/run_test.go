@@ -338,3 +338,29 @@ func TestRunUsage(t *testing.T) {
 		t.Errorf("--help: %+v", r)
 	}
 }
+
+// TestClientSocket: with no socket of their own, sluicectl dials the system
+// service's, so a member of group sluice needs no --socket.
+func TestClientSocket(t *testing.T) {
+	dir := t.TempDir()
+	own, system := filepath.Join(dir, "own.sock"), filepath.Join(dir, "system.sock")
+	if got := clientSocket(own, system); got != own {
+		t.Fatalf("neither exists: %q, want the user's own", got)
+	}
+	ln, err := net.Listen("unix", system)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if got := clientSocket(own, system); got != system {
+		t.Fatalf("only the system socket exists: %q, want it", got)
+	}
+	ln2, err := net.Listen("unix", own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	if got := clientSocket(own, system); got != own {
+		t.Fatalf("both exist: %q, want the user's own", got)
+	}
+}

@@ -343,9 +343,15 @@ func DefaultSocket() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("sluice-%d", uid), "sluice.sock")
 }
 
-// DefaultStateDir is /var/lib/sluice for root, else $XDG_STATE_HOME/sluice,
-// else ~/.local/state/sluice.
+// DefaultStateDir is $STATE_DIRECTORY when systemd sets it (the unit's
+// StateDirectory=, as the system service runs as user sluice), else
+// /var/lib/sluice for root, else $XDG_STATE_HOME/sluice, else
+// ~/.local/state/sluice.
 func DefaultStateDir() string {
+	// systemd may list several, colon-separated; the first is ours.
+	if d, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); filepath.IsAbs(d) {
+		return d
+	}
 	uid := os.Geteuid()
 	if uid == 0 {
 		return "/var/lib/sluice"

@@ -208,18 +208,25 @@ func TestDefaultPaths(t *testing.T) {
 		{"xdg set", "/run/user/1234", "/home/u/.state", "/run/user/1234/sluice/sluice.sock", "/home/u/.state/sluice"},
 		{"xdg unset", "", "", filepath.Join(os.TempDir(), "sluice-"+strconv.Itoa(os.Geteuid()), "sluice.sock"), ""},
 		{"xdg relative is ignored", "rel/dir", "rel/state", filepath.Join(os.TempDir(), "sluice-"+strconv.Itoa(os.Geteuid()), "sluice.sock"), ""},
+		// systemd's StateDirectory= wins over everything, root or not.
+		{"systemd state directory", "", "", filepath.Join(os.TempDir(), "sluice-"+strconv.Itoa(os.Geteuid()), "sluice.sock"), "/var/lib/sluice:/var/lib/other"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("XDG_RUNTIME_DIR", tt.runtime)
 			t.Setenv("XDG_STATE_HOME", tt.state)
 			t.Setenv("HOME", "/home/someone")
+			t.Setenv("STATE_DIRECTORY", "")
 			wantSock, wantState := tt.wantSock, tt.wantSt
 			if wantState == "" {
 				wantState = "/home/someone/.local/state/sluice"
 			}
 			if root {
 				wantSock, wantState = "/run/sluice/sluice.sock", "/var/lib/sluice"
+			}
+			if dirs, ok := strings.CutPrefix(tt.wantSt, "/var/lib/sluice:"); ok {
+				t.Setenv("STATE_DIRECTORY", "/var/lib/sluice:"+dirs)
+				wantState = "/var/lib/sluice"
 			}
 			if got := DefaultSocket(); got != wantSock {
 				t.Errorf("DefaultSocket() = %q, want %q", got, wantSock)

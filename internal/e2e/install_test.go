@@ -44,7 +44,7 @@ func TestInstallIntoDestdir(t *testing.T) {
 	for _, f := range []string{"usr/bin/sluiced", "usr/bin/sluicectl", "usr/lib/sluice/plugins/sluice-ineo",
 		"usr/lib/sluice/plugins/sluice-hellorf", "usr/lib/sluice/plugins/sluice-spotify",
 		"usr/lib/systemd/system/sluice.service", "usr/lib/systemd/system/sluice.socket",
-		"usr/lib/systemd/user/sluice.service", "usr/lib/systemd/user/sluice.socket",
+		"usr/share/systemd/user/sluice.service", "usr/share/systemd/user/sluice.socket",
 		"usr/lib/sysusers.d/sluice.conf", "usr/lib/tmpfiles.d/sluice.conf", "etc/sluice/config.toml"} {
 		if _, err := os.Stat(filepath.Join(dest, f)); err != nil {
 			t.Errorf("not installed: %s", f)
@@ -126,7 +126,7 @@ func TestInstalledDaemonRunsAndUnitsVerify(t *testing.T) {
 	os.MkdirAll(userDir, 0o755)
 	os.MkdirAll(rt, 0o700)
 	for _, u := range []string{"sluice.service", "sluice.socket"} {
-		b, _ := os.ReadFile(filepath.Join(prefix, "lib/systemd/user", u))
+		b, _ := os.ReadFile(filepath.Join(prefix, "share/systemd/user", u))
 		os.WriteFile(filepath.Join(userDir, u), b, 0o644)
 	}
 	uv := exec.Command(analyze, "--user", "verify", filepath.Join(userDir, "sluice.service"), filepath.Join(userDir, "sluice.socket"))
