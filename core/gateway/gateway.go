@@ -200,6 +200,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	} else {
 		noteHead(info, head)
 	}
+	if errors.Is(err, cache.ErrFetchPanicked) {
+		// The stack belongs in the log, not in an answer.
+		g.log.Error("fetch panicked", "provider", provider, "operation", c.op.GetName(), "request_id", c.req.RequestId, "err", err)
+		return problem.New(http.StatusInternalServerError, "internal error in sluiced while fetching; see the daemon log for request "+c.req.RequestId)
+	}
 	if err != nil {
 		return err
 	}
