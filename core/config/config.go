@@ -298,17 +298,21 @@ type namedSecret struct {
 	key     string
 	secret  *Secret
 	enabled bool
+	// required: the provider cannot work at all without it.
+	required bool
 }
 
 func (c *Config) secrets() []namedSecret {
 	p := &c.Providers
 	return []namedSecret{
-		{"providers.ineo.access_key", &p.Ineo.AccessKey, p.Ineo.Enabled},
-		{"providers.ineo.tmanage_auth", &p.Ineo.TmanageAuth, p.Ineo.Enabled},
-		{"providers.hellorf.client_id", &p.Hellorf.ClientID, p.Hellorf.Enabled},
-		{"providers.hellorf.client_secret", &p.Hellorf.ClientSecret, p.Hellorf.Enabled},
-		{"providers.spotify.client_id", &p.Spotify.ClientID, p.Spotify.Enabled},
-		{"providers.spotify.client_secret", &p.Spotify.ClientSecret, p.Spotify.Enabled},
+		// iNeo's two tokens serve two services: either alone is useful,
+		// and a call needing the missing one is answered 503.
+		{"providers.ineo.access_key", &p.Ineo.AccessKey, p.Ineo.Enabled, false},
+		{"providers.ineo.tmanage_auth", &p.Ineo.TmanageAuth, p.Ineo.Enabled, false},
+		{"providers.hellorf.client_id", &p.Hellorf.ClientID, p.Hellorf.Enabled, true},
+		{"providers.hellorf.client_secret", &p.Hellorf.ClientSecret, p.Hellorf.Enabled, true},
+		{"providers.spotify.client_id", &p.Spotify.ClientID, p.Spotify.Enabled, true},
+		{"providers.spotify.client_secret", &p.Spotify.ClientSecret, p.Spotify.Enabled, true},
 	}
 }
 
@@ -323,6 +327,13 @@ func (c *Config) resolveSecrets(baseDir string) []fieldErr {
 		}
 		if err := s.secret.resolve(baseDir); err != nil {
 			errs = append(errs, fieldErr{s.key, err.Error()})
+			continue
+		}
+		// Caught here rather than by the plugin: a reload would otherwise
+		// retire the working plugin and report success while the provider
+		// ends up failed.
+		if s.required && !s.secret.IsSet() {
+			errs = append(errs, fieldErr{s.key, "required when the provider is enabled"})
 		}
 	}
 	return errs

@@ -299,6 +299,8 @@ limits.api.window = "30s"`, func(c *Config) bool {
 [providers.hellorf]
 enabled = true
 base_url = "https://h.example.com/v1"
+client_id = "id"
+client_secret = "secret"
 allow_purchase = true
 purchase_guard = "1m"
 [providers.hellorf.limits.api]
@@ -311,6 +313,8 @@ window = "1s"`, func(c *Config) bool {
 		{"spotify", `
 [providers.spotify]
 enabled = true
+client_id = "id"
+client_secret = "secret"
 default_market = "de"
 search_max_limit = 50`, func(c *Config) bool {
 			s := c.Providers.Spotify
@@ -390,7 +394,8 @@ func TestParseErrors(t *testing.T) {
 		{"url with credentials", "[providers.spotify]\napi_url = \"https://u:p@api.spotify.com\"\n", 2, "providers.spotify.api_url", "credentials", 1},
 		{"url with query", "[providers.ineo]\nbase_url = \"https://x/?a=b\"\n", 2, "providers.ineo.base_url", "query", 1},
 		{"empty default url", "[providers.ineo]\nbase_url = \"\"\n", 2, "providers.ineo.base_url", "must be set", 1},
-		{"hellorf enabled without base_url", "log_level = \"info\"\n[providers.hellorf]\nenabled = true\n", 2, "providers.hellorf.base_url", "must be set", 1},
+		{"hellorf enabled without base_url", "log_level = \"info\"\n[providers.hellorf]\nenabled = true\nclient_id = \"i\"\nclient_secret = \"s\"\n", 2, "providers.hellorf.base_url", "must be set", 1},
+		{"hellorf enabled without credentials", "log_level = \"info\"\n[providers.hellorf]\nenabled = true\nbase_url = \"https://h.example.com\"\nclient_secret = \"s\"\n", 2, "providers.hellorf.client_id", "required when the provider is enabled", 1},
 		{"market", "[providers.spotify]\ndefault_market = \"DEU\"\n", 2, "providers.spotify.default_market", "two-letter", 1},
 		{"market non-letters", "[providers.spotify]\ndefault_market = \"D1\"\n", 2, "providers.spotify.default_market", "two-letter", 1},
 		{"search limit", "[providers.spotify]\nsearch_max_limit = 0\n", 2, "providers.spotify.search_max_limit", "between 1 and 50", 1},
