@@ -27,6 +27,28 @@ type Provider interface {
 	Call(ctx context.Context, req *Request, w *ResponseWriter, up *Upstream) error
 }
 
+// Sender is the part of *Upstream a provider's call path uses. Providers
+// take it, not *Upstream, so that their tests can run the whole call path
+// against a simulator without a daemon.
+type Sender interface {
+	Do(ctx context.Context, bucket string, build Builder) (*http.Response, error)
+	Pause(ctx context.Context, bucket string, until time.Time, reason string) error
+	SetTimeout(d time.Duration)
+}
+
+// StreamSender is a Sender that also streams large answers (files).
+type StreamSender interface {
+	Sender
+	DoStream(ctx context.Context, bucket string, build Builder) (*http.Response, error)
+}
+
+// AnswerWriter is the part of *ResponseWriter a provider's call path uses,
+// for the same reason.
+type AnswerWriter interface {
+	WriteHead(status int, h http.Header, hint CacheHint) error
+	Write(p []byte) (int, error)
+}
+
 // Request is one caller request, already matched to an operation by the host
 // with credentials removed.
 type Request struct {

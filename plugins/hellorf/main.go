@@ -172,21 +172,12 @@ func parseDuration(s string, def time.Duration) time.Duration {
 	return def
 }
 
-// answerWriter is what Call writes to: *provider.ResponseWriter, or a
-// recorder in tests.
-type answerWriter interface {
-	WriteHead(status int, h http.Header, hint provider.CacheHint) error
-	Write(p []byte) (int, error)
-}
-
-// upstream is the part of *provider.Upstream the plugin uses, so tests can
-// run the whole call path against the simulator without a daemon.
-type upstream interface {
-	Do(ctx context.Context, bucket string, build provider.Builder) (*http.Response, error)
-	DoStream(ctx context.Context, bucket string, build provider.Builder) (*http.Response, error)
-	Pause(ctx context.Context, bucket string, until time.Time, reason string) error
-	SetTimeout(d time.Duration)
-}
+// Tests substitute a recorder and a fake that reaches the simulator
+// directly.
+type (
+	answerWriter = provider.AnswerWriter
+	upstream     = provider.StreamSender
+)
 
 func (p *hellorf) Call(ctx context.Context, req *provider.Request, w *provider.ResponseWriter, up *provider.Upstream) error {
 	return p.call(ctx, req, w, up)

@@ -272,19 +272,11 @@ func (p *spotify) Call(ctx context.Context, req *provider.Request, w *provider.R
 	return p.serve(ctx, req, w, up)
 }
 
-// upstream is the part of *provider.Upstream the plugin uses; tests
-// substitute a fake that reaches the simulator directly.
-type upstream interface {
-	Do(ctx context.Context, bucket string, build provider.Builder) (*http.Response, error)
-	Pause(ctx context.Context, bucket string, until time.Time, reason string) error
-	SetTimeout(d time.Duration)
-}
-
-// answerWriter is the part of *provider.ResponseWriter the plugin uses.
-type answerWriter interface {
-	WriteHead(status int, h http.Header, hint provider.CacheHint) error
-	Write(b []byte) (int, error)
-}
+// Tests substitute fakes that reach the simulator directly.
+type (
+	upstream     = provider.Sender
+	answerWriter = provider.AnswerWriter
+)
 
 func (p *spotify) serve(ctx context.Context, req *provider.Request, w answerWriter, up upstream) error {
 	cfg := p.config()
