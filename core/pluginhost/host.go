@@ -148,7 +148,13 @@ func (h *Host) RestartFailed() []string {
 			continue
 		}
 		h.retire(sup)
-		fresh := newSupervisor(h, sup.spec)
+		// The limits in force, not the spec's: a reload that changed
+		// only limits applied them live without a new spec.
+		spec := sup.spec
+		sup.mu.Lock()
+		spec.Limits = sup.limits
+		sup.mu.Unlock()
+		fresh := newSupervisor(h, spec)
 		fresh.lastDesc = sup.description()
 		h.sups[name] = fresh
 		go fresh.run()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-dev/sluice/core/proto"
 	"github.com/sluice-dev/sluice/core/provider"
+	"github.com/sluice-dev/sluice/core/scheduler"
 )
 
 // TestCallNeverResendsDestructive: a Call that fails may still have reached
@@ -92,5 +93,39 @@ func TestPlainStderrLogged(t *testing.T) {
 	}
 	if strings.Contains(out, "configured") {
 		t.Errorf("a JSON record was logged again:\n%s", out)
+	}
+}
+
+// TestRestartFailedKeepsLiveLimits: a forced reload that revives a failed
+// provider must bring it back with the limits in force, which a reload
+// that changed only limits applied live, not with those of its first spec:
+// an iNeo bucket loosened behind the operator's back is a ban.
+func TestRestartFailedKeepsLiveLimits(t *testing.T) {
+	h, err := New(Options{Scheduler: &fakeScheduler{}, MaxBackoff: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	first := map[string]scheduler.Limit{"ineo.spotify": {Requests: 6, Window: 7 * time.Second}}
+	tighter := map[string]scheduler.Limit{"ineo.spotify": {Requests: 3, Window: 7 * time.Second}}
+	spec := Spec{Name: "ineo", Path: filepath.Join(t.TempDir(), "sluice-ineo"), Limits: first}
+	h.Apply([]Spec{spec})
+	spec.Limits = tighter
+	h.Apply([]Spec{spec}) // limits only: applied live, same supervisor
+	h.mu.Lock()
+	sup := h.sups["ineo"]
+	h.mu.Unlock()
+	sup.setState(StateFailed, nil, "gave up")
+	if names := h.RestartFailed(); len(names) != 1 || names[0] != "ineo" {
+		t.Fatalf("RestartFailed = %v, want [ineo]", names)
+	}
+	h.mu.Lock()
+	fresh := h.sups["ineo"]
+	h.mu.Unlock()
+	fresh.mu.Lock()
+	got := fresh.limits["ineo.spotify"]
+	fresh.mu.Unlock()
+	if fresh == sup || got != tighter["ineo.spotify"] {
+		t.Fatalf("revived with limits %+v, want %+v", got, tighter["ineo.spotify"])
 	}
 }

@@ -398,6 +398,11 @@ func TestUpstream429PausesAtOnce(t *testing.T) {
 		{"429 Retry-After", http.StatusTooManyRequests, "30", true},
 		{"503 Retry-After", http.StatusServiceUnavailable, "30", true},
 		{"500 without Retry-After", http.StatusInternalServerError, "", false},
+		// Other 5xx leave a Retry-After to the plugin: a pause the host
+		// never hears of would not show in status.
+		{"502 Retry-After", http.StatusBadGateway, "30", false},
+		// Capped: a proxy's 10 days silences nothing beyond an hour.
+		{"429 Retry-After 10 days", http.StatusTooManyRequests, "864000", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -420,6 +425,9 @@ func TestUpstream429PausesAtOnce(t *testing.T) {
 			}
 			if got := u.pausedNow("p.a"); got != tc.pause {
 				t.Fatalf("local pause while the body is still unread: %v, want %v", got, tc.pause)
+			}
+			if until := u.pausedUntil("p.a"); time.Until(until) > maxLocalPause {
+				t.Fatalf("local pause until %v, beyond the %s cap", until, maxLocalPause)
 			}
 			resp.Body.Close()
 			if !tc.pause {

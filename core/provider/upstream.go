@@ -272,7 +272,7 @@ func (u *Upstream) waitPause(ctx context.Context, bucket string) (context.Contex
 	}
 	d := time.Until(until)
 	if r := callFrom(ctx); r != nil && r.MaxWait > 0 && d > r.MaxWait {
-		return ctx, problem.RateLimited(d, "the upstream asked to stop (429); paused until "+until.UTC().Format(time.RFC3339))
+		return ctx, problem.RateLimited(d, "the upstream asked to wait (a 429, or a 503 with Retry-After); paused until "+until.UTC().Format(time.RFC3339))
 	}
 	start := time.Now()
 	err := Sleep(ctx, d)
@@ -338,7 +338,7 @@ func (u *Upstream) send(ctx context.Context, bucket string, req *http.Request) (
 		// head arrives, before the provider has read the body and paused
 		// the bucket for every caller: a request racing the 429 (or a
 		// 503's Retry-After) would arrive inside the Retry-After.
-		u.pauseLocal(bucket, time.Now().Add(RetryAfter(resp.Header, time.Second)))
+		u.pauseLocal(bucket, time.Now().Add(min(RetryAfter(resp.Header, time.Second), maxLocalPause)))
 	}
 	return resp, err
 }
@@ -363,12 +363,20 @@ type emptyReader struct{}
 
 func (emptyReader) Read([]byte) (int, error) { return 0, io.EOF }
 
-// asksToWait reports an answer that stops the bucket: a 429, or a 5xx
-// carrying Retry-After ("temporarily unavailable, retry later").
+// asksToWait reports an answer that stops the bucket: a 429, or a 503
+// carrying Retry-After ("temporarily unavailable, retry later", the 5xx
+// RFC 9110 pairs with it). The plugin then pauses the bucket for every
+// caller; this plugin's own sends stop from the head on.
 func asksToWait(resp *http.Response) bool {
 	return resp.StatusCode == http.StatusTooManyRequests ||
-		(resp.StatusCode >= 500 && resp.Header.Get("Retry-After") != "")
+		(resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "")
 }
+
+// maxLocalPause bounds the pause the SDK sets by itself at an answer's
+// head. It only closes the gap until the plugin pauses the bucket in the
+// host, which is authoritative (and shows in status); a proxy's absurd
+// Retry-After must not silence a plugin for days behind the host's back.
+const maxLocalPause = time.Hour
 
 // RetryAfter reads a Retry-After header (seconds or an HTTP date); def when
 // it is missing, unparsable, not positive or absurd.

@@ -485,16 +485,34 @@ func TestBadSecretIsAConfigurationProblem(t *testing.T) {
 	}
 }
 
+// TestRateLimitedAnswerPausesBucket: an answer asking to wait (a 429, or a
+// 503 with Retry-After) pauses hellorf.api for every caller; another 5xx
+// does not.
 func TestRateLimitedAnswerPausesBucket(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, hellorfsim.Options{}, nil)
-	h.sim.FailNext(hellorfsim.PathCategories, hellorfsim.Failure{Status: 429, Code: 429, Message: "too many requests"})
-	rec := h.mustCall(t, "audio.categories", nil, nil)
-	if rec.status != 429 || rec.hint.Cacheable {
-		t.Fatalf("429: %d %+v", rec.status, rec.hint)
+	cases := []struct {
+		name    string
+		failure hellorfsim.Failure
+		pauses  int
+	}{
+		{"429", hellorfsim.Failure{Status: 429, Code: 429, Message: "too many requests"}, 1},
+		{"503 with Retry-After", hellorfsim.Failure{Status: 503, Code: 503, Message: "维护中", RetryAfter: "5"}, 1},
+		{"503 without Retry-After", hellorfsim.Failure{Status: 503, Code: 503, Message: "维护中"}, 0},
+		{"502 with Retry-After", hellorfsim.Failure{Status: 502, Code: 502, Message: "bad gateway", RetryAfter: "5"}, 0},
 	}
-	if len(h.up.pauses) != 1 || !strings.HasPrefix(h.up.pauses[0], "hellorf.api") {
-		t.Fatalf("pauses %v", h.up.pauses)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, hellorfsim.Options{}, nil)
+			h.sim.FailNext(hellorfsim.PathCategories, tc.failure)
+			rec := h.mustCall(t, "audio.categories", nil, nil)
+			if rec.status != tc.failure.Status || rec.hint.Cacheable {
+				t.Fatalf("answer: %d %+v", rec.status, rec.hint)
+			}
+			if len(h.up.pauses) != tc.pauses || (tc.pauses > 0 && !strings.HasPrefix(h.up.pauses[0], "hellorf.api")) {
+				t.Fatalf("pauses %v, want %d of hellorf.api", h.up.pauses, tc.pauses)
+			}
+		})
 	}
 }
 

@@ -158,6 +158,9 @@ type Failure struct {
 	// server sends when the code does not set one. Opt-in: the simulator
 	// otherwise labels its JSON as JSON.
 	ContentType string
+	// RetryAfter, if set, is sent as the failure's Retry-After header
+	// (e.g. a 503 from a proxy in front of hellorf). Opt-in.
+	RetryAfter string
 }
 
 // Sim simulates hellorf. It is an http.Handler; all methods are safe for
@@ -278,7 +281,9 @@ type reply struct {
 	msg    string // failure message
 	// contentType overrides the JSON answer's Content-Type (FailNext).
 	contentType string
-	data        any // success data
+	// retryAfter, if set, is sent as Retry-After (FailNext).
+	retryAfter string
+	data       any // success data
 	// file, if set, is written instead of JSON.
 	file func(w http.ResponseWriter)
 }
@@ -328,7 +333,7 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 		if f := s.failNext[path]; len(f) > 0 {
 			s.failNext[path] = f[1:]
 			rep = fail(f[0].Status, f[0].Code, f[0].Message)
-			rep.contentType = f[0].ContentType
+			rep.contentType, rep.retryAfter = f[0].ContentType, f[0].RetryAfter
 		} else {
 			rep = endpoints[path].handle(s, r.Host, params, now)
 		}
@@ -462,6 +467,9 @@ func writeJSON(w http.ResponseWriter, rep *reply) {
 		ct = rep.contentType
 	}
 	w.Header().Set("Content-Type", ct)
+	if rep.retryAfter != "" {
+		w.Header().Set("Retry-After", rep.retryAfter)
+	}
 	w.WriteHeader(rep.status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
