@@ -708,6 +708,38 @@ func TestPausedCallCostsNoTokenRequest(t *testing.T) {
 	}
 }
 
+// TestAccountsServerErrorIsRetried: the accounts service's 5xx is
+// "temporary: retry later", as the API's is. A token fetch tries again,
+// each attempt a grant of its own, a bounded number of times.
+func TestAccountsServerErrorIsRetried(t *testing.T) {
+	cases := []struct {
+		name     string
+		faults   []int
+		ok       bool
+		requests int
+	}{
+		{"one 503, then a token", []int{503}, true, 2},
+		{"two 500s, then a token", []int{500, 502}, true, 3},
+		{"three 500s: given up", []int{500, 500, 500}, false, 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, "", nil)
+			h.sim.InjectAccountsFaults(tc.faults...)
+			_, err := h.call("search", "v1/search", searchQ(0))
+			if (err == nil) != tc.ok {
+				t.Fatalf("call: %v, want success: %v", err, tc.ok)
+			}
+			if got := h.sim.Counts().TokenRequests; got != tc.requests {
+				t.Fatalf("%d token requests, want %d", got, tc.requests)
+			}
+			if g := h.up.granted(bucketAccounts); g != tc.requests {
+				t.Fatalf("accounts grants %d, want one per token request (%d)", g, tc.requests)
+			}
+		})
+	}
+}
+
 func TestRejectedCredentialsArePermanentUntilReconfigured(t *testing.T) {
 	h := newHarness(t, "wrong-secret-value", nil)
 	for range 3 {

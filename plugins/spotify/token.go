@@ -136,13 +136,35 @@ type tokenAnswer struct {
 	Description string `json:"error_description"`
 }
 
+// tokenAttempts bounds the token requests of one fetch. The accounts
+// service's 5xx is "temporary: retry later" like the API's; each attempt is
+// a grant of its own from spotify.accounts, and a 503's Retry-After pauses
+// that bucket before the next.
+const tokenAttempts = 3
+
 func (t *tokenSource) fetch(ctx context.Context, cfg *config, up upstream, gen uint64) (string, error) {
+	for attempt := 1; ; attempt++ {
+		tok, again, err := t.fetchOnce(ctx, cfg, up, gen)
+		if !again || attempt == tokenAttempts {
+			return tok, err
+		}
+		d := backoff(attempt)
+		t.log.Warn("Spotify's accounts service answered a server error; retrying", "attempt", attempt, "backoff", d.String())
+		if err := sleep(ctx, d); err != nil {
+			return "", err
+		}
+	}
+}
+
+// fetchOnce makes one token request; again reports a server error worth
+// another try.
+func (t *tokenSource) fetchOnce(ctx context.Context, cfg *config, up upstream, gen uint64) (_ string, again bool, _ error) {
 	// A caller whose check raced with the end of the previous fetch would
 	// start a second one: look again first.
 	if tok, _, rej := t.current(time.Now()); rej != nil {
-		return "", rej
+		return "", false, rej
 	} else if tok != "" {
-		return tok, nil
+		return tok, false, nil
 	}
 	var sent time.Time
 	resp, err := up.Do(ctx, bucketAccounts, func(ctx context.Context) (*http.Request, error) {
@@ -157,30 +179,30 @@ func (t *tokenSource) fetch(ctx context.Context, cfg *config, up upstream, gen u
 		return r, nil
 	})
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	body, err := provider.ReadBody(ctx, resp, 1<<16)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	var ans tokenAnswer
 	jsonErr := json.Unmarshal(body, &ans)
 	switch {
 	case resp.StatusCode == http.StatusOK:
 		if jsonErr != nil || ans.AccessToken == "" || (ans.TokenType != "" && !strings.EqualFold(ans.TokenType, "bearer")) {
-			return "", problem.New(http.StatusBadGateway, "Spotify's accounts service answered 200 without a bearer access_token")
+			return "", false, problem.New(http.StatusBadGateway, "Spotify's accounts service answered 200 without a bearer access_token")
 		}
-		return t.install(ans, sent, cfg, gen), nil
+		return t.install(ans, sent, cfg, gen), false, nil
 	case resp.StatusCode == http.StatusTooManyRequests:
 		ra := retryAfter(resp.Header)
 		if err := up.Pause(context.WithoutCancel(ctx), bucketAccounts, time.Now().Add(ra), "Spotify accounts service answered 429"); err != nil {
 			t.log.Error("could not pause bucket", "bucket", bucketAccounts, "err", err)
 		}
-		return "", problem.RateLimited(ra, "Spotify's accounts service is rate limiting token requests")
+		return "", false, problem.RateLimited(ra, "Spotify's accounts service is rate limiting token requests")
 	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout:
-		return "", t.reject(resp.StatusCode, ans, gen)
+		return "", false, t.reject(resp.StatusCode, ans, gen)
 	default:
-		return "", problem.New(http.StatusBadGateway, fmt.Sprintf("Spotify's accounts service answered HTTP %d to the token request", resp.StatusCode))
+		return "", resp.StatusCode >= 500, problem.New(http.StatusBadGateway, fmt.Sprintf("Spotify's accounts service answered HTTP %d to the token request", resp.StatusCode))
 	}
 }
 

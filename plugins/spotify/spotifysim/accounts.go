@@ -79,6 +79,15 @@ func (s *Sim) serveAccounts(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, oauthError{"unsupported_grant_type", "grant_type must be client_credentials, authorization_code or refresh_token"})
 		return
 	}
+	s.mu.Lock()
+	if len(s.accountsFaults) > 0 {
+		status := s.accountsFaults[0]
+		s.accountsFaults = s.accountsFaults[1:]
+		s.mu.Unlock()
+		writeJSON(w, status, oauthError{"server_error", http.StatusText(status)})
+		return
+	}
+	s.mu.Unlock()
 	tok := newToken()
 	s.mu.Lock()
 	life := s.lifetime

@@ -141,19 +141,20 @@ type Sim struct {
 	servers  []*http.Server
 	served   sync.WaitGroup
 
-	mu          sync.Mutex
-	lifetime    time.Duration
-	limit       Limit
-	tokens      map[string]time.Time // token -> expiry
-	arrivals    []time.Time          // API arrivals inside the window, oldest first
-	retryUntil  time.Time
-	retryStatus int // what arrivals during retryUntil are answered
-	faults      []Fault
-	delay       time.Duration
-	tokenDelay  time.Duration
-	counts      Counts
-	requestLog  []Arrival
-	tokenSerial int
+	mu             sync.Mutex
+	lifetime       time.Duration
+	limit          Limit
+	tokens         map[string]time.Time // token -> expiry
+	arrivals       []time.Time          // API arrivals inside the window, oldest first
+	retryUntil     time.Time
+	retryStatus    int // what arrivals during retryUntil are answered
+	faults         []Fault
+	accountsFaults []int // statuses for the next token requests (InjectAccountsFaults)
+	delay          time.Duration
+	tokenDelay     time.Duration
+	counts         Counts
+	requestLog     []Arrival
+	tokenSerial    int
 }
 
 // New returns a simulator; serve APIHandler and AccountsHandler yourself, or
@@ -264,6 +265,15 @@ func (s *Sim) InjectFaults(f ...Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults = append(s.faults, f...)
+}
+
+// InjectAccountsFaults makes the next token requests with valid
+// credentials answer the given HTTP statuses (5xx: the accounts service's
+// "temporary: retry later"), one per request, in order.
+func (s *Sim) InjectAccountsFaults(status ...int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.accountsFaults = append(s.accountsFaults, status...)
 }
 
 // Force429 makes the next n API requests answer 429 with Retry-After
