@@ -257,7 +257,7 @@ func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*ca
 	defer done()
 	head, err := readHead(stream, c)
 	if err != nil {
-		pg.drain(stream)
+		drain(h, pg, stream)
 		return nil, nil, false, err
 	}
 	pg.noteWait(head)
@@ -266,7 +266,7 @@ func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*ca
 	for {
 		chunk, err := stream.Recv()
 		if err == io.EOF {
-			pg.settle(stream)
+			settle(h, pg, stream)
 			break
 		}
 		if err != nil {
@@ -368,7 +368,7 @@ func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginho
 	defer done()
 	head, err := readHead(stream, c)
 	if err != nil {
-		pg.drain(stream)
+		drain(h, pg, stream)
 		return err
 	}
 	pg.noteWait(head)
@@ -393,7 +393,7 @@ func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginho
 	for {
 		chunk, err := stream.Recv()
 		if err == io.EOF {
-			pg.settle(stream)
+			settle(h, pg, stream)
 			return nil
 		}
 		if err != nil {

@@ -55,15 +55,18 @@ func (p *pregrant) noteWait(head *proto.ResponseHead) {
 }
 
 // settle is called once stream.Recv has returned io.EOF, and only then: the
-// call ended cleanly, so its trailer is the plugin's last word. If the plugin
-// reported the pre-grant unused (it can no longer use it), it is released.
-// Any other ending (an error, a cancellation, a crash) never gets here: the
-// grant may have been used and keeps counting.
-func (p *pregrant) settle(stream proto.Provider_CallClient) {
-	if p == nil {
-		return
+// call ended cleanly, so its trailer is the plugin's last word. Each
+// upstream exchange the plugin reports answered is counted at its answer's
+// arrival (Handle.Answered). If the plugin reported the pre-grant unused
+// (it can no longer use it), it is released. Any other ending (an error, a
+// cancellation, a crash) never gets here: the grants may have been used and
+// keep counting where they were handed out.
+func settle(h *pluginhost.Handle, p *pregrant, stream proto.Provider_CallClient) {
+	tr := stream.Trailer()
+	for _, a := range provider.ParseAnswers(tr.Get(provider.AnsweredTrailer)) {
+		h.Answered(a.Bucket, a.GrantedAt, a.Answered)
 	}
-	if slices.Contains(stream.Trailer().Get(provider.PregrantTrailer), provider.PregrantUnused) {
+	if p != nil && slices.Contains(tr.Get(provider.PregrantTrailer), provider.PregrantUnused) {
 		p.h.Release(p.g)
 	}
 }
@@ -75,15 +78,13 @@ const maxDrain = 4
 
 // drain reads a stream whose answer already failed (a problem, typically a
 // request the plugin rejected locally) to its end, so the trailer can tell
-// whether the pre-grant went unused. Without a pre-grant it reads nothing.
-func (p *pregrant) drain(stream proto.Provider_CallClient) {
-	if p == nil {
-		return
-	}
+// whether the pre-grant went unused and when the answers of any upstream
+// exchanges arrived.
+func drain(h *pluginhost.Handle, p *pregrant, stream proto.Provider_CallClient) {
 	for range maxDrain {
 		_, err := stream.Recv()
 		if err == io.EOF {
-			p.settle(stream)
+			settle(h, p, stream)
 			return
 		}
 		if err != nil {

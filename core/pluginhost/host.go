@@ -27,6 +27,9 @@ type Scheduler interface {
 	// unused pre-grant); a grant that may have been used must never be
 	// released.
 	Release(g scheduler.Grant)
+	// Answered counts a grant at its answer's arrival (see
+	// scheduler.Scheduler.Answered).
+	Answered(bucket string, at, answeredAt time.Time)
 }
 
 // Spec is everything the host needs to run one provider.
@@ -284,6 +287,16 @@ func (h *Handle) Release(g scheduler.Grant) {
 		return
 	}
 	h.s.host.opts.Scheduler.Release(g)
+}
+
+// Answered records that the request sent with the grant at in bucket got
+// its answer at answeredAt, as the plugin reported. Only the provider's own
+// buckets are touched, and only ever later (the scheduler checks).
+func (h *Handle) Answered(bucket string, at, answeredAt time.Time) {
+	if !ownsBucket(h.s.spec.Name, bucket) {
+		return
+	}
+	h.s.host.opts.Scheduler.Answered(bucket, at, answeredAt)
 }
 
 // boundsInFlight reports whether the plugin declares a bound on bucket's

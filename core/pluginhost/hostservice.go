@@ -59,7 +59,7 @@ func (h *hostService) Acquire(ctx context.Context, req *proto.AcquireRequest) (*
 		}
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &proto.AcquireResponse{GrantedAtUnixMs: g.At.UnixMilli(), Seq: g.Seq, UseByUnixNs: provider.UseByNs(g.UseBy)}, nil
+	return &proto.AcquireResponse{GrantedAtUnixMs: g.At.UnixMilli(), GrantedAtUnixNs: g.At.UnixNano(), Seq: g.Seq, UseByUnixNs: provider.UseByNs(g.UseBy)}, nil
 }
 
 func (h *hostService) Pause(ctx context.Context, req *proto.PauseRequest) (*proto.PauseResponse, error) {

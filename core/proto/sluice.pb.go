@@ -1150,9 +1150,13 @@ type AcquireResponse struct {
 	// The latest moment the request may be sent (Unix ns; 0: no bound). A
 	// grant not used by then stays counted, unused, and the plugin asks
 	// again: sent later, it could land in a window already filled.
-	UseByUnixNs   int64 `protobuf:"varint,6,opt,name=use_by_unix_ns,json=useByUnixNs,proto3" json:"use_by_unix_ns,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UseByUnixNs int64 `protobuf:"varint,6,opt,name=use_by_unix_ns,json=useByUnixNs,proto3" json:"use_by_unix_ns,omitempty"`
+	// The grant's exact time (Unix ns) in the scheduler's log: the plugin
+	// names it when it reports the answer's arrival (see AnsweredTrailer in
+	// core/provider).
+	GrantedAtUnixNs int64 `protobuf:"varint,7,opt,name=granted_at_unix_ns,json=grantedAtUnixNs,proto3" json:"granted_at_unix_ns,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AcquireResponse) Reset() {
@@ -1223,6 +1227,13 @@ func (x *AcquireResponse) GetReason() string {
 func (x *AcquireResponse) GetUseByUnixNs() int64 {
 	if x != nil {
 		return x.UseByUnixNs
+	}
+	return 0
+}
+
+func (x *AcquireResponse) GetGrantedAtUnixNs() int64 {
+	if x != nil {
+		return x.GrantedAtUnixNs
 	}
 	return 0
 }
@@ -1421,14 +1432,15 @@ const file_sluice_proto_rawDesc = "" +
 	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\x1e\n" +
 	"\vmax_wait_ms\x18\x02 \x01(\x03R\tmaxWaitMs\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"\xcb\x01\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\xf8\x01\n" +
 	"\x0fAcquireResponse\x12+\n" +
 	"\x12granted_at_unix_ms\x18\x01 \x01(\x03R\x0fgrantedAtUnixMs\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12$\n" +
 	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs\x12\x16\n" +
 	"\x06denied\x18\x04 \x01(\bR\x06denied\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12#\n" +
-	"\x0euse_by_unix_ns\x18\x06 \x01(\x03R\vuseByUnixNs\"b\n" +
+	"\x0euse_by_unix_ns\x18\x06 \x01(\x03R\vuseByUnixNs\x12+\n" +
+	"\x12granted_at_unix_ns\x18\a \x01(\x03R\x0fgrantedAtUnixNs\"b\n" +
 	"\fPauseRequest\x12\x16\n" +
 	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\"\n" +
 	"\runtil_unix_ms\x18\x02 \x01(\x03R\vuntilUnixMs\x12\x16\n" +

@@ -42,7 +42,10 @@ type ProviderClient interface {
 	// on every reload that changes only live-applicable settings.
 	Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
 	// Call handles one caller request. The answer streams: first a head (or a
-	// problem), then body chunks.
+	// problem), then body chunks. Its trailer reports when the answer of each
+	// upstream exchange arrived ("sluice-answered": "BUCKET GRANTED_NS
+	// ANSWERED_NS"), so the host counts each grant from then, and whether a
+	// pre-grant went unused ("sluice-pregrant: unused").
 	Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CallChunk], error)
 }
 
@@ -104,7 +107,10 @@ type ProviderServer interface {
 	// on every reload that changes only live-applicable settings.
 	Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error)
 	// Call handles one caller request. The answer streams: first a head (or a
-	// problem), then body chunks.
+	// problem), then body chunks. Its trailer reports when the answer of each
+	// upstream exchange arrived ("sluice-answered": "BUCKET GRANTED_NS
+	// ANSWERED_NS"), so the host counts each grant from then, and whether a
+	// pre-grant went unused ("sluice-pregrant: unused").
 	Call(*CallRequest, grpc.ServerStreamingServer[CallChunk]) error
 	mustEmbedUnimplementedProviderServer()
 }

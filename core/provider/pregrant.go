@@ -29,6 +29,7 @@ const (
 // pregrant is the host's grant carried by one call.
 type pregrant struct {
 	bucket string
+	at     int64 // the grant's time in the scheduler's log, Unix ns
 	useBy  int64 // Unix ns; 0: no bound
 	state  atomic.Int32
 }
@@ -37,21 +38,21 @@ func pregrantFrom(m *proto.Pregrant) *pregrant {
 	if m == nil || m.GetBucket() == "" {
 		return nil
 	}
-	return &pregrant{bucket: m.GetBucket(), useBy: m.GetUseByUnixNs()}
+	return &pregrant{bucket: m.GetBucket(), at: m.GetGrantedAtUnixNs(), useBy: m.GetUseByUnixNs()}
 }
 
 // consume takes the pre-grant for one send in bucket if it is for exactly
 // that bucket, still usable at now (its use-by, which the scheduler derives
 // from its margin), and neither used nor returned yet. It returns the
 // use-by, which the send must still meet.
-func (p *pregrant) consume(bucket string, now time.Time) (time.Time, bool) {
+func (p *pregrant) consume(bucket string, now time.Time) (grant, bool) {
 	if p == nil || p.bucket != bucket || p.useBy != 0 && now.UnixNano() > p.useBy {
-		return time.Time{}, false
+		return grant{}, false
 	}
 	if !p.state.CompareAndSwap(pregrantUnused, pregrantUsed) {
-		return time.Time{}, false
+		return grant{}, false
 	}
-	return unixTime(p.useBy), true
+	return grant{at: unixTime(p.at), useBy: unixTime(p.useBy)}, true
 }
 
 // UseByNs puts a grant's use-by on the wire: Unix ns, 0 for none (the zero

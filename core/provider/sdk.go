@@ -75,6 +75,7 @@ type Request struct {
 type callStats struct {
 	waitNs, upstreamNs atomic.Int64
 	attempts           atomic.Int32
+	answers            answers
 }
 
 // CacheHint is the plugin's verdict on an answer: only it knows whether an

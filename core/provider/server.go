@@ -65,6 +65,9 @@ func (s *server) Call(m *proto.CallRequest, stream proto.Provider_CallServer) er
 		if pg.giveBack() {
 			stream.SetTrailer(metadata.Pairs(PregrantTrailer, PregrantUnused))
 		}
+		if a := stats.answerValues(); len(a) > 0 {
+			stream.SetTrailer(metadata.MD{AnsweredTrailer: a})
+		}
 	}()
 	up := s.upstream()
 	if up == nil {

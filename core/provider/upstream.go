@@ -76,14 +76,14 @@ func (u *Upstream) Do(ctx context.Context, bucket string, build Builder) (*http.
 	}
 	defer done() // the head is back (or the exchange failed)
 	timeout := time.Duration(u.timeout.Load())
-	req, ctx, cancel, err := u.granted(ctx, bucket, build, func(ctx context.Context) (context.Context, context.CancelFunc) {
+	req, ctx, cancel, g, err := u.granted(ctx, bucket, build, func(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithTimeout(ctx, timeout)
 	})
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	resp, err := u.send(ctx, bucket, req)
+	resp, err := u.send(ctx, bucket, req, g)
 	if err != nil {
 		cancel()
 		return nil, transportProblem(ctx, err)
@@ -101,7 +101,7 @@ func (u *Upstream) DoStream(ctx context.Context, bucket string, build Builder) (
 		return nil, err
 	}
 	defer done() // the head is back (or the exchange failed)
-	req, ctx, cancel, err := u.granted(ctx, bucket, build, func(ctx context.Context) (context.Context, context.CancelFunc) {
+	req, ctx, cancel, g, err := u.granted(ctx, bucket, build, func(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithCancel(ctx)
 	})
 	if err != nil {
@@ -109,7 +109,7 @@ func (u *Upstream) DoStream(ctx context.Context, bucket string, build Builder) (
 		return nil, err
 	}
 	timer := time.AfterFunc(time.Duration(u.timeout.Load()), cancel)
-	resp, err := u.send(ctx, bucket, req)
+	resp, err := u.send(ctx, bucket, req, g)
 	if !timer.Stop() && err != nil {
 		cancel()
 		return nil, problem.New(http.StatusGatewayTimeout, "upstream did not answer in time")
@@ -128,18 +128,18 @@ func (u *Upstream) DoStream(ctx context.Context, bucket string, build Builder) (
 // Otherwise the grant is left unsent and the loop asks again. cancel is
 // never nil (a no-op on error).
 func (u *Upstream) granted(ctx context.Context, bucket string, build Builder,
-	exchange func(context.Context) (context.Context, context.CancelFunc)) (*http.Request, context.Context, context.CancelFunc, error) {
+	exchange func(context.Context) (context.Context, context.CancelFunc)) (*http.Request, context.Context, context.CancelFunc, grant, error) {
 	for {
-		useBy, err := u.acquire(ctx, bucket)
+		g, err := u.acquire(ctx, bucket)
 		if err != nil {
-			return nil, nil, func() {}, err
+			return nil, nil, func() {}, grant{}, err
 		}
 		rctx, cancel := exchange(ctx)
 		req, err := build(rctx)
 		if err != nil {
-			return nil, nil, cancel, fmt.Errorf("building upstream request: %w", err)
+			return nil, nil, cancel, grant{}, fmt.Errorf("building upstream request: %w", err)
 		}
-		if late(useBy) {
+		if late(g.useBy) {
 			cancel()
 			continue
 		}
@@ -147,13 +147,17 @@ func (u *Upstream) granted(ctx context.Context, bucket string, build Builder,
 			// A 429 arrived for another request since the grant.
 			cancel()
 			if ctx, err = u.waitPause(ctx, bucket); err != nil {
-				return nil, nil, func() {}, err
+				return nil, nil, func() {}, grant{}, err
 			}
 			continue
 		}
-		return req, rctx, cancel, nil
+		return req, rctx, cancel, g, nil
 	}
 }
+
+// grant is one scheduler grant as the plugin holds it: its time in the
+// scheduler's log (zero if unknown) and its use-by (zero: no bound).
+type grant struct{ at, useBy time.Time }
 
 // late reports that a grant's use-by has passed before its send: building
 // the request took too long (a token fetched first, a starved process).
@@ -217,22 +221,22 @@ func (u *Upstream) Acquire(ctx context.Context, bucket string) error {
 	return err
 }
 
-// acquire obtains one grant and returns its use-by (zero: no bound).
-func (u *Upstream) acquire(ctx context.Context, bucket string) (time.Time, error) {
+// acquire obtains one grant.
+func (u *Upstream) acquire(ctx context.Context, bucket string) (grant, error) {
 	// A grant handed out just before another request of this plugin paused
 	// the bucket (a 429 seen meanwhile) must not be used: the upstream said
 	// stop. The grant is spent, but nothing is sent; ask again, which waits
 	// out the pause for every caller alike.
 	for {
-		useBy, err := u.acquireOnce(ctx, bucket)
+		g, err := u.acquireOnce(ctx, bucket)
 		if err != nil {
-			return time.Time{}, err
+			return grant{}, err
 		}
 		if !u.pausedNow(bucket) {
-			return useBy, nil
+			return g, nil
 		}
 		if ctx, err = u.waitPause(ctx, bucket); err != nil {
-			return time.Time{}, err
+			return grant{}, err
 		}
 	}
 }
@@ -295,15 +299,15 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func (u *Upstream) acquireOnce(ctx context.Context, bucket string) (time.Time, error) {
+func (u *Upstream) acquireOnce(ctx context.Context, bucket string) (grant, error) {
 	var maxWait time.Duration
 	var id string
 	if r := callFrom(ctx); r != nil {
 		// The host's pre-grant for this call is a scheduler grant like any
 		// other: used once, for this bucket, before its use-by, it saves
 		// the round trip. Once taken it is never released.
-		if useBy, ok := r.pregrant.consume(bucket, time.Now()); ok {
-			return useBy, nil
+		if g, ok := r.pregrant.consume(bucket, time.Now()); ok {
+			return g, nil
 		}
 		maxWait, id = r.MaxWait, r.ID
 	}
@@ -314,24 +318,28 @@ func (u *Upstream) acquireOnce(ctx context.Context, bucket string) (time.Time, e
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return time.Time{}, fmt.Errorf("waiting for rate budget: %w", ctx.Err())
+			return grant{}, fmt.Errorf("waiting for rate budget: %w", ctx.Err())
 		}
-		return time.Time{}, problem.New(http.StatusServiceUnavailable, "scheduler unavailable: "+err.Error())
+		return grant{}, problem.New(http.StatusServiceUnavailable, "scheduler unavailable: "+err.Error())
 	}
 	if g.GetDenied() {
-		return time.Time{}, problem.RateLimited(time.Duration(g.GetRetryAfterMs())*time.Millisecond, g.GetReason())
+		return grant{}, problem.RateLimited(time.Duration(g.GetRetryAfterMs())*time.Millisecond, g.GetReason())
 	}
-	return unixTime(g.GetUseByUnixNs()), nil
+	return grant{at: unixTime(g.GetGrantedAtUnixNs()), useBy: unixTime(g.GetUseByUnixNs())}, nil
 }
 
-// send performs one exchange (up to the response head) and records it.
-func (u *Upstream) send(ctx context.Context, bucket string, req *http.Request) (*http.Response, error) {
+// send performs one exchange (up to the response head) and records it,
+// with when its answer arrived (or the exchange failed): at the latest, the
+// upstream counted the request then.
+func (u *Upstream) send(ctx context.Context, bucket string, req *http.Request, g grant) (*http.Response, error) {
 	onceOnly(req)
 	start := time.Now()
 	resp, err := u.client.Do(req)
+	end := time.Now()
 	if st := statsFrom(ctx); st != nil {
-		st.upstreamNs.Add(int64(time.Since(start)))
+		st.upstreamNs.Add(int64(end.Sub(start)))
 		st.attempts.Add(1)
+		st.answered(bucket, g.at, end)
 	}
 	if err == nil && asksToWait(resp) {
 		// Stop this plugin's other sends into the bucket the moment the

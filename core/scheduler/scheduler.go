@@ -411,6 +411,30 @@ func (s *Scheduler) Release(g Grant) {
 	}
 }
 
+// Answered moves a grant's log entry from at, its time in the log, to
+// answeredAt, when the answer to the request sent with it arrived, if that
+// is later (and not later than now). The scheduler knows when a request
+// left, not when the upstream counted it, which is at the latest when its
+// answer came back: counted there, a request that spent longer in transit
+// than the next (a first request on a fresh TLS connection to a far
+// server) cannot squeeze a window, whatever the margin. Moving an entry
+// later only ever delays later grants. An entry no longer in the log
+// (pruned, released, from before a restart) is ignored.
+func (s *Scheduler) Answered(name string, at, answeredAt time.Time) {
+	b, err := s.lookup(name)
+	if err != nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now := time.Now(); answeredAt.After(now) {
+		answeredAt = now
+	}
+	if answeredAt.After(at) {
+		b.restampLocked(at, answeredAt)
+	}
+}
+
 // Pause holds the bucket for every caller until until (429 Retry-After, ban
 // signal). Pauses only extend: an until earlier than the current one is
 // ignored. Waiters whose maxWait the pause exceeds fail at once. Pausing a

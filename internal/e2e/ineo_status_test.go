@@ -134,3 +134,55 @@ func stoppedLocally(t *testing.T, env *testenv.Env, service string, call func() 
 		t.Fatalf("a paused bucket still sent %d requests to %s", got-before, service)
 	}
 }
+
+// TestGrantCountsAtItsAnswer: the scheduler knows when a request left, not
+// when iNeo counted it, which is at the latest when its answer came back.
+// With a slow upstream, the request that opens the next window must leave
+// a window (plus margin) after the first request's answer, not after its
+// send: so a first request that spent longer in transit than a later one
+// (a fresh TLS connection to a far server) cannot squeeze a window.
+func TestGrantCountsAtItsAnswer(t *testing.T) {
+	t.Parallel()
+	const (
+		window = time.Second
+		margin = 100 * time.Millisecond
+		slow   = 600 * time.Millisecond
+	)
+	env := testenv.Start(t, testenv.Options{SpotifyLimit: ineosim.Limit{Requests: 3, Window: window}})
+	ctx := testenv.Ctx(t, time.Minute)
+	env.Ineo.SetDelay(slow)
+	errs := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			_, err := track(ctx, env.Client, trackID(960+i), nil)
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := env.Ineo.RequestLog(ineosim.ServiceSpotify)
+	if len(log) != 4 {
+		t.Fatalf("%d requests reached iNeo, want 4", len(log))
+	}
+	first, last := log[0].At, log[0].At
+	for _, a := range log {
+		if a.At.Before(first) {
+			first = a.At
+		}
+		if a.At.After(last) {
+			last = a.At
+		}
+	}
+	// The first answers came back after slow; the 4th may leave only a
+	// window and the margin after that. (Counted from the send, it would
+	// leave a window and the margin after the first request.)
+	if gap := last.Sub(first); gap < window+margin+slow-50*time.Millisecond {
+		t.Fatalf("4th request %s after the 1st; want at least %s: a window after the first answer", gap, window+margin+slow)
+	}
+	if v := env.Ineo.Violations(); v != 0 {
+		t.Fatalf("%d violations", v)
+	}
+}

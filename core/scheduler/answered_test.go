@@ -1,0 +1,66 @@
+package scheduler
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestAnsweredCountsAtTheAnswer: a grant reported answered later counts
+// from then, so the next window opens a window after the answer, not after
+// the send; reports that would move a grant earlier, into the future, or
+// name no grant change nothing.
+func TestAnsweredCountsAtTheAnswer(t *testing.T) {
+	t.Parallel()
+	const (
+		window = 300 * time.Millisecond
+		margin = 20 * time.Millisecond
+		late   = 150 * time.Millisecond
+	)
+	tests := []struct {
+		name   string
+		report func(s *Scheduler, g Grant)
+		// wantAfter is how long after the first grant the second may come.
+		wantAfter time.Duration
+	}{
+		{"answered later", func(s *Scheduler, g Grant) { s.Answered("b", g.At, g.At.Add(late)) }, window + margin + late},
+		{"no report", func(*Scheduler, Grant) {}, window + margin},
+		{"earlier is ignored", func(s *Scheduler, g Grant) { s.Answered("b", g.At, g.At.Add(-late)) }, window + margin},
+		{"unknown grant is ignored", func(s *Scheduler, g Grant) { s.Answered("b", g.At.Add(-time.Hour), g.At.Add(late)) }, window + margin},
+		{"unknown bucket is ignored", func(s *Scheduler, g Grant) { s.Answered("nope", g.At, g.At.Add(late)) }, window + margin},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newTestScheduler(t, Options{StateDir: t.TempDir(), Margin: margin})
+			mustConfigure(t, s, "b", Limit{Requests: 1, Window: window})
+			first := mustAcquire(t, s, "b")
+			// The answer arrives: wait until then so "answered later"
+			// is not capped at now.
+			for time.Since(first.At) < late {
+				time.Sleep(time.Millisecond)
+			}
+			tc.report(s, first)
+			second := mustAcquire(t, s, "b")
+			if d := second.At.Sub(first.At); d < tc.wantAfter || d > tc.wantAfter+window {
+				t.Fatalf("second grant %s after the first, want %s (or a little more)", d, tc.wantAfter)
+			}
+		})
+	}
+}
+
+// TestAnsweredNeverInTheFuture: a report of an answer after now (a clock
+// gone wrong in a plugin) counts the grant at now, no later.
+func TestAnsweredNeverInTheFuture(t *testing.T) {
+	t.Parallel()
+	const window = 200 * time.Millisecond
+	s := newTestScheduler(t, Options{Margin: 10 * time.Millisecond})
+	mustConfigure(t, s, "b", Limit{Requests: 1, Window: window})
+	first := mustAcquire(t, s, "b")
+	s.Answered("b", first.At, first.At.Add(time.Hour))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := s.Acquire(ctx, "b", 0); err != nil {
+		t.Fatalf("a grant reported answered an hour ahead blocked the bucket: %v", err)
+	}
+}
