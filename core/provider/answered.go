@@ -16,7 +16,7 @@ const AnsweredTrailer = "sluice-answered"
 
 // Answer is one exchange as reported in AnsweredTrailer.
 type Answer struct {
-	Bucket               string
+	Bucket              string
 	GrantedAt, Answered time.Time
 }
 
