@@ -430,10 +430,15 @@ func TestUpstream429PausesAtOnce(t *testing.T) {
 				t.Fatalf("local pause until %v, beyond the %s cap", until, maxLocalPause)
 			}
 			resp.Body.Close()
+			ctx, _ := callWith(nil) // max wait 1s, far below the 30s pause
+			// Refusal tells a provider beforehand what Do would answer.
+			var rp *problem.Problem
+			if err := u.Refusal(ctx, "p.a"); (err != nil) != tc.pause || (err != nil && (!errors.As(err, &rp) || rp.Status != http.StatusTooManyRequests)) {
+				t.Fatalf("Refusal = %v, want a 429 problem: %v", err, tc.pause)
+			}
 			if !tc.pause {
 				return
 			}
-			ctx, _ := callWith(nil) // max wait 1s, far below the 30s pause
 			_, err = u.Do(ctx, "p.a", build)
 			var p *problem.Problem
 			if !errors.As(err, &p) || p.Status != http.StatusTooManyRequests || sends.Load() != 1 {

@@ -274,17 +274,38 @@ func (u *Upstream) waitPause(ctx context.Context, bucket string) (context.Contex
 	if until.IsZero() {
 		return ctx, nil
 	}
-	d := time.Until(until)
-	if r := callFrom(ctx); r != nil && r.MaxWait > 0 && d > r.MaxWait {
-		return ctx, problem.RateLimited(d, "the upstream asked to wait (a 429, or a 503 with Retry-After); paused until "+until.UTC().Format(time.RFC3339))
+	if err := pauseRefusal(ctx, until); err != nil {
+		return ctx, err
 	}
 	start := time.Now()
-	err := Sleep(ctx, d)
+	err := Sleep(ctx, time.Until(until))
 	ctx = waited(ctx, time.Since(start))
 	if err != nil {
 		return ctx, fmt.Errorf("waiting for rate budget: %w", err)
 	}
 	return ctx, nil
+}
+
+// Refusal is the problem Do would answer at once for ctx's caller in
+// bucket, because this plugin's own pause of it outlasts the caller's max
+// wait; nil when Do would wait or send. A provider asks before work of its
+// own that a refused call would waste (a token request).
+func (u *Upstream) Refusal(ctx context.Context, bucket string) error {
+	until := u.pausedUntil(bucket)
+	if until.IsZero() {
+		return nil
+	}
+	return pauseRefusal(ctx, until)
+}
+
+// pauseRefusal is the 429 for a caller whose max wait ends before a pause
+// until does; nil if it can wait.
+func pauseRefusal(ctx context.Context, until time.Time) error {
+	d := time.Until(until)
+	if r := callFrom(ctx); r != nil && r.MaxWait > 0 && d > r.MaxWait {
+		return problem.RateLimited(d, "the upstream asked to wait (a 429, or a 503 with Retry-After); paused until "+until.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Sleep waits d, or returns ctx's error as soon as it is done.

@@ -49,17 +49,12 @@ type result struct {
 // everyone and retry after the pause, unless it is longer than this caller
 // may wait; 5xx with Retry-After → the same pause, and Spotify's answer is
 // relayed when this caller cannot wait it out; other 5xx → retry with
-// backoff. Each attempt is a separate grant. callerWait is the caller's
-// Sluice-Max-Wait (0: none).
-func (p *spotify) fetch(ctx context.Context, cfg *config, up upstream, path string, params url.Values, callerWait time.Duration) (*result, error) {
+// backoff. Each attempt is a separate grant.
+func (p *spotify) fetch(ctx context.Context, cfg *config, up upstream, path string, params url.Values) (*result, error) {
 	// Every wait for spotify.api, a queue or a pause after a 429 or a 5xx,
 	// is bounded by max_retry_after as well as the caller's Sluice-Max-Wait:
 	// past that the caller gets its answer at once instead of hanging.
 	ctx = provider.LimitWait(ctx, cfg.maxRetryAfter)
-	maxWait := cfg.maxRetryAfter
-	if callerWait > 0 {
-		maxWait = min(maxWait, callerWait)
-	}
 	target := cfg.apiBase + path
 	if q := params.Encode(); q != "" {
 		target += "?" + q
@@ -76,7 +71,7 @@ func (p *spotify) fetch(ctx context.Context, cfg *config, up upstream, path stri
 		// would refuse the call, and the token request (one that may be
 		// due, the token having reached its refresh time) would have been
 		// spent on a call answered locally. Refuse first, as Do would.
-		if err := p.apiPauseRefusal(maxWait); err != nil {
+		if err := up.Refusal(ctx, bucketAPI); err != nil {
 			return refusal(err, pausedBy, lastRetryAfter)
 		}
 		tok, err := p.tokens.get(ctx, cfg, up)
@@ -211,32 +206,11 @@ func refusal(err error, pausedBy *result, upstreamRA time.Duration) (*result, er
 	return nil, denied(err, upstreamRA)
 }
 
-// apiPauseRefusal is the 429 the SDK answers for a call whose max wait is
-// shorter than what is left of the pause of spotify.api this plugin asked
-// for; nil if none is running or the caller can wait it out. The SDK has
-// no exported view of its own record (which is never shorter than this
-// one: it holds the same pauses), so the plugin keeps its own.
-func (p *spotify) apiPauseRefusal(maxWait time.Duration) error {
-	until := time.Unix(0, p.apiPausedUntil.Load())
-	if d := time.Until(until); d > maxWait {
-		return problem.RateLimited(d, "the upstream asked to stop (429); paused until "+until.UTC().Format(time.RFC3339))
-	}
-	return nil
-}
-
 // pauseAPI pauses spotify.api for every caller for ra plus jitter. The
 // pause must outlive the caller that met the answer: the others still
 // have to honour it.
 func (p *spotify) pauseAPI(ctx context.Context, up upstream, ra time.Duration, reason string, attrs ...any) {
 	until := time.Now().Add(ra + jitter(ra))
-	// Recorded whether or not the host hears of it: up.Pause records the
-	// pause in the SDK, which Do honours, before its RPC as well.
-	for n := until.UnixNano(); ; {
-		cur := p.apiPausedUntil.Load()
-		if cur >= n || p.apiPausedUntil.CompareAndSwap(cur, n) {
-			break
-		}
-	}
 	p.log.Warn("Spotify asked to wait: pausing the bucket for every caller", append([]any{"bucket", bucketAPI,
 		"reason", reason, "until", until.Format(time.RFC3339Nano)}, attrs...)...)
 	if err := up.Pause(context.WithoutCancel(ctx), bucketAPI, until, reason); err != nil {

@@ -21,7 +21,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/sluice-dev/sluice/core/problem"
@@ -101,10 +100,6 @@ type spotify struct {
 
 	mu  sync.RWMutex
 	cfg *config
-
-	// apiPausedUntil is the end (Unix ns) of the latest pause of
-	// spotify.api this plugin asked for; see apiPauseRefusal.
-	apiPausedUntil atomic.Int64
 }
 
 func newSpotify(l *slog.Logger) *spotify {
@@ -273,10 +268,14 @@ func (p *spotify) Call(ctx context.Context, req *provider.Request, w *provider.R
 }
 
 // Tests substitute fakes that reach the simulator directly.
-type (
-	upstream     = provider.Sender
-	answerWriter = provider.AnswerWriter
-)
+type answerWriter = provider.AnswerWriter
+
+// upstream is provider.Sender plus Refusal: a token request is not spent on
+// a call the pause of spotify.api will refuse anyway.
+type upstream interface {
+	provider.Sender
+	Refusal(ctx context.Context, bucket string) error
+}
 
 func (p *spotify) serve(ctx context.Context, req *provider.Request, w answerWriter, up upstream) error {
 	cfg := p.config()
@@ -289,7 +288,7 @@ func (p *spotify) serve(ctx context.Context, req *provider.Request, w answerWrit
 		return err
 	}
 	up.SetTimeout(cfg.timeout)
-	res, err := p.fetch(ctx, cfg, up, path, params, req.MaxWait)
+	res, err := p.fetch(ctx, cfg, up, path, params)
 	if err != nil {
 		return err
 	}

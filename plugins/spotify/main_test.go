@@ -317,6 +317,13 @@ func (f *fakeUp) Pause(_ context.Context, bucket string, until time.Time, _ stri
 
 func (f *fakeUp) SetTimeout(time.Duration) {}
 
+func (f *fakeUp) Refusal(_ context.Context, bucket string) error {
+	if d := time.Until(f.pausedUntil(bucket)); d > f.maxWait {
+		return problem.RateLimited(d, "paused")
+	}
+	return nil
+}
+
 func (f *fakeUp) pausedUntil(bucket string) time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
