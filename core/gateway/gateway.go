@@ -159,7 +159,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	c.req.PublicBase = publicBase(r, provider)
 
 	cc := parseCacheControl(r.Header.Values("Cache-Control"))
-	if !c.op.GetCacheable() || c.op.GetDestructive() {
+	if !c.op.ReadOnly() {
 		if cc.onlyIfCached {
 			return notCached(c)
 		}
@@ -744,7 +744,7 @@ func selects(op *proto.Operation, params url.Values) bool {
 // answer nobody reads.
 func methodAllowed(op *proto.Operation, m string) bool {
 	if m == http.MethodHead {
-		return op.GetCacheable() && !op.GetDestructive() && slices.Contains(op.GetMethods(), http.MethodGet)
+		return op.ReadOnly() && slices.Contains(op.GetMethods(), http.MethodGet)
 	}
 	return slices.Contains(op.GetMethods(), m)
 }

@@ -97,7 +97,7 @@ func (g *Gateway) hitRoute(desc *proto.Description, provider, rest, query, host 
 		return nil
 	}
 	route := &hitRoute{desc: desc, op: c.op.GetName()}
-	if c.op.GetCacheable() && !c.op.GetDestructive() {
+	if c.op.ReadOnly() {
 		route.key = cacheKey(c, rest, publicBase(r, provider))
 	}
 	g.hits.store(mk, route)

@@ -390,7 +390,7 @@ func (s *supervisor) call(ctx context.Context, req *proto.CallRequest, readyWait
 func resendable(desc *proto.Description, op string) bool {
 	for _, o := range desc.GetOperations() {
 		if o.GetName() == op {
-			return o.GetCacheable() && !o.GetDestructive()
+			return o.ReadOnly()
 		}
 	}
 	return false

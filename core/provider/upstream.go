@@ -362,7 +362,7 @@ func (u *Upstream) send(ctx context.Context, bucket string, req *http.Request, g
 		st.attempts.Add(1)
 		st.answered(bucket, g.at, end)
 	}
-	if err == nil && asksToWait(resp) {
+	if err == nil && AsksToWait(resp) {
 		// Stop this plugin's other sends into the bucket the moment the
 		// head arrives, before the provider has read the body and paused
 		// the bucket for every caller: a request racing the 429 (or a
@@ -392,11 +392,11 @@ type emptyReader struct{}
 
 func (emptyReader) Read([]byte) (int, error) { return 0, io.EOF }
 
-// asksToWait reports an answer that stops the bucket: a 429, or a 503
+// AsksToWait reports an answer that stops the bucket: a 429, or a 503
 // carrying Retry-After ("temporarily unavailable, retry later", the 5xx
-// RFC 9110 pairs with it). The plugin then pauses the bucket for every
-// caller; this plugin's own sends stop from the head on.
-func asksToWait(resp *http.Response) bool {
+// RFC 9110 pairs with it). The SDK stops this plugin's own sends from its
+// head on; the provider then pauses the bucket for every caller.
+func AsksToWait(resp *http.Response) bool {
 	return resp.StatusCode == http.StatusTooManyRequests ||
 		(resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "")
 }

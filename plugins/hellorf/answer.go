@@ -329,9 +329,9 @@ const (
 // which pauses the bucket for every caller.
 func (p *hellorf) inspect(ctx context.Context, up upstream, op *operation, ex *exchange, resp *http.Response, env *envelope) {
 	offset, known := clockOffset(resp.Header.Get("Date"), ex.sent(), p.now())
-	// A 503 with Retry-After asks the same: the SDK has stopped this
-	// plugin's sends at its head, and the host must hold every caller.
-	if resp.StatusCode == http.StatusTooManyRequests || (resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "") {
+	// The SDK has stopped this plugin's sends at the head; the host must
+	// hold every caller.
+	if provider.AsksToWait(resp) {
 		until := time.Now().Add(retryAfter(resp.Header))
 		p.log.Warn("hellorf asked to wait: pausing the bucket for every caller", "bucket", bucketAPI, "http_status", resp.StatusCode, "until", until.Format(time.RFC3339))
 		if err := up.Pause(context.WithoutCancel(ctx), bucketAPI, until, fmt.Sprintf("hellorf answered %d %s with Retry-After", resp.StatusCode, http.StatusText(resp.StatusCode))); err != nil {
