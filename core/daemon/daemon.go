@@ -287,7 +287,11 @@ func (d *Daemon) reload(ctx context.Context, force bool) (api.ReloadResult, erro
 	if err == nil {
 		var specs []pluginhost.Spec
 		if specs, err = providerSpecs(cfg); err == nil {
-			err = checkBinaries(specs)
+			for _, sp := range specs {
+				if err = sp.Check(); err != nil {
+					break
+				}
+			}
 		}
 	}
 	if err != nil {

@@ -1,11 +1,8 @@
 package daemon
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -105,31 +102,4 @@ func defaultPluginDir() (string, error) {
 		}
 	}
 	return dir, nil
-}
-
-// checkBinaries verifies, before a reload swaps anything, that every
-// enabled provider's plugin binary exists and matches its plugin_sha256
-// pin: otherwise the reload would retire a working plugin and report
-// success while the provider ends up failed.
-func checkBinaries(specs []pluginhost.Spec) error {
-	for _, s := range specs {
-		f, err := os.Open(s.Path)
-		if err != nil {
-			return fmt.Errorf("providers.%s: plugin binary: %w", s.Name, err)
-		}
-		if s.SHA256 == "" {
-			f.Close()
-			continue
-		}
-		h := sha256.New()
-		_, err = io.Copy(h, f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("providers.%s: reading plugin binary: %w", s.Name, err)
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != s.SHA256 {
-			return fmt.Errorf("providers.%s.plugin_sha256: %s has sha256 %s, the config pins %s", s.Name, s.Path, got, s.SHA256)
-		}
-	}
-	return nil
 }

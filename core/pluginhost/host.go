@@ -6,8 +6,11 @@ package pluginhost
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sort"
@@ -135,6 +138,29 @@ func (h *Host) Apply(specs []Spec) {
 		h.sups[name] = sup
 		go sup.run()
 	}
+}
+
+// Check verifies that the spec's plugin binary exists and matches its
+// SHA256 pin. A reload checks every spec before swapping anything: a
+// plugin that could not start would otherwise retire a working one while
+// the reload reports success.
+func (s Spec) Check() error {
+	f, err := os.Open(s.Path)
+	if err != nil {
+		return fmt.Errorf("providers.%s: plugin binary: %w", s.Name, err)
+	}
+	defer f.Close()
+	if s.SHA256 == "" {
+		return nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("providers.%s: reading plugin binary: %w", s.Name, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != s.SHA256 {
+		return fmt.Errorf("providers.%s.plugin_sha256: %s has sha256 %s, the config pins %s", s.Name, s.Path, got, s.SHA256)
+	}
+	return nil
 }
 
 // RestartFailed starts afresh every provider whose plugin has given up

@@ -20,27 +20,9 @@ type Answer struct {
 	GrantedAt, Answered time.Time
 }
 
-// answers collects a call's exchanges.
-type answers struct {
-	mu   sync.Mutex
-	list []string
-}
-
-// answered records one exchange. A grant of unknown time (from a host
-// that does not send it) cannot be named, and is left as it was counted.
-func (s *callStats) answered(bucket string, at, end time.Time) {
-	if at.IsZero() {
-		return
-	}
-	s.answers.mu.Lock()
-	defer s.answers.mu.Unlock()
-	s.answers.list = append(s.answers.list, fmt.Sprintf("%s %d %d", bucket, at.UnixNano(), end.UnixNano()))
-}
-
-func (s *callStats) answerValues() []string {
-	s.answers.mu.Lock()
-	defer s.answers.mu.Unlock()
-	return append([]string(nil), s.answers.list...)
+// String is the exchange's AnsweredTrailer value.
+func (a Answer) String() string {
+	return fmt.Sprintf("%s %d %d", a.Bucket, a.GrantedAt.UnixNano(), a.Answered.UnixNano())
 }
 
 // ParseAnswers reads AnsweredTrailer values; malformed ones are skipped (a
@@ -58,6 +40,34 @@ func ParseAnswers(values []string) []Answer {
 			continue
 		}
 		out = append(out, Answer{Bucket: f[0], GrantedAt: time.Unix(0, at), Answered: time.Unix(0, end)})
+	}
+	return out
+}
+
+// answers collects a call's exchanges.
+type answers struct {
+	mu   sync.Mutex
+	list []Answer
+}
+
+// answered records one exchange. A grant of unknown time (from a host
+// that does not send it) cannot be named, and is left as it was counted.
+func (s *callStats) answered(bucket string, at, end time.Time) {
+	if at.IsZero() {
+		return
+	}
+	s.answers.mu.Lock()
+	defer s.answers.mu.Unlock()
+	s.answers.list = append(s.answers.list, Answer{Bucket: bucket, GrantedAt: at, Answered: end})
+}
+
+// answerValues is the call's AnsweredTrailer.
+func (s *callStats) answerValues() []string {
+	s.answers.mu.Lock()
+	defer s.answers.mu.Unlock()
+	out := make([]string, len(s.answers.list))
+	for i, a := range s.answers.list {
+		out[i] = a.String()
 	}
 	return out
 }

@@ -153,4 +153,15 @@ func TestSectionChangeRestartsOnlyThatPlugin(t *testing.T) {
 	if after["hellorf"] != before["hellorf"] {
 		t.Errorf("hellorf plugin restarted by an ineo change: %d → %d", before["hellorf"], after["hellorf"])
 	}
+
+	// A longer expiry_margin bounds every answer more tightly: all cached
+	// answers go, hellorf's included.
+	env.WriteConfig(strings.Replace(env.ConfigText(), "[providers.ineo]\n", "[providers.ineo]\nlink_ttl = \"5m\"\n", 1) +
+		"\n[cache]\nexpiry_margin = \"1m\"\n")
+	if _, err := env.Client.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cs := hget(t, ctx, env, "categories", nil, nil).Header.Get("Cache-Status"); strings.Contains(cs, "; hit") {
+		t.Errorf("an answer cached under a shorter expiry_margin was served: %s", cs)
+	}
 }
