@@ -100,20 +100,11 @@ func TestNonOKHTTPStatusPausesEveryCaller(t *testing.T) {
 // when it is not paused.
 func bucketPause(ctx context.Context, t *testing.T, env *testenv.Env, name string) (time.Time, string) {
 	t.Helper()
-	st, err := env.Client.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
+	b := bucketStatus(t, ctx, env, name)
+	if b.PausedUntil == nil || !b.PausedUntil.After(time.Now()) {
+		return time.Time{}, ""
 	}
-	for _, b := range st.Buckets {
-		if b.Name == name {
-			if b.PausedUntil == nil || !b.PausedUntil.After(time.Now()) {
-				return time.Time{}, ""
-			}
-			return *b.PausedUntil, b.PauseReason
-		}
-	}
-	t.Fatalf("no bucket %s in status: %+v", name, st.Buckets)
-	return time.Time{}, ""
+	return *b.PausedUntil, b.PauseReason
 }
 
 // stoppedLocally: the next call is refused at once with a 429 whose

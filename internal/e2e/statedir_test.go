@@ -65,14 +65,8 @@ func TestStateDirReadOnlyOrFull(t *testing.T) {
 			if !strings.Contains(st.StateError, tc.wantErr) {
 				t.Errorf("status state_error = %q, want it to say %q", st.StateError, tc.wantErr)
 			}
-			held := false
-			for _, b := range st.Buckets {
-				if b.Name == "ineo.spotify" {
-					held = b.PausedUntil != nil && strings.Contains(b.PauseReason, "cannot be saved")
-				}
-			}
-			if !held {
-				t.Errorf("ineo.spotify is not held for the unsaveable state: %+v", st.Buckets)
+			if until, reason := bucketPause(ctx, t, env, "ineo.spotify"); until.IsZero() || !strings.Contains(reason, "cannot be saved") {
+				t.Errorf("ineo.spotify is not held for the unsaveable state: until %v, %q", until, reason)
 			}
 
 			r, err := track(ctx, env.Client, trackID(902), nil)
