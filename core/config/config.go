@@ -5,7 +5,9 @@
 // documented spelling), TOML syntax errors, values of the wrong type and
 // values failing validation are all errors, each reported as an *Error
 // carrying the file, line and key, so a typo never silently falls back to a
-// default. Keys absent from the file take the defaults that Default returns;
+// default. A file that sets no key at all (empty, or comments only) is
+// refused too: that is what a file being rewritten looks like for a moment.
+// Keys absent from the file take the defaults that Default returns;
 // the annotated example at the repository root (config.toml) lists every key.
 //
 // Credentials are Secret values. They may be written inline, as "env:NAME" or
@@ -239,6 +241,14 @@ func Parse(data []byte, path string) (*Config, error) {
 		return nil, syntaxError(path, data, ix, err)
 	}
 
+	if len(raw) == 0 {
+		// A file truncated before being rewritten (": > config.toml", an
+		// editor, "gen > config.toml") reads like this for a moment; loaded,
+		// it would switch hellorf and Spotify off, purge the cache and drop
+		// iNeo's credentials.
+		return nil, &Error{File: path, Msg: emptyConfigMsg}
+	}
+
 	cfg := Default()
 	cfg.Path = path
 	md, err := toml.Decode(string(data), cfg)
@@ -264,6 +274,12 @@ func Parse(data []byte, path string) (*Config, error) {
 	}
 	return cfg, nil
 }
+
+// emptyConfigMsg refuses a file that sets nothing; every config sluice
+// accepts names at least one key.
+const emptyConfigMsg = "the file sets no keys (it is empty or holds only comments); " +
+	"refused, because a file caught mid-rewrite looks the same. " +
+	"To run on the defaults, set any key, e.g. log_level = \"info\""
 
 func secretBaseDir(path string) string {
 	if path == "" {

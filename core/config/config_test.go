@@ -152,7 +152,8 @@ func schemaLeaves(t reflect.Type, prefix string) []string {
 }
 
 func TestDefaults(t *testing.T) {
-	cfg := mustParse(t, "")
+	// One key set to its default: a file setting no key is refused.
+	cfg := mustParse(t, "log_level = \"info\"\n")
 	want := Default()
 	want.Path = cfg.Path
 	if !reflect.DeepEqual(cfg, want) {
@@ -407,6 +408,10 @@ func TestParseErrors(t *testing.T) {
 		{"secret not a string", "[providers.ineo]\naccess_key = 12345\n", 2, "providers.ineo.access_key", "must be a string", 1},
 		{"empty env reference", "[providers.ineo]\naccess_key = \"env:\"\n", 2, "providers.ineo.access_key", "variable name", 1},
 		{"path key is not a key", "Path = \"/x\"\n", 1, "Path", "unknown key", 1},
+		{"empty file", "", 0, "", "sets no keys", 1},
+		{"only whitespace", " \n\t\n\r\n", 0, "", "sets no keys", 1},
+		{"only comments", "# socket = \"/x\"\n\n  # [providers.ineo]\n", 0, "", "sets no keys", 1},
+		{"byte order mark only", "\ufeff", 0, "", "sets no keys", 1},
 		{"multi-line string hides fake keys", "log_level = \"\"\"\nsocket = 1\n[nope]\n\"\"\"\n", 1, "log_level", "debug, info", 1},
 	}
 	for _, tt := range tests {
@@ -516,7 +521,7 @@ func TestInlineSecrets(t *testing.T) {
 		src  string
 		want bool
 	}{
-		{``, false},
+		{"log_level = \"info\"", false},
 		{"[providers.spotify]\nclient_id = \"env:SLUICE_T_ID\"", false},
 		{"[providers.spotify]\nclient_secret = \"plain\"", true},
 		// A disabled provider's inline secret is still in the file.
