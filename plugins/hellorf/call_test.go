@@ -188,6 +188,8 @@ type harness struct {
 	clk  *testClock
 	logs *logBuffer
 	base string
+	// stateDir is the plugin's state directory (the purchase guard's).
+	stateDir string
 }
 
 // newHarness starts a simulator and a configured plugin. cfg is merged over
@@ -212,10 +214,11 @@ func newHarness(t *testing.T, simOpts hellorfsim.Options, cfg map[string]any) *h
 		c[k] = v
 	}
 	raw, _ := json.Marshal(c)
-	if err := p.Configure(t.Context(), raw); err != nil {
+	stateDir := t.TempDir()
+	if err := p.configure(stateDir, raw); err != nil {
 		t.Fatal(err)
 	}
-	return &harness{p: p, sim: sim, up: newFakeUp(), clk: clk, logs: logs, base: base}
+	return &harness{p: p, sim: sim, up: newFakeUp(), clk: clk, logs: logs, base: base, stateDir: stateDir}
 }
 
 func (h *harness) call(t *testing.T, op string, params url.Values, hdr http.Header) (*recorder, error) {
@@ -723,8 +726,8 @@ func TestPurchaseOutcomes(t *testing.T) {
 		if p := problem.From(err); p.Status != 502 || strings.Contains(p.Detail, "may have been made") {
 			t.Fatalf("refused connection: %v", err)
 		}
-		if _, prev := h.p.guard.reserve(guardKey(buy), h.clk.now(), time.Minute, false); prev != nil {
-			t.Fatal("a purchase that was never sent still blocks")
+		if _, prev, err := h.p.guard.reserve(guardKey(buy), h.clk.now(), time.Minute, false); prev != nil || err != nil {
+			t.Fatalf("a purchase that was never sent still blocks: %v", err)
 		}
 	})
 }

@@ -132,14 +132,27 @@ func (p *hellorf) Describe() *proto.Description {
 }
 
 func (p *hellorf) Configure(ctx context.Context, raw []byte) error {
-	// The purchase guard survives restarts in the plugin's state directory.
-	if dir := provider.StateDir(ctx); dir != "" {
-		p.guardOnce.Do(func() {
-			if err := p.guard.open(filepath.Join(dir, "purchase-guard.json")); err != nil {
-				p.log.Error("purchase guard could not be loaded; identical purchases made before this start are not blocked", "err", err)
-			}
-		})
-	}
+	return p.configure(provider.StateDir(ctx), raw)
+}
+
+// guardFile is the purchase guard's file inside the plugin's state
+// directory.
+const guardFile = "purchase-guard.json"
+
+// configure applies the settings; stateDir keeps the purchase guard, which
+// is opened on the first call only (the guard outlives config changes).
+func (p *hellorf) configure(stateDir string, raw []byte) error {
+	p.guardOnce.Do(func() {
+		if stateDir == "" {
+			// The daemon always passes one; without it purchases are
+			// refused rather than guarded in memory alone.
+			p.log.Error("no state directory for the purchase guard; purchases are refused")
+			return
+		}
+		if err := p.guard.open(filepath.Join(stateDir, guardFile)); err != nil {
+			p.log.Error("purchase guard could not be read; purchases are refused until the file is repaired or removed (check my-purchases first)", "err", err)
+		}
+	})
 	var s settings
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return fmt.Errorf("hellorf config: %w", err)

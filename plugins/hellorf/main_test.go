@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -450,6 +451,17 @@ func TestConfirmedHeader(t *testing.T) {
 
 func TestGuard(t *testing.T) {
 	g := newPurchaseGuard()
+	if err := g.open(filepath.Join(t.TempDir(), guardFile)); err != nil {
+		t.Fatal(err)
+	}
+	reserve := func(key string, now time.Time, window time.Duration, confirm bool) (uint64, *guardEntry) {
+		t.Helper()
+		tk, prev, err := g.reserve(key, now, window, confirm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk, prev
+	}
 	t0 := time.Unix(1700000000, 0)
 	w := 10 * time.Minute
 	a, b := guardKey(url.Values{"audio_id": {"1"}, "permission_id": {"2"}, "warrant_name": {"x"}}),
@@ -457,33 +469,36 @@ func TestGuard(t *testing.T) {
 	if a == b {
 		t.Fatal("third_user_id not in the key")
 	}
-	t1, prev := g.reserve(a, t0, w, false)
+	t1, prev := reserve(a, t0, w, false)
 	if prev != nil {
 		t.Fatal("first purchase blocked")
 	}
-	if _, prev = g.reserve(a, t0, w, true); prev == nil || prev.state != guardInFlight {
+	if _, prev = reserve(a, t0, w, true); prev == nil || prev.state != guardInFlight {
 		t.Fatal("confirm must not override a purchase in flight")
 	}
-	if _, prev = g.reserve(b, t0, w, false); prev != nil {
+	if _, prev = reserve(b, t0, w, false); prev != nil {
 		t.Fatal("a different purchase was blocked")
 	}
 	g.settle(a, t1, guardDone, "442", false)
-	if _, prev = g.reserve(a, t0.Add(w-time.Second), w, false); prev == nil || prev.purchaseID != "442" {
+	if _, prev = reserve(a, t0.Add(w-time.Second), w, false); prev == nil || prev.purchaseID != "442" {
 		t.Fatalf("duplicate within the window: %+v", prev)
 	}
-	t2, prev := g.reserve(a, t0.Add(time.Minute), w, true)
+	t2, prev := reserve(a, t0.Add(time.Minute), w, true)
 	if prev != nil {
 		t.Fatal("confirmed repeat refused")
 	}
 	g.settle(a, t2, 0, "", true) // refused upstream: the key is free
-	if _, prev = g.reserve(a, t0.Add(2*time.Minute), w, false); prev != nil {
+	if _, prev = reserve(a, t0.Add(2*time.Minute), w, false); prev != nil {
 		t.Fatal("released key still blocks")
 	}
 	g.settle(a, t1, guardDone, "1", false) // a stale ticket changes nothing
 	g2 := newPurchaseGuard()
-	tk, _ := g2.reserve(a, t0, w, false)
+	if err := g2.open(filepath.Join(t.TempDir(), guardFile)); err != nil {
+		t.Fatal(err)
+	}
+	tk, _, _ := g2.reserve(a, t0, w, false)
 	g2.settle(a, tk, guardDone, "1", false)
-	if _, prev = g2.reserve(a, t0.Add(w), w, false); prev != nil {
+	if _, prev, _ = g2.reserve(a, t0.Add(w), w, false); prev != nil {
 		t.Fatal("the window did not end")
 	}
 }

@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sluice-dev/sluice/core/problem"
@@ -38,17 +40,26 @@ type guardEntry struct {
 }
 
 // purchaseGuard refuses a second identical purchase within the guard window.
-// It is saved in the plugin's state directory after every change, so a
-// plugin crash, a daemon restart or a config change (which restarts the
-// plugin) does not forget a purchase made minutes earlier.
+// It is saved durably in the plugin's state directory before a purchase is
+// sent and after its answer, so a plugin crash, a daemon restart or a config
+// change (which restarts the plugin) does not forget a purchase made minutes
+// earlier. It fails closed: a purchase whose record cannot be written, or
+// made while the file could not be read at start, is refused.
 type purchaseGuard struct {
 	mu      sync.Mutex
 	entries map[string]*guardEntry
 	next    uint64
-	// path is the file the guard is kept in; empty keeps it in memory.
-	path    string
-	saveErr error
+	// path is the file the guard is kept in; empty (no state directory)
+	// refuses every purchase, as there is nowhere to record it.
+	path string
+	// loadErr is why the file could not be read at start. While set, the
+	// purchases it may hold are unknown, so every purchase is refused; each
+	// attempt reads the file again, so fixing or removing it is enough.
+	loadErr error
 }
+
+// errNoStateDir refuses purchases in a plugin given no state directory.
+var errNoStateDir = errors.New("the plugin was given no state directory to keep it in")
 
 // savedEntry is a guard entry on disk.
 type savedEntry struct {
@@ -59,12 +70,20 @@ type savedEntry struct {
 
 // open loads the guard from path and keeps it there from now on. A purchase
 // that was in flight when the last process died may have been made: it is
-// loaded as unknown, which blocks a repeat until confirmed.
+// loaded as unknown, which blocks a repeat until confirmed. A file that
+// cannot be read or parsed is an error, and refuses purchases until it can.
 func (g *purchaseGuard) open(path string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.path = path
-	b, err := os.ReadFile(path)
+	g.loadErr = g.loadLocked()
+	return g.loadErr
+}
+
+// loadLocked reads the file into the entries. A missing file is an empty
+// guard (a first start, or the operator removed it).
+func (g *purchaseGuard) loadLocked() error {
+	b, err := os.ReadFile(g.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -73,11 +92,14 @@ func (g *purchaseGuard) open(path string) error {
 	}
 	var saved map[string]savedEntry
 	if err := json.Unmarshal(b, &saved); err != nil {
-		return fmt.Errorf("reading purchase guard %s: %w", path, err)
+		return fmt.Errorf("reading purchase guard %s: %w", g.path, err)
 	}
 	for k, e := range saved {
 		if e.State == guardInFlight {
 			e.State = guardUnknown
+		}
+		if _, ok := g.entries[k]; ok {
+			continue // this process knows better (it never sends while loadErr is set, so this is not expected)
 		}
 		g.next++
 		g.entries[k] = &guardEntry{state: e.State, at: e.At, purchaseID: e.PurchaseID, ticket: g.next}
@@ -85,23 +107,107 @@ func (g *purchaseGuard) open(path string) error {
 	return nil
 }
 
-// saveLocked writes the guard atomically; a purchase is reserved only once
-// this returns, so the record is on disk before anything is sent.
-func (g *purchaseGuard) saveLocked() {
+// saveLocked writes the guard durably: a temporary file, fsynced, renamed
+// over the old one, and the directory fsynced, so the record survives a
+// crash of the process or of the machine. A missing state directory is
+// recreated. It returns why the record is not on disk.
+func (g *purchaseGuard) saveLocked() error {
 	if g.path == "" {
-		return
+		return errNoStateDir
 	}
 	saved := make(map[string]savedEntry, len(g.entries))
 	for k, e := range g.entries {
 		saved[k] = savedEntry{State: e.state, At: e.at, PurchaseID: e.purchaseID}
 	}
-	b, _ := json.Marshal(saved)
-	tmp := g.path + ".tmp"
-	err := os.WriteFile(tmp, b, 0o600)
-	if err == nil {
-		err = os.Rename(tmp, g.path)
+	b, err := json.Marshal(saved)
+	if err != nil {
+		return fmt.Errorf("encoding purchase guard: %w", err)
 	}
-	g.saveErr = err
+	if err := writeDurable(g.path, b); err != nil {
+		return fmt.Errorf("writing purchase guard: %w", err)
+	}
+	return nil
+}
+
+// writeDurable replaces path with b atomically and durably.
+func writeDurable(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	if err := mkdirDurable(dir); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp) // a partial temporary file is no record; best effort
+		return err
+	}
+	return syncDir(dir)
+}
+
+// mkdirDurable creates dir and any missing parents (mode 0700), and fsyncs
+// the parent of each one created, so a recreated directory is on disk
+// before the file in it is trusted to be.
+func mkdirDurable(dir string) error {
+	var missing []string
+	for d := dir; ; {
+		fi, err := os.Stat(d)
+		if err == nil {
+			if !fi.IsDir() {
+				return &fs.PathError{Op: "mkdir", Path: d, Err: syscall.ENOTDIR}
+			}
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		parent := filepath.Dir(d)
+		if parent == d {
+			break
+		}
+		d = parent
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := syncDir(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory, making the entries in it durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
 }
 
 func newPurchaseGuard() *purchaseGuard {
@@ -120,40 +226,96 @@ func guardKey(v url.Values) string {
 // settle later, or a copy of the entry that blocks the purchase. confirm
 // (Sluice-Confirm: repeat-purchase) overrides a finished or unknown earlier
 // purchase, never one still in flight.
-func (g *purchaseGuard) reserve(key string, now time.Time, window time.Duration, confirm bool) (uint64, *guardEntry) {
+//
+// The claim counts only once it is on disk: if it cannot be written, or the
+// guard file could not be read at start, reserve returns a *guardError and
+// leaves the guard as it was, and nothing may be sent.
+func (g *purchaseGuard) reserve(key string, now time.Time, window time.Duration, confirm bool) (uint64, *guardEntry, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.loadErr != nil {
+		// Read again: the operator may have repaired or removed the file.
+		if err := g.loadLocked(); err != nil {
+			g.loadErr = err
+			return 0, nil, &guardError{unreadable: true, path: g.path, err: err}
+		}
+		g.loadErr = nil
+	}
 	for k, e := range g.entries {
 		if e.state != guardInFlight && now.Sub(e.at) >= window {
 			delete(g.entries, k)
 		}
 	}
-	if e, ok := g.entries[key]; ok && (e.state == guardInFlight || !confirm) {
-		c := *e
-		return 0, &c
+	old, ok := g.entries[key]
+	if ok && (old.state == guardInFlight || !confirm) {
+		c := *old
+		return 0, &c, nil
 	}
 	g.next++
 	g.entries[key] = &guardEntry{state: guardInFlight, at: now, ticket: g.next}
-	g.saveLocked()
-	return g.next, nil
+	if err := g.saveLocked(); err != nil {
+		if ok {
+			g.entries[key] = old
+		} else {
+			delete(g.entries, key)
+		}
+		return 0, nil, &guardError{path: g.path, err: err}
+	}
+	return g.next, nil, nil
 }
 
 // settle records how the purchase under ticket ended. release=true means it
 // certainly did not happen (hellorf refused it with a 2xx or 4xx answer, or
-// nothing was sent), so the key is free again.
-func (g *purchaseGuard) settle(key string, ticket uint64, state guardState, id json.Number, release bool) {
+// nothing was sent), so the key is free again. An error means the outcome
+// is only in memory: the file still holds the in-flight record reserve
+// wrote, which a restart loads as "outcome unknown", so the purchase stays
+// blocked either way.
+func (g *purchaseGuard) settle(key string, ticket uint64, state guardState, id json.Number, release bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	e, ok := g.entries[key]
 	if !ok || e.ticket != ticket {
-		return
+		return nil
 	}
 	if release {
 		delete(g.entries, key)
 	} else {
 		e.state, e.purchaseID = state, id
 	}
-	g.saveLocked()
+	return g.saveLocked()
+}
+
+// guardError is why the guard cannot protect a purchase, which is then
+// refused.
+type guardError struct {
+	// unreadable: the file could not be read at start (else: a record
+	// could not be written).
+	unreadable bool
+	path       string
+	err        error
+}
+
+func (e *guardError) Error() string { return e.err.Error() }
+func (e *guardError) Unwrap() error { return e.err }
+
+// problem is the 503 for a purchase refused by a guard that cannot protect
+// it. It says that nothing was sent, why, and what the operator can do.
+func (e *guardError) problem(op *operation, v url.Values) *problem.Problem {
+	var detail string
+	switch {
+	case e.unreadable:
+		detail = fmt.Sprintf("audio/purchase refused, nothing was sent: the purchase guard file %s could not be read (%v), so purchases made before this start are not known and an identical one could be bought twice. %s, then repair or remove the file; it is read again at each purchase",
+			e.path, e.err, checkPurchasesHint(v))
+	case e.path == "":
+		detail = fmt.Sprintf("audio/purchase refused, nothing was sent: the purchase guard cannot be recorded: %v", e.err)
+	default:
+		detail = fmt.Sprintf("audio/purchase refused, nothing was sent: the purchase guard record could not be written durably (%v), and without it an identical purchase could be bought again after a restart. Make the plugin's state directory %s writable (it is recreated if missing) and try again",
+			e.err, filepath.Dir(e.path))
+	}
+	p := problem.New(http.StatusServiceUnavailable, detail)
+	p.Title = "Purchase guard unavailable"
+	p.Provider, p.Operation = "hellorf", op.name
+	return p
 }
 
 // confirmed reports whether the caller sent Sluice-Confirm: repeat-purchase
@@ -179,7 +341,16 @@ func (p *hellorf) purchase(ctx context.Context, req *provider.Request, w answerW
 		return problem.Forbidden("audio/purchase spends money; it is disabled unless allow_purchase = true in [providers.hellorf]")
 	}
 	key := guardKey(params)
-	ticket, prev := p.guard.reserve(key, p.now(), s.purchaseGuard, confirmed(req.Header))
+	ticket, prev, err := p.guard.reserve(key, p.now(), s.purchaseGuard, confirmed(req.Header))
+	if err != nil {
+		var ge *guardError
+		if !errors.As(err, &ge) {
+			return err
+		}
+		p.log.Error("purchase refused before sending: the purchase guard cannot record it", "err", err,
+			"audio_id", params.Get("audio_id"), "permission_id", params.Get("permission_id"))
+		return ge.problem(op, params)
+	}
 	if prev != nil {
 		return writeProblem(w, duplicateProblem(op, params, prev, s.purchaseGuard, p.now()))
 	}
@@ -189,15 +360,15 @@ func (p *hellorf) purchase(ctx context.Context, req *provider.Request, w answerW
 		if !ex.mayHaveArrived.Load() {
 			// Refused for budget, or no connection could be made: nothing
 			// reached hellorf.
-			p.guard.settle(key, ticket, 0, "", true)
+			p.settle(key, ticket, 0, "", true)
 			return err
 		}
-		p.guard.settle(key, ticket, guardUnknown, "", false)
+		p.settle(key, ticket, guardUnknown, "", false)
 		return lostPurchase(err, params, s.purchaseGuard)
 	}
 	body, err := provider.ReadBody(ctx, resp, maxJSON)
 	if err != nil {
-		p.guard.settle(key, ticket, guardUnknown, "", false)
+		p.settle(key, ticket, guardUnknown, "", false)
 		return lostPurchase(err, params, s.purchaseGuard)
 	}
 	env, ok := parseEnvelope(body)
@@ -207,25 +378,35 @@ func (p *hellorf) purchase(ctx context.Context, req *provider.Request, w answerW
 			ID json.Number `json:"id"`
 		}
 		_ = json.Unmarshal(env.Data, &d) // an id-less success still blocks duplicates
-		p.guard.settle(key, ticket, guardDone, d.ID, false)
+		p.settle(key, ticket, guardDone, d.ID, false)
 		p.log.Info("purchase made", "purchase_id", d.ID.String(), "audio_id", params.Get("audio_id"), "permission_id", params.Get("permission_id"))
 	case ok && !env.ok() && (resp.StatusCode/100 == 2 || resp.StatusCode/100 == 4):
 		// hellorf refused it: no purchase exists, the key is free again.
-		p.guard.settle(key, ticket, 0, "", true)
+		p.settle(key, ticket, 0, "", true)
 	case ok && !env.ok() && resp.StatusCode/100 == 5:
 		// A server error is not a refusal: it may have struck after the
 		// charge (a failure writing the answer, a timeout behind a proxy),
 		// so an immediate identical purchase could buy twice.
-		p.guard.settle(key, ticket, guardUnknown, "", false)
+		p.settle(key, ticket, guardUnknown, "", false)
 		p.log.Warn("purchase answered with a server error: it may have been made; an identical purchase is refused until confirmed",
 			"http_status", resp.StatusCode, "code", env.code(), "audio_id", params.Get("audio_id"), "permission_id", params.Get("permission_id"))
 	default:
 		// A success status without a readable answer, or the reverse,
 		// or an envelope under any other status: what happened is not
 		// known.
-		p.guard.settle(key, ticket, guardUnknown, "", false)
+		p.settle(key, ticket, guardUnknown, "", false)
 	}
 	return p.relayJSON(ctx, w, up, s, op, &ex, resp, body)
+}
+
+// settle records a purchase's outcome in the guard and logs a failure to
+// save it: the caller is answered anyway (the purchase has happened or
+// not, whatever the disk says), and the in-flight record already on disk
+// keeps an identical purchase blocked after a restart.
+func (p *hellorf) settle(key string, ticket uint64, state guardState, id json.Number, release bool) {
+	if err := p.guard.settle(key, ticket, state, id, release); err != nil {
+		p.log.Error("purchase guard could not record a purchase's outcome; after a restart it blocks an identical purchase as outcome unknown", "err", err)
+	}
 }
 
 func describePurchase(v url.Values) string {
