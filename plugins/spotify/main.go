@@ -292,6 +292,16 @@ func (p *spotify) serve(ctx context.Context, req *provider.Request, w answerWrit
 	if err != nil {
 		return err
 	}
+	if res.status/100 == 2 {
+		// Only the documented JSON is Spotify's answer: anything else under
+		// a 2xx (a captive portal, a cut body) would be cached as one.
+		if err := checkShape(req.Operation, params, res.body); err != nil {
+			p.log.Warn("Spotify's 2xx answer is not the documented JSON; not relayed or cached",
+				"operation", req.Operation, "status", res.status, "content_type", res.contentType, "bytes", len(res.body), "why", err.Error())
+			return problem.New(http.StatusBadGateway, fmt.Sprintf(
+				"Spotify answered HTTP %d with a body that is not the JSON the Web API documents for %s (%v); not cached", res.status, req.Operation, err))
+		}
+	}
 	h := http.Header{"Content-Type": {res.contentType}}
 	hint := provider.CacheHint{Outcome: fmt.Sprintf("spotify:%d", res.status)}
 	body := res.body

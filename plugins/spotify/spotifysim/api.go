@@ -28,6 +28,10 @@ type answer struct {
 	status     int
 	body       any
 	retryAfter int // seconds; <0 none
+	// raw, if not nil, is sent verbatim instead of body as JSON, labelled
+	// contentType (Fault.Body).
+	raw         []byte
+	contentType string
 }
 
 func fail(status int, msg string) answer {
@@ -74,6 +78,16 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request) {
 		// Set the map directly so the case chosen is the case sent.
 		w.Header()[name] = []string{strconv.Itoa(a.retryAfter)}
 	}
+	if a.raw != nil {
+		ct := a.contentType
+		if ct == "" {
+			ct = "application/json; charset=utf-8"
+		}
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(a.status)
+		_, _ = w.Write(a.raw)
+		return
+	}
 	writeJSON(w, a.status, a.body)
 }
 
@@ -118,6 +132,9 @@ func (s *Sim) gateLocked(r *http.Request, now time.Time) *answer {
 		}
 		if f.Reason != "" {
 			a.body = apiError{errorObject{Status: f.Status, Message: "API quota exceeded", Reason: f.Reason}}
+		}
+		if f.Body != "" {
+			a.raw, a.contentType = []byte(f.Body), f.ContentType
 		}
 		return &a
 	}

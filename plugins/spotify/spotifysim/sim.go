@@ -26,6 +26,10 @@
 //     429 too: that count is what tests assert is zero. A 5xx fault may carry
 //     a Retry-After as well ("503: temporary, retry later"); arrivals before
 //     it ends are counted the same way and answered that 5xx again.
+//   - Test faults, off unless a test injects them: ForceBody answers a
+//     body that is not the Web API's (a captive portal's HTML page or a
+//     JSON body cut short under 200), as something between Spotify and the
+//     caller may.
 //   - Paging objects carry absolute href/next/previous links built from the
 //     Host the request arrived on (plus the path prefix), like Spotify's;
 //     with CanonicalLinks they are https://api.spotify.com/v1/... instead.
@@ -104,6 +108,14 @@ type Fault struct {
 	RetryAfter int
 	// Reason, if set, goes into the error object ("QUOTA_EXCEEDED").
 	Reason string
+	// Body, if set, is sent verbatim instead of the error object, labelled
+	// ContentType (default application/json; charset=utf-8), and Status
+	// may then be 200. A test fault, off unless a test injects it: Spotify
+	// itself answers its documented JSON, but something between it and
+	// the caller may answer 200 with anything (a captive portal's HTML
+	// page, a body cut short). See ForceBody, TruncatedJSON and
+	// CaptivePortalHTML.
+	Body, ContentType string
 }
 
 // Arrival is one API request as the simulator saw it.
@@ -296,6 +308,21 @@ func (s *Sim) Force5xx(status, n int) {
 func (s *Sim) ForceQuotaExceeded(retryAfter int) {
 	s.InjectFaults(Fault{Status: http.StatusTooManyRequests, RetryAfter: retryAfter, Reason: "QUOTA_EXCEEDED"})
 }
+
+// ForceBody makes the next API request answer status with body, labelled
+// contentType ("" for application/json; charset=utf-8), whatever it asked
+// for: a test fault (see Fault.Body).
+func (s *Sim) ForceBody(status int, contentType, body string) {
+	s.InjectFaults(Fault{Status: status, Body: body, ContentType: contentType})
+}
+
+// Bodies for ForceBody that are not the Web API's answer.
+const (
+	// TruncatedJSON is the start of a search answer, cut short.
+	TruncatedJSON = `{"tracks":{"href":"https://api.spotify.com/v1/search?query=a&type=track&offset=0&limit=1","items":[{"album":{"album_type":"alb`
+	// CaptivePortalHTML is a hotel network's login page.
+	CaptivePortalHTML = "<!DOCTYPE html>\n<html><head><title>Sign in to Wi-Fi</title></head><body><form action=\"/login\" method=\"post\"><input name=\"room\"><button>Connect</button></form></body></html>\n"
+)
 
 // SetTokenLifetime changes the lifetime of tokens issued from now on.
 func (s *Sim) SetTokenLifetime(d time.Duration) {
