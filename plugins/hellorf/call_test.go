@@ -190,6 +190,8 @@ type harness struct {
 	base string
 	// stateDir is the plugin's state directory (the purchase guard's).
 	stateDir string
+	// raw is the config the plugin was given.
+	raw []byte
 }
 
 // newHarness starts a simulator and a configured plugin. cfg is merged over
@@ -218,7 +220,7 @@ func newHarness(t *testing.T, simOpts hellorfsim.Options, cfg map[string]any) *h
 	if err := p.configure(stateDir, raw); err != nil {
 		t.Fatal(err)
 	}
-	return &harness{p: p, sim: sim, up: newFakeUp(), clk: clk, logs: logs, base: base, stateDir: stateDir}
+	return &harness{p: p, sim: sim, up: newFakeUp(), clk: clk, logs: logs, base: base, stateDir: stateDir, raw: raw}
 }
 
 func (h *harness) call(t *testing.T, op string, params url.Values, hdr http.Header) (*recorder, error) {
