@@ -85,6 +85,9 @@ func formatStatus(st *api.Status, now time.Time) string {
 		}
 		head.row("last reload", failed+": "+cell(st.Config.LastError)+" (the previous config keeps serving)")
 	}
+	for _, w := range st.Config.Warnings {
+		head.row("warning", cell(w))
+	}
 	if st.StateError != "" {
 		head.row("state", st.StateError)
 	}

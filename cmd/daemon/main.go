@@ -39,9 +39,13 @@ func run() int {
 		fmt.Println("sluiced", version)
 		return 0
 	case *check != "":
-		if _, _, err := config.Load(*check); err != nil {
+		cfg, _, err := config.Load(*check)
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "sluiced: invalid config:", err)
 			return 1
+		}
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintln(os.Stderr, "sluiced: warning:", w)
 		}
 		fmt.Println("config ok:", *check)
 		return 0

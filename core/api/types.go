@@ -31,6 +31,9 @@ type ConfigStatus struct {
 	LastReloadOK bool      `json:"last_reload_ok"`
 	LastError    string    `json:"last_error"`
 	LastErrorAt  time.Time `json:"last_error_at,omitzero"`
+	// Warnings of the config in force, e.g. a limit allowed past a vendor's
+	// documented rule (allow_over_vendor_limit).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ProviderStatus describes one provider plugin.

@@ -263,6 +263,8 @@ log_level = "DEBUG"`, func(c *Config) bool {
 [scheduler]
 margin = "0s"
 max_wait = "1h30m"
+[providers.ineo]
+enabled = false
 [cache]
 max_size = "1.5GiB"
 default_ttl = "2m"
@@ -286,15 +288,15 @@ window = "12s"`, func(c *Config) bool {
 			i := c.Providers.Ineo
 			return !i.Enabled && i.BaseURL == "http://127.0.0.1:8080/ineo" && i.AllowDeleteAccount &&
 				i.PluginSHA256 == strings.ToLower("ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789") &&
-				*i.Limits.Spotify == Limit{5, dur(8 * time.Second)} && *i.Limits.Tmanage == Limit{9, dur(12 * time.Second)}
+				*i.Limits.Spotify == Limit{Requests: 5, Window: dur(8 * time.Second)} && *i.Limits.Tmanage == Limit{Requests: 9, Window: dur(12 * time.Second)}
 		}},
 		{"dotted and inline limits", `
 providers.ineo.limits.spotify = { requests = 3, window = "7s" }
 [providers.spotify]
 limits.api.requests = 20
 limits.api.window = "30s"`, func(c *Config) bool {
-			return *c.Providers.Ineo.Limits.Spotify == Limit{3, dur(7 * time.Second)} &&
-				*c.Providers.Spotify.Limits.API == Limit{20, dur(30 * time.Second)}
+			return *c.Providers.Ineo.Limits.Spotify == Limit{Requests: 3, Window: dur(7 * time.Second)} &&
+				*c.Providers.Spotify.Limits.API == Limit{Requests: 20, Window: dur(30 * time.Second)}
 		}},
 		{"hellorf", `
 [providers.hellorf]

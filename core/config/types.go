@@ -178,6 +178,10 @@ func (m FileMode) MarshalText() ([]byte, error) { return []byte(m.String()), nil
 type Limit struct {
 	Requests int      `toml:"requests" json:"requests"`
 	Window   Duration `toml:"window" json:"window"`
+	// AllowOverVendorLimit accepts a limit that can exceed the vendor's
+	// documented rule (iNeo's), which is otherwise refused; the config
+	// then carries a warning (Warnings) for every load and for status.
+	AllowOverVendorLimit bool `toml:"allow_over_vendor_limit" json:"allow_over_vendor_limit,omitempty"`
 }
 
 type secretKind uint8

@@ -100,6 +100,8 @@ func (c *Config) normalizeAndValidate() []fieldErr {
 	errs = append(errs, checkLimit("providers.spotify.limits.api", p.Spotify.Limits.API)...)
 	errs = append(errs, checkLimit("providers.spotify.limits.accounts", p.Spotify.Limits.Accounts)...)
 
+	errs = append(errs, c.checkVendorLimits()...)
+
 	// access: uint32 already rules out negatives and overflow; (uid_t)-1 is
 	// the "no id" sentinel and can never be a real caller.
 	for _, l := range []struct {

@@ -106,7 +106,7 @@ func Run(ctx context.Context, opts Options) error {
 	level.Set(cfg.Level())
 	d := &Daemon{opts: opts, log: log, level: level, started: time.Now()}
 	d.cfg.Store(cfg)
-	d.cfgState = api.ConfigStatus{Path: cfg.Path, LoadedAt: time.Now(), Hash: config.Hash(raw), LastReloadOK: true}
+	d.cfgState = api.ConfigStatus{Path: cfg.Path, LoadedAt: time.Now(), Hash: config.Hash(raw), LastReloadOK: true, Warnings: d.configWarnings(cfg)}
 
 	d.socket = cfg.Socket
 	if opts.Socket != "" {
@@ -325,7 +325,7 @@ func (d *Daemon) reload(ctx context.Context, force bool) (api.ReloadResult, erro
 	d.metrics.Reloaded(true)
 	now := time.Now()
 	d.cfgMu.Lock()
-	d.cfgState = api.ConfigStatus{Path: cfg.Path, LoadedAt: now, Hash: hash, LastReloadOK: true}
+	d.cfgState = api.ConfigStatus{Path: cfg.Path, LoadedAt: now, Hash: hash, LastReloadOK: true, Warnings: d.configWarnings(cfg)}
 	d.cfgMu.Unlock()
 	d.log.Info("config reloaded", "path", cfg.Path)
 	return api.ReloadResult{Status: "reloaded", Hash: hash, LoadedAt: now}, nil
@@ -368,6 +368,16 @@ func (d *Daemon) purgeOutdated(old, cfg *config.Config, specs []pluginhost.Spec)
 			d.log.Info("cache purged: the provider's settings changed", "provider", s.Name, "answers", d.cache.Purge(s.Name))
 		}
 	}
+}
+
+// configWarnings logs what the config allows against a vendor's documented
+// rule, at every load, and returns it for status.
+func (d *Daemon) configWarnings(cfg *config.Config) []string {
+	w := cfg.Warnings()
+	for _, msg := range w {
+		d.log.Warn("config: "+msg, "path", cfg.Path)
+	}
+	return w
 }
 
 func configProblem(err error) *problem.Problem {

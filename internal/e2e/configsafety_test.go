@@ -100,3 +100,84 @@ func TestCheckConfigRefusesEmptyFile(t *testing.T) {
 		}
 	}
 }
+
+// TestVendorLimitRefusedUnlessAllowed: a limit that can let more than
+// iNeo's documented 6 requests into 7 s is refused at --check-config, start
+// and reload, naming the vendor's rule; allow_over_vendor_limit = true
+// accepts it with a warning that status shows.
+func TestVendorLimitRefusedUnlessAllowed(t *testing.T) {
+	t.Parallel()
+	env := testenv.Start(t, testenv.Options{})
+	ctx := testenv.Ctx(t, time.Minute)
+	good := env.ConfigText()
+	const real = "requests = 6\nwindow = \"7s\"\nallow_over_vendor_limit = false\n"
+	if !strings.Contains(good, real) {
+		t.Fatalf("the test config does not carry the real spotify.php limit:\n%s", good)
+	}
+	loose := strings.Replace(good, real, "requests = 3\nwindow = \"3s\"\n", 1)
+	const vendorRule = "beyond 6 in 7s"
+
+	// --check-config and start.
+	path := filepath.Join(t.TempDir(), "loose.toml")
+	if err := os.WriteFile(path, []byte(loose), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sluiced := filepath.Join(testenv.BinDir(t), "sluiced")
+	out, err := exec.Command(sluiced, "--check-config", path).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "lets up to 9 requests") || !strings.Contains(string(out), vendorRule) {
+		t.Fatalf("--check-config of 3 per 3s: %v\n%s", err, out)
+	}
+	// Bounded: a daemon that accepted the file would serve until killed.
+	startCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(startCtx, sluiced, "--config", path, "--socket", filepath.Join(t.TempDir(), "s.sock"))
+	cmd.Env = append(os.Environ(), "SLUICE_SOCKET=")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), vendorRule) {
+		t.Fatalf("start with 3 per 3s: %v\n%s", err, out)
+	}
+
+	// Reload.
+	env.WriteConfig(loose)
+	testenv.Eventually(t, 10*time.Second, "status to show the refused limit", func() bool {
+		st, err := env.Client.Status(ctx)
+		return err == nil && !st.Config.LastReloadOK && strings.Contains(st.Config.LastError, vendorRule)
+	})
+	if b := bucketStatus(t, ctx, env, "ineo.spotify"); b.Requests != 6 || b.Window != "7s" {
+		t.Fatalf("ineo.spotify %d per %s after a refused reload, want 6 per 7s", b.Requests, b.Window)
+	}
+
+	// Allowed: accepted, warned, shown.
+	allowed := strings.Replace(loose, "requests = 3\nwindow = \"3s\"\n", "requests = 3\nwindow = \"3s\"\nallow_over_vendor_limit = true\n", 1)
+	if err := os.WriteFile(path, []byte(allowed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(sluiced, "--check-config", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "warning: providers.ineo.limits.spotify") {
+		t.Fatalf("--check-config of an allowed 3 per 3s: %v\n%s", err, out)
+	}
+	env.WriteConfig(allowed)
+	testenv.Eventually(t, 10*time.Second, "the allowed limit to apply", func() bool {
+		b := bucketStatus(t, ctx, env, "ineo.spotify")
+		return b.Requests == 3 && b.Window == "3s"
+	})
+	st, err := env.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Config.LastReloadOK || len(st.Config.Warnings) != 1 || !strings.Contains(st.Config.Warnings[0], vendorRule) {
+		t.Fatalf("status config after the allowed reload: %+v", st.Config)
+	}
+	if text, code := ctl(t, env, "status"); code != 0 || !strings.Contains(text, "warning") || !strings.Contains(text, "allow_over_vendor_limit") {
+		t.Fatalf("sluicectl status (exit %d) does not show the override:\n%s", code, text)
+	}
+	if !strings.Contains(env.Log(), "allow_over_vendor_limit") {
+		t.Fatal("the daemon did not log the override")
+	}
+
+	// Back to the real figure: the warning goes.
+	env.WriteConfig(good)
+	testenv.Eventually(t, 10*time.Second, "the warning to clear", func() bool {
+		st, err := env.Client.Status(ctx)
+		return err == nil && st.Config.LastReloadOK && len(st.Config.Warnings) == 0
+	})
+}

@@ -196,14 +196,24 @@ tmanage_auth = %q
 [providers.ineo.limits.spotify]
 requests = %d
 window = %q
+allow_over_vendor_limit = %t
 
 [providers.ineo.limits.tmanage]
 requests = %d
 window = %q
+allow_over_vendor_limit = %t
 
 %s
 `, e.Socket, filepath.Join(e.Dir, "state"), cmp.Or(o.PluginDir, BinDir(e.t)), o.Top, o.Margin, e.IneoURL, o.AccessKey, o.TmanageAuth,
-		o.IneoExtra, o.SpotifyLimit.Requests, o.SpotifyLimit.Window.String(), o.TmanageLimit.Requests, o.TmanageLimit.Window.String(), o.Extra)
+		o.IneoExtra, o.SpotifyLimit.Requests, o.SpotifyLimit.Window.String(), scaled(o.SpotifyLimit, 6, 7*time.Second),
+		o.TmanageLimit.Requests, o.TmanageLimit.Window.String(), scaled(o.TmanageLimit, 10, 11*time.Second), o.Extra)
+}
+
+// scaled reports whether a test limit differs from iNeo's real figures: the
+// simulator enforces the same scaled-down rule, so the daemon may go past
+// the real vendor's (which config refuses unless allowed).
+func scaled(l ineosim.Limit, requests int, window time.Duration) bool {
+	return l.Requests != requests || l.Window != window
 }
 
 // WriteConfig atomically replaces the config file (as editors do).
