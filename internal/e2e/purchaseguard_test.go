@@ -105,8 +105,8 @@ func TestHellorfPurchaseGuardStateDirRemoved(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		// replace puts something that is not a directory where state_dir
-		// was, so it cannot be recreated.
+		// replace puts a file where the plugin's state directory's parent
+		// was, so the directory cannot be recreated.
 		replace bool
 	}{
 		{"removed", false},
@@ -126,18 +126,31 @@ func TestHellorfPurchaseGuardStateDirRemoved(t *testing.T) {
 			if _, err := os.Stat(guardFile); err != nil {
 				t.Fatalf("guard file: %v", err)
 			}
-			if err := os.RemoveAll(state); err != nil {
+			// Renamed away first: the daemon's scheduler writes into
+			// state_dir too, and may recreate it at any moment, which
+			// would make a RemoveAll in place fail.
+			gone := state + ".gone"
+			if err := os.Rename(state, gone); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(gone); err != nil {
 				t.Fatal(err)
 			}
 			if tc.replace {
-				if err := os.WriteFile(state, []byte("not a directory\n"), 0o600); err != nil {
+				// The plugins directory, which only the plugin host and
+				// the plugin create: state_dir itself may have been
+				// recreated by the scheduler already.
+				if err := os.MkdirAll(state, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(state, "plugins"), []byte("not a directory\n"), 0o600); err != nil {
 					t.Fatal(err)
 				}
 			}
 
 			r, err := guardPurchase(ctx, env, "Removed Ltd")
 			if tc.replace {
-				wantGuardRefusal(t, "purchase with state_dir a file", r, err, "not a directory")
+				wantGuardRefusal(t, "purchase with its state directory's parent a file", r, err, "not a directory")
 			} else {
 				if err != nil || r.Status != 200 {
 					t.Fatalf("purchase after the removal: %v", err)
