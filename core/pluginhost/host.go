@@ -5,6 +5,7 @@
 package pluginhost
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -68,13 +69,17 @@ type Options struct {
 	MaxBackoff time.Duration
 	// ObserveWait, if set, receives every scheduler wait a plugin incurred.
 	ObserveWait func(bucket string, d time.Duration)
+	// SocketParent is where the daemon's private plugin socket directory
+	// is made, and where stale ones of crashed daemons are removed
+	// (default <tmp>/sluice-<uid>-plugins).
+	SocketParent string
 }
 
 // Host owns every plugin supervisor.
 type Host struct {
 	opts    Options
 	log     *slog.Logger
-	sockDir string
+	sockDir *sockDir
 
 	mu   sync.Mutex
 	sups map[string]*supervisor
@@ -93,13 +98,8 @@ func New(opts Options) (*Host, error) {
 	if opts.MaxBackoff == 0 {
 		opts.MaxBackoff = 30 * time.Second
 	}
-	// A short private directory: plugin Unix socket paths must stay under
-	// the 108-byte sun_path limit, and no other user may reach them.
-	dir, err := os.MkdirTemp("", "sluice-plugins-")
+	dir, err := privateSockDir(cmp.Or(opts.SocketParent, defaultSockParent()), opts.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("plugin socket dir: %w", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("plugin socket dir: %w", err)
 	}
 	return &Host{opts: opts, log: opts.Logger, sockDir: dir, sups: map[string]*supervisor{}}, nil
@@ -259,7 +259,37 @@ func (h *Host) Close() error {
 	}
 	h.mu.Unlock()
 	h.draining.Wait()
-	return os.RemoveAll(h.sockDir)
+	return h.sockDir.Close()
+}
+
+// privateSockDir makes the daemon's plugin socket directory under parent.
+// Only sluiced may talk to its plugins, whatever the umask: the directory
+// is 0700 and go-plugin's per-plugin directories inside it are too. A
+// parent that is not this uid's own (another user created it first) costs
+// only the cleanup of crashed daemons' directories: the sockets then go to
+// a fresh private directory in the temp directory.
+func privateSockDir(parent string, log *slog.Logger) (*sockDir, error) {
+	d, removed, err := openSockDir(parent)
+	if err != nil {
+		log.Warn("plugin socket parent unusable; using a one-off private directory, which a crash will leave behind", "parent", parent, "err", err)
+		p, err := os.MkdirTemp("", "sluice-plugins-")
+		if err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(p, 0o700); err != nil {
+			os.Remove(p)
+			return nil, err
+		}
+		d = &sockDir{path: p}
+	}
+	if removed > 0 {
+		log.Info("removed plugin socket directories of daemons that did not exit cleanly", "parent", parent, "count", removed)
+	}
+	if len(d.path) > maxSockDir {
+		d.Close()
+		return nil, fmt.Errorf("%s is too long for plugin socket paths (at most %d bytes); set TMPDIR to a shorter directory", d.path, maxSockDir)
+	}
+	return d, nil
 }
 
 // ErrUnavailable means the provider's plugin is not running.

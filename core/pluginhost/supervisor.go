@@ -2,16 +2,13 @@ package pluginhost
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -168,39 +165,32 @@ func (s *supervisor) waitExit(inst *instance) {
 }
 
 func (s *supervisor) start() (*instance, error) {
-	cmd := exec.Command(s.spec.Path)
-	// An explicit, minimal environment: nothing of the daemon's (no secrets,
-	// NOTIFY_SOCKET, LISTEN_*, CREDENTIALS_DIRECTORY) reaches a plugin.
-	// One P per plugin: a plugin mostly waits on two sockets, and with more
-	// Ps every hand-off between its goroutines wakes another thread; on a
-	// small VM that cost ~100 us per cache miss (bench row 2).
-	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "GOMAXPROCS=1"}
-	// The kernel kills the plugin if the daemon dies, even by SIGKILL.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-
-	var secure *plugin.SecureConfig
+	var checksum []byte
 	if s.spec.SHA256 != "" {
 		sum, err := hex.DecodeString(s.spec.SHA256)
 		if err != nil {
 			return nil, fmt.Errorf("plugin_sha256: %w (%w)", err, errPermanent)
 		}
-		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+		checksum = sum
 	}
+	var run *pluginRunner
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  provider.Handshake,
-		Plugins:          plugin.PluginSet{provider.PluginName: &provider.GRPCPlugin{Host: &hostService{name: s.spec.Name, sched: s.host.opts.Scheduler, log: s.log, observe: s.host.opts.ObserveWait}}},
-		Cmd:              cmd,
+		HandshakeConfig: provider.Handshake,
+		Plugins:         plugin.PluginSet{provider.PluginName: &provider.GRPCPlugin{Host: &hostService{name: s.spec.Name, sched: s.host.opts.Scheduler, log: s.log, observe: s.host.opts.ObserveWait}}},
+		// A runner of our own, not Cmd: only then does go-plugin put the
+		// plugin's and the broker's sockets in a 0700 directory under
+		// TempDir (see pluginRunner). It also checks the SHA256 pin.
+		RunnerFunc:       runnerFunc(s.spec.Path, checksum, &run),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		// No AutoMTLS: the plugin sockets live in the host's private 0700
-		// directory, so no other user can connect, and a process of the
+		// No AutoMTLS: the plugin sockets live in 0700 directories of the
+		// daemon's own, so no other user can connect, and a process of the
 		// daemon's own uid could read its memory anyway. TLS on every
 		// message of every call was a tenth of the daemon's CPU on cache
 		// misses and tens of microseconds per hop.
 		AutoMTLS:         false,
 		StartTimeout:     s.host.opts.StartTimeout,
-		SecureConfig:     secure,
 		SkipHostEnv:      true,
-		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: s.host.sockDir},
+		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: s.host.sockDir.path},
 		GRPCDialOptions:  provider.DialOptions(),
 		Logger:           newHCLogger(s.log),
 		Stderr:           &plainStderr{l: s.log},
@@ -242,7 +232,7 @@ func (s *supervisor) start() (*instance, error) {
 	if _, err := pc.Configure(ctx, &proto.ConfigureRequest{HostBrokerId: pc.HostBrokerID, ConfigJson: s.spec.ConfigJSON, StateDir: s.spec.StateDir}); err != nil {
 		return fail(fmt.Errorf("configure: %w (%w)", err, errPermanent))
 	}
-	return &instance{client: client, rpc: pc, desc: desc, pid: client.ReattachConfig().Pid}, nil
+	return &instance{client: client, rpc: pc, desc: desc, pid: run.pid}, nil
 }
 
 // applyLimits registers the plugin's buckets with the scheduler: its
