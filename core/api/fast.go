@@ -33,8 +33,9 @@ type Hit struct {
 // Front serves the socket. Each connection starts in a lean HTTP/1.1 loop
 // (the fast lane) that answers plain GETs of provider operations straight
 // from the cache. The first request the lane does not answer itself (any
-// miss, any other route, anything unusual: a body, a Cache-Control,
-// Origin, an encoded path, HTTP/1.0, an oversized head) hands the connection,
+// miss, any other route, anything unusual: a body, a Cache-Control, a
+// browser's Origin, Referer or Sec-Fetch-Site, an encoded path, HTTP/1.0, a
+// line ending in a bare LF, an oversized head) hands the connection,
 // with the bytes already read, to the net/http server, which then serves it
 // for the rest of its life. Both produce the same answers and access-log
 // lines; the lane only skips net/http's per-request machinery, which was a
@@ -178,8 +179,9 @@ func (f *Front) serveConn(lc *laneConn) {
 			return
 		}
 		lc.state.Store(laneActive)
-		head, err := bufferedHead(br)
-		if head == nil && err == nil {
+		head, done := bufferedHead(br)
+		var err error
+		if !done {
 			// The head is still coming in: it gets ReadHeaderTimeout.
 			if !first && f.fallback.ReadHeaderTimeout > 0 {
 				deadline = time.Now().Add(f.fallback.ReadHeaderTimeout)
@@ -235,23 +237,34 @@ func (f *Front) handOver(lc *laneConn, br *bufio.Reader, peer access.Peer, perr 
 	}
 }
 
-// bufferedHead is the request head if it is already wholly buffered.
-func bufferedHead(br *bufio.Reader) ([]byte, error) {
+// bufferedHead is the request head if it is already wholly buffered. done
+// is false when more must be read first; true with a nil head when the lane
+// will not read this head at all (a bare LF: see headEnd).
+func bufferedHead(br *bufio.Reader) (head []byte, done bool) {
 	buf, _ := br.Peek(br.Buffered())
-	if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-		return buf[:i+4], nil
+	end, bare := headEnd(buf)
+	if bare {
+		return nil, true
 	}
-	return nil, nil
+	if end == 0 {
+		return nil, false
+	}
+	return buf[:end], true
 }
 
 // peekHead returns the request head up to and including its blank line,
-// still unread in br; nil (no error) when it does not fit the buffer.
+// still unread in br; nil (no error) when the lane will not read it: it does
+// not fit the buffer, or a line ends in a bare LF.
 func peekHead(br *bufio.Reader) ([]byte, error) {
 	for {
 		n := br.Buffered()
 		buf, _ := br.Peek(n)
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-			return buf[:i+4], nil
+		end, bare := headEnd(buf)
+		if bare {
+			return nil, nil
+		}
+		if end > 0 {
+			return buf[:end], nil
 		}
 		if n >= laneBuffer {
 			return nil, nil
@@ -260,6 +273,30 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 		if _, err := br.Peek(n + 1); err != nil {
 			return nil, err
 		}
+	}
+}
+
+// headEnd finds the blank line that ends a request head in buf: end is the
+// head's length including it, 0 while it has not all arrived. bare reports
+// a line ending in LF without CR before it: net/http reads such a head
+// (a bare LF ends a line for it), the lane does not, and waiting for a
+// CRLF CRLF that will never come would hold the request until
+// ReadHeaderTimeout and answer nothing. Such a head is handed over as soon
+// as its first bare LF is in.
+func headEnd(buf []byte) (end int, bare bool) {
+	for i := 0; ; {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return 0, false
+		}
+		j += i
+		if j == 0 || buf[j-1] != '\r' {
+			return 0, true
+		}
+		if j >= 3 && buf[j-2] == '\n' && buf[j-3] == '\r' {
+			return j + 1, false
+		}
+		i = j + 1
 	}
 }
 
@@ -328,9 +365,13 @@ func (r *laneRequest) parse(head []byte) bool {
 }
 
 // handedOverHeader names the request headers that change how a provider
-// call is answered (or refused): such requests take the full path.
+// call is answered (or refused): such requests take the full path. The
+// browser marks (Origin, Referer, Sec-Fetch-Site; see fromBrowser) are
+// handed over whatever their value rather than judged here: the full path
+// then writes the one refusal both paths give, and browsers are no hit
+// path worth a second copy of it.
 func handedOverHeader(name []byte) bool {
-	for _, h := range [...]string{"Transfer-Encoding", "Expect", "Upgrade", "Origin", "Referer",
+	for _, h := range [...]string{"Transfer-Encoding", "Expect", "Upgrade", "Origin", "Referer", "Sec-Fetch-Site",
 		"Cache-Control", "Pragma", "Sluice-Max-Wait", "Content-Type", "Trailer", "TE"} {
 		if bytes.EqualFold(name, []byte(h)) {
 			return true

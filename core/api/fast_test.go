@@ -70,6 +70,7 @@ func TestLaneHandsOver(t *testing.T) {
 		"Origin: http://evil.example", "Referer: http://evil.example/", "Cache-Control: no-cache", "Pragma: no-cache",
 		"Sluice-Max-Wait: 1s", "sluice-max-wait: 1s", "Transfer-Encoding: chunked", "Content-Length: 5",
 		"Content-Type: application/json", "Expect: 100-continue", "Upgrade: websocket", "Connection: close", "TE: trailers",
+		"Origin:", "Origin: ", "origin: null", "Sec-Fetch-Site: cross-site", "Sec-Fetch-Site: same-origin", "sec-fetch-site: none",
 	} {
 		var lr laneRequest
 		if lr.parse([]byte(base + h + "\r\n\r\n")) {
@@ -84,6 +85,35 @@ func TestLaneHandsOver(t *testing.T) {
 		var lr laneRequest
 		if lr.parse([]byte(head)) {
 			t.Errorf("the lane accepted %q", head)
+		}
+	}
+}
+
+// TestHeadEnd: the lane finds the end of a CRLF head, waits while it is
+// incomplete, and gives up on any line that ends in a bare LF (net/http
+// reads those; the lane would wait for a CRLF CRLF that never comes).
+func TestHeadEnd(t *testing.T) {
+	for _, tc := range []struct {
+		buf  string
+		end  int
+		bare bool
+	}{
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 27, false},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n", 27, false},
+		{"\r\n\r\n", 4, false},
+		{"GET / HTTP/1.1\r\nHost: a\r\n", 0, false},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r", 0, false},
+		{"GET / HTTP/1.1\r", 0, false},
+		{"", 0, false},
+		{"GET / HTTP/1.1\n", 0, true},
+		{"GET / HTTP/1.1\nHost: a\n\n", 0, true},
+		{"GET / HTTP/1.1\r\nHost: a\n\r\n", 0, true},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\n", 0, true},
+		{"\n", 0, true},
+	} {
+		end, bare := headEnd([]byte(tc.buf))
+		if end != tc.end || bare != tc.bare {
+			t.Errorf("headEnd(%q) = %d, %v; want %d, %v", tc.buf, end, bare, tc.end, tc.bare)
 		}
 	}
 }

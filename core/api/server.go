@@ -137,10 +137,8 @@ func (s *Server) require(w http.ResponseWriter, r *http.Request, level access.Le
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	// The socket is for local programs; a browser reaching it through some
-	// local forwarder would arrive with Origin or Referer.
-	if r.Header.Get("Origin") != "" || r.Header.Get("Referer") != "" {
-		problem.Write(w, problem.Forbidden("requests carrying Origin or Referer are refused: the socket is not for browsers"))
+	if fromBrowser(r.Header) {
+		problem.Write(w, problem.Forbidden("requests from a browser (an Origin header, a Referer, or Sec-Fetch-Site other than none) are refused: the socket is for local programs"))
 		return
 	}
 	path := r.URL.Path
@@ -181,6 +179,34 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	problem.Write(w, problem.New(http.StatusNotFound, "no route "+path))
+}
+
+// fromBrowser reports a request a browser sent on a web page's behalf. The
+// socket is for local programs; a page reaching it through some local
+// forwarder must not spend budget or trigger side effects (a Telegram
+// code, a purchase). Browsers mark such requests in ways a page cannot
+// remove:
+//   - Origin, on every cross-origin and every non-GET request. Its
+//     presence is what counts: an empty or "null" value is still a page.
+//   - Sec-Fetch-Site, on every request of current browsers, no-cors ones
+//     too (an <img> or a plain <form>, which carry no Origin on GET). Only
+//     "none", a request the user started (typing the address, a
+//     bookmark), is no page's doing.
+//   - Referer, when a page's policy lets it be sent (empty is ignored: it
+//     names no page).
+//
+// The fast lane hands every request carrying Origin, Referer or
+// Sec-Fetch-Site over to this path, so both refuse alike.
+func fromBrowser(h http.Header) bool {
+	if _, ok := h["Origin"]; ok {
+		return true
+	}
+	for _, v := range h["Sec-Fetch-Site"] {
+		if v != "none" {
+			return true
+		}
+	}
+	return h.Get("Referer") != ""
 }
 
 func matchRoute(pattern, path string) (string, bool) {
