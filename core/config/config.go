@@ -237,7 +237,8 @@ func Parse(data []byte, path string) (*Config, error) {
 	// Parse alone first: it tells syntax errors (whose message may quote file
 	// text) apart from decode errors (whose message we produce or know).
 	var raw map[string]any
-	if _, err := toml.Decode(string(data), &raw); err != nil {
+	rawMD, err := toml.Decode(string(data), &raw)
+	if err != nil {
 		return nil, syntaxError(path, data, ix, err)
 	}
 
@@ -253,7 +254,7 @@ func Parse(data []byte, path string) (*Config, error) {
 	cfg.Path = path
 	md, err := toml.Decode(string(data), cfg)
 	if err != nil {
-		return nil, decodeError(path, ix, err)
+		return nil, decodeErrors(path, data, ix, rawMD, err)
 	}
 
 	var errs []*Error

@@ -610,3 +610,67 @@ z = 'e = 5'
 		t.Errorf("owner(5) = %q, want multi", got)
 	}
 }
+
+// TestEveryDecodeErrorInFileOrder: values of the wrong type no longer stop
+// the load at the first one the decoder's map walk happens to meet; every
+// mistake is listed once, in file order, with its line, together with
+// unknown keys and the other keys' validation errors.
+func TestEveryDecodeErrorInFileOrder(t *testing.T) {
+	src := `log_level = 3
+socket_mode = 660
+bogus = 1
+
+[scheduler]
+margin = 250
+max_wait = "2m"
+
+[cache]
+max_size = "64 megs"
+default_ttl = "0s"
+
+[providers]
+spotify = 1
+
+[providers.ineo]
+timeout = "thirty"
+access_key = 12
+link_ttl = "10m"
+
+[providers.ineo.limits.spotify]
+requests = "six"
+window = "7s"
+
+[providers.hellorf]
+enabled = "yes"
+
+[access]
+read_uids = ["wheel"]
+`
+	want := []string{
+		"c.toml:1: log_level: must be a string, not an integer",
+		"c.toml:2: socket_mode: must be an octal string",
+		"c.toml:3: bogus: unknown key",
+		"c.toml:6: scheduler.margin: must be a duration string",
+		"c.toml:10: cache.max_size: invalid size",
+		"c.toml:11: cache.default_ttl: must be greater than zero",
+		"c.toml:14: providers.spotify: must be a table, not an integer",
+		"c.toml:17: providers.ineo.timeout: invalid duration",
+		"c.toml:18: providers.ineo.access_key: must be a string",
+		"c.toml:22: providers.ineo.limits.spotify.requests: must be an integer, not a string",
+		"c.toml:26: providers.hellorf.enabled: must be a boolean, not a string",
+		"c.toml:29: access.read_uids: must be an integer, not a string",
+	}
+	// The decoder's map walk is random: the answer must not be.
+	for range 20 {
+		_, err := Parse([]byte(src), "c.toml")
+		errs := allErrors(err)
+		if len(errs) != len(want) {
+			t.Fatalf("got %d errors, want %d:\n%v", len(errs), len(want), err)
+		}
+		for i, e := range errs {
+			if !strings.HasPrefix(e.Error(), want[i]) {
+				t.Fatalf("error %d is %q, want %q...; all:\n%v", i, e.Error(), want[i], err)
+			}
+		}
+	}
+}

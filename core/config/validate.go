@@ -185,6 +185,12 @@ func checkLimit(key string, l *Limit) []fieldErr {
 // Undecoded reports as a safety net. Only the outermost unknown key of a
 // subtree is reported.
 func unknownKeys(md toml.MetaData) []fieldErr {
+	return unknownKeysOf(md, md.Undecoded())
+}
+
+// unknownKeysOf checks md's keys against the schema and reports undecoded
+// too; a decode into a map marks nothing decoded, so such callers pass nil.
+func unknownKeysOf(md toml.MetaData, undecoded []toml.Key) []fieldErr {
 	var errs []fieldErr
 	reported := map[string]bool{}
 	isReported := func(k toml.Key) bool {
@@ -215,7 +221,7 @@ func unknownKeys(md toml.MetaData) []fieldErr {
 			report(k[:bad+1], suggestion)
 		}
 	}
-	for _, k := range md.Undecoded() {
+	for _, k := range undecoded {
 		report(k, "")
 	}
 	return errs
