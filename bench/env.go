@@ -151,7 +151,9 @@ func (e *env) configText(s daemonSpec, dir string) string {
 	}
 	limits := ""
 	if s.limit.Requests > 0 {
-		limits = fmt.Sprintf("\n[providers.ineo.limits.spotify]\nrequests = %d\nwindow = %q\n", s.limit.Requests, s.limit.Window.String())
+		// Scaled limits, which the bench's simulator enforces alike: past
+		// the real iNeo's threshold, so they must be allowed explicitly.
+		limits = fmt.Sprintf("\n[providers.ineo.limits.spotify]\nrequests = %d\nwindow = %q\nallow_over_vendor_limit = true\n", s.limit.Requests, s.limit.Window.String())
 	}
 	// hellorf and Spotify run against their simulators so the footprint and
 	// start-up figures include all three plugins; the load is iNeo's.
