@@ -91,6 +91,9 @@ func formatStatus(st *api.Status, now time.Time) string {
 	if st.StateError != "" {
 		head.row("state", st.StateError)
 	}
+	if h := heldReason(st); h != "" {
+		head.row("HELD", "no upstream request is sent until rate-limit state can be written: "+h)
+	}
 	out.WriteString(head.String())
 
 	out.WriteString("\n")
@@ -124,6 +127,16 @@ func formatStatus(st *api.Status, now time.Time) string {
 	out.WriteString("\n")
 	out.WriteString("cache: " + cacheLine(&st.Cache) + "\n")
 	return out.String()
+}
+
+// heldReason is why the scheduler holds its buckets (the same for all), or "".
+func heldReason(st *api.Status) string {
+	for _, b := range st.Buckets {
+		if b.Held != "" {
+			return b.Held
+		}
+	}
+	return ""
 }
 
 // uptime prefers the daemon's own rendering.

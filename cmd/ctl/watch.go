@@ -236,6 +236,9 @@ func renderWatch(st *api.Status, now time.Time, width int, tty bool) string {
 	if st.StateError != "" {
 		add(ansiRed, "state: "+oneLine(st.StateError), 2)
 	}
+	if h := heldReason(st); h != "" {
+		add(ansiRed, "HELD: no upstream request until rate-limit state can be written: "+oneLine(h), 2)
+	}
 
 	add("", "", 0)
 	add(ansiBold, "BUCKETS", 0)

@@ -59,13 +59,18 @@ type BucketStatus struct {
 	PausedUntil *time.Time `json:"paused_until"`
 	PauseReason string     `json:"pause_reason,omitempty"`
 	Granted     uint64     `json:"granted"`
-	// Late counts grants the scheduler handed out too late to be used
-	// (a starved daemon): counted in Granted, never sent.
+	// Late counts grants the scheduler decided but handed out too late
+	// to be used (a starved daemon): withdrawn, never sent, not in Granted.
 	Late uint64 `json:"late"`
 	// Released counts grants given back unused (a pre-grant the plugin
 	// did not need); not counted in Granted.
 	Released  uint64 `json:"released"`
 	LastError string `json:"last_error,omitempty"`
+	// Held is set while the bucket grants nothing because the scheduler
+	// cannot record grants ("state_unwritable: <error>"): callers get 503
+	// with reason "state_unwritable" until a write succeeds again.
+	Held      string `json:"held,omitempty"`
+	HeldErrno string `json:"held_errno,omitempty"`
 }
 
 // CacheStats is the body of GET /v1/cache and part of status.

@@ -46,7 +46,8 @@ func (d *Daemon) Status() api.Status {
 	for _, b := range d.sched.Status() {
 		bs := api.BucketStatus{Name: b.Name, Requests: b.Requests, Window: b.Window.String(),
 			WindowSeconds: b.Window.Seconds(), InWindow: b.InWindow, Queued: b.Queued,
-			PauseReason: b.PauseReason, Granted: b.Granted, Late: b.Late, Released: b.Released, LastError: b.LastError}
+			PauseReason: b.PauseReason, Granted: b.Granted, Late: b.Late, Released: b.Released, LastError: b.LastError,
+			Held: b.Held, HeldErrno: b.HeldErrno}
 		if !b.PausedUntil.IsZero() {
 			bs.PausedUntil = &b.PausedUntil
 		}
@@ -95,7 +96,8 @@ func (d *Daemon) metricSources() metrics.Sources {
 			var out []metrics.BucketStats
 			for _, b := range d.sched.Status() {
 				out = append(out, metrics.BucketStats{Name: b.Name, Requests: b.Requests, Window: b.Window,
-					InWindow: b.InWindow, Queued: b.Queued, Granted: b.Granted, PausedUntil: b.PausedUntil, PauseReason: b.PauseReason})
+					InWindow: b.InWindow, Queued: b.Queued, Granted: b.Granted, PausedUntil: b.PausedUntil, PauseReason: b.PauseReason,
+					Held: b.Held != "", HeldErrno: b.HeldErrno})
 			}
 			return out
 		},

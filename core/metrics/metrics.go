@@ -35,6 +35,9 @@ type BucketStats struct {
 	Granted     uint64
 	PausedUntil time.Time
 	PauseReason string
+	// Held: the bucket grants nothing because grants cannot be recorded.
+	Held      bool
+	HeldErrno string
 }
 
 // ProviderStats describes one plugin.
@@ -171,6 +174,7 @@ var (
 	descWindow         = prometheus.NewDesc("sluice_scheduler_window_seconds", "Window length.", []string{"bucket"}, nil)
 	descGrants         = prometheus.NewDesc("sluice_scheduler_grants_total", "Grants since start.", []string{"bucket"}, nil)
 	descPaused         = prometheus.NewDesc("sluice_scheduler_paused", "1 while the bucket is paused, with the reason.", []string{"bucket", "reason"}, nil)
+	descHeld           = prometheus.NewDesc("sluice_scheduler_held", "1 while the bucket grants nothing because the scheduler cannot record grants (fail closed), with the reason and errno.", []string{"bucket", "reason", "errno"}, nil)
 	descPausedUntil    = prometheus.NewDesc("sluice_scheduler_paused_until_timestamp_seconds", "End of the current pause.", []string{"bucket"}, nil)
 	descPluginUp       = prometheus.NewDesc("sluice_plugin_ready", "1 when the provider's plugin is ready.", []string{"provider"}, nil)
 	descRestarts       = prometheus.NewDesc("sluice_plugin_restarts_total", "Plugin restarts.", []string{"provider"}, nil)
@@ -179,7 +183,7 @@ var (
 func (l *live) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCacheEntries, descCacheBytes, descCacheMax, descCacheHits, descCacheMisses,
 		descCacheCoalesced, descCacheEvictions, descQueue, descInWindow, descLimit, descWindow, descGrants, descPaused,
-		descPausedUntil, descPluginUp, descRestarts} {
+		descPausedUntil, descHeld, descPluginUp, descRestarts} {
 		ch <- d
 	}
 }
@@ -209,6 +213,9 @@ func (l *live) Collect(ch chan<- prometheus.Metric) {
 			gauge(descLimit, float64(b.Requests), b.Name)
 			gauge(descWindow, b.Window.Seconds(), b.Name)
 			counter(descGrants, float64(b.Granted), b.Name)
+			if b.Held {
+				gauge(descHeld, 1, b.Name, "state_unwritable", b.HeldErrno)
+			}
 			if b.PausedUntil.After(now) {
 				gauge(descPaused, 1, b.Name, b.PauseReason)
 				gauge(descPausedUntil, float64(b.PausedUntil.Unix()), b.Name)

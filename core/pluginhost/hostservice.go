@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sluice-dev/sluice/core/problem"
 	"github.com/sluice-dev/sluice/core/proto"
 	"github.com/sluice-dev/sluice/core/provider"
 	"github.com/sluice-dev/sluice/core/scheduler"
@@ -48,7 +49,12 @@ func (h *hostService) Acquire(ctx context.Context, req *proto.AcquireRequest) (*
 		h.observe(req.GetBucket(), time.Since(start))
 	}
 	var be *scheduler.BudgetError
+	var ue *scheduler.UnwritableError
 	switch {
+	case errors.As(err, &ue):
+		// Fail closed: the plugin answers 503 and sends nothing.
+		return &proto.AcquireResponse{Denied: true, Denial: problem.ReasonStateUnwritable,
+			RetryAfterMs: ue.RetryAfter.Milliseconds(), Reason: unwritableDetail(ue)}, nil
 	case errors.As(err, &be):
 		return &proto.AcquireResponse{Denied: true, RetryAfterMs: be.RetryAfter.Milliseconds(), Reason: be.Error()}, nil
 	case errors.Is(err, scheduler.ErrUnknownBucket):
@@ -60,6 +66,16 @@ func (h *hostService) Acquire(ctx context.Context, req *proto.AcquireRequest) (*
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	return &proto.AcquireResponse{GrantedAtUnixMs: g.At.UnixMilli(), GrantedAtUnixNs: g.At.UnixNano(), Seq: g.Seq, UseByUnixNs: provider.UseByNs(g.UseBy)}, nil
+}
+
+// unwritableDetail says what a caller held by the fail-closed rule needs:
+// what failed, with its errno, and that nothing was sent.
+func unwritableDetail(ue *scheduler.UnwritableError) string {
+	d := "sluice cannot record rate-limit grants, so it sends nothing upstream until it can (check the state_dir: full, read-only or removed): " + ue.Err.Error()
+	if e := ue.Errno(); e != "" {
+		d += " (" + e + ")"
+	}
+	return d
 }
 
 func (h *hostService) Pause(ctx context.Context, req *proto.PauseRequest) (*proto.PauseResponse, error) {

@@ -36,18 +36,25 @@ const (
 	TypeNotCached    = "urn:sluice:problem:not-cached"
 	TypeConfig       = "urn:sluice:problem:invalid-config"
 	TypeInternal     = "urn:sluice:problem:internal"
+	TypeUnwritable   = "urn:sluice:problem:state-unwritable"
 )
+
+// ReasonStateUnwritable is the reason of a 503 given because the scheduler
+// cannot record grants (a full or read-only state_dir): sluice fails closed.
+const ReasonStateUnwritable = "state_unwritable"
 
 // Problem is an RFC 9457 problem detail. It is also an error, so code deep in
 // a call can return one and the edge renders it unchanged.
 type Problem struct {
-	Type       string        `json:"type"`
-	Title      string        `json:"title"`
-	Status     int           `json:"status"`
-	Detail     string        `json:"detail,omitempty"`
-	Provider   string        `json:"provider,omitempty"`
-	Operation  string        `json:"operation,omitempty"`
-	Param      string        `json:"param,omitempty"`
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail,omitempty"`
+	Provider  string `json:"provider,omitempty"`
+	Operation string `json:"operation,omitempty"`
+	Param     string `json:"param,omitempty"`
+	// Reason is a machine-readable cause callers may switch on.
+	Reason     string        `json:"reason,omitempty"`
 	RetryAfter time.Duration `json:"-"`
 	// Extra members (e.g. known operations, config error position).
 	Extra map[string]any `json:"-"`
@@ -79,6 +86,9 @@ func (p *Problem) MarshalJSON() ([]byte, error) {
 	if p.Param != "" {
 		m["param"] = p.Param
 	}
+	if p.Reason != "" {
+		m["reason"] = p.Reason
+	}
 	if p.RetryAfter > 0 {
 		m["retry_after"] = RetryAfterSeconds(p.RetryAfter)
 	}
@@ -98,6 +108,7 @@ func (p *Problem) UnmarshalJSON(b []byte) error {
 	}
 	p.Type, p.Title, p.Detail = str("type"), str("title"), str("detail")
 	p.Provider, p.Operation, p.Param = str("provider"), str("operation"), str("param")
+	p.Reason = str("reason")
 	if s, ok := m["status"].(float64); ok {
 		p.Status = int(s)
 	}
@@ -197,16 +208,27 @@ func RateLimited(retryAfter time.Duration, detail string) *Problem {
 	return p
 }
 
+// StateUnwritable is the 503 while the scheduler holds every bucket because
+// it cannot record grants: nothing was sent upstream.
+func StateUnwritable(retryAfter time.Duration, detail string) *Problem {
+	p := New(http.StatusServiceUnavailable, detail)
+	p.Type = TypeUnwritable
+	p.Title = "Rate-limit state cannot be written"
+	p.Reason = ReasonStateUnwritable
+	p.RetryAfter = retryAfter
+	return p
+}
+
 // ToProto converts for the plugin RPC.
 func ToProto(p *Problem) *proto.Problem {
 	return &proto.Problem{Status: int32(p.Status), Type: p.Type, Title: p.Title, Detail: p.Detail,
-		RetryAfterMs: p.RetryAfter.Milliseconds(), Param: p.Param}
+		RetryAfterMs: p.RetryAfter.Milliseconds(), Param: p.Param, Reason: p.Reason}
 }
 
 // FromProto converts from the plugin RPC.
 func FromProto(m *proto.Problem) *Problem {
 	p := &Problem{Status: int(m.GetStatus()), Type: m.GetType(), Title: m.GetTitle(), Detail: m.GetDetail(),
-		RetryAfter: time.Duration(m.GetRetryAfterMs()) * time.Millisecond, Param: m.GetParam()}
+		RetryAfter: time.Duration(m.GetRetryAfterMs()) * time.Millisecond, Param: m.GetParam(), Reason: m.GetReason()}
 	if p.Status == 0 {
 		p.Status = http.StatusBadGateway
 	}

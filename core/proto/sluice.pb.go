@@ -1002,7 +1002,10 @@ type Problem struct {
 	Detail       string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
 	RetryAfterMs int64                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	// Offending parameter, for 400s.
-	Param         string `protobuf:"bytes,6,opt,name=param,proto3" json:"param,omitempty"`
+	Param string `protobuf:"bytes,6,opt,name=param,proto3" json:"param,omitempty"`
+	// A machine-readable reason callers may switch on (e.g.
+	// "state_unwritable"), rendered as the problem's "reason" member.
+	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1075,6 +1078,13 @@ func (x *Problem) GetRetryAfterMs() int64 {
 func (x *Problem) GetParam() string {
 	if x != nil {
 		return x.Param
+	}
+	return ""
+}
+
+func (x *Problem) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -1155,8 +1165,12 @@ type AcquireResponse struct {
 	// names it when it reports the answer's arrival (see AnsweredTrailer in
 	// core/provider).
 	GrantedAtUnixNs int64 `protobuf:"varint,7,opt,name=granted_at_unix_ns,json=grantedAtUnixNs,proto3" json:"granted_at_unix_ns,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Why a denial was given, when it is not the budget: "state_unwritable"
+	// (the scheduler cannot record grants and holds every bucket; retry
+	// after retry_after_ms). Empty for a budget denial.
+	Denial        string `protobuf:"bytes,8,opt,name=denial,proto3" json:"denial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AcquireResponse) Reset() {
@@ -1236,6 +1250,13 @@ func (x *AcquireResponse) GetGrantedAtUnixNs() int64 {
 		return x.GrantedAtUnixNs
 	}
 	return 0
+}
+
+func (x *AcquireResponse) GetDenial() string {
+	if x != nil {
+		return x.Denial
+	}
+	return ""
 }
 
 type PauseRequest struct {
@@ -1420,19 +1441,20 @@ const file_sluice_proto_rawDesc = "" +
 	"upstreamUs\x12\x1a\n" +
 	"\battempts\x18\t \x01(\x05R\battempts\x12\x12\n" +
 	"\x04body\x18\n" +
-	" \x01(\fR\x04body\"\x9f\x01\n" +
+	" \x01(\fR\x04body\"\xb7\x01\n" +
 	"\aProblem\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +
 	"\x05title\x18\x03 \x01(\tR\x05title\x12\x16\n" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\x12$\n" +
 	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\x12\x14\n" +
-	"\x05param\x18\x06 \x01(\tR\x05param\"g\n" +
+	"\x05param\x18\x06 \x01(\tR\x05param\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"g\n" +
 	"\x0eAcquireRequest\x12\x16\n" +
 	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\x1e\n" +
 	"\vmax_wait_ms\x18\x02 \x01(\x03R\tmaxWaitMs\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"\xf8\x01\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\x90\x02\n" +
 	"\x0fAcquireResponse\x12+\n" +
 	"\x12granted_at_unix_ms\x18\x01 \x01(\x03R\x0fgrantedAtUnixMs\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12$\n" +
@@ -1440,7 +1462,8 @@ const file_sluice_proto_rawDesc = "" +
 	"\x06denied\x18\x04 \x01(\bR\x06denied\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12#\n" +
 	"\x0euse_by_unix_ns\x18\x06 \x01(\x03R\vuseByUnixNs\x12+\n" +
-	"\x12granted_at_unix_ns\x18\a \x01(\x03R\x0fgrantedAtUnixNs\"b\n" +
+	"\x12granted_at_unix_ns\x18\a \x01(\x03R\x0fgrantedAtUnixNs\x12\x16\n" +
+	"\x06denial\x18\b \x01(\tR\x06denial\"b\n" +
 	"\fPauseRequest\x12\x16\n" +
 	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\"\n" +
 	"\runtil_unix_ms\x18\x02 \x01(\x03R\vuntilUnixMs\x12\x16\n" +

@@ -344,7 +344,11 @@ func (u *Upstream) acquireOnce(ctx context.Context, bucket string) (grant, error
 		return grant{}, problem.New(http.StatusServiceUnavailable, "scheduler unavailable: "+err.Error())
 	}
 	if g.GetDenied() {
-		return grant{}, problem.RateLimited(time.Duration(g.GetRetryAfterMs())*time.Millisecond, g.GetReason())
+		retry := time.Duration(g.GetRetryAfterMs()) * time.Millisecond
+		if g.GetDenial() == problem.ReasonStateUnwritable {
+			return grant{}, problem.StateUnwritable(retry, g.GetReason())
+		}
+		return grant{}, problem.RateLimited(retry, g.GetReason())
 	}
 	return grant{at: unixTime(g.GetGrantedAtUnixNs()), useBy: unixTime(g.GetUseByUnixNs())}, nil
 }

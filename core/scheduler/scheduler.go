@@ -143,8 +143,10 @@ type BucketStatus struct {
 	// LastError is the scheduler's state error (see Scheduler.StateError).
 	LastError string
 	// Held says why the bucket grants nothing (its records cannot be
-	// written: "state_unwritable: ..."), or is empty.
-	Held string
+	// written: "state_unwritable: ..."), or is empty. HeldErrno names the
+	// failed write's system error ("ENOSPC"), when there is one.
+	Held      string
+	HeldErrno string
 }
 
 // Options configure New.
@@ -574,7 +576,10 @@ func (s *Scheduler) Resume(name string) {
 // Status reports every configured bucket, sorted by name.
 func (s *Scheduler) Status() []BucketStatus {
 	stateErr := s.StateError()
-	held := s.Held()
+	held, heldErrno := s.Held(), ""
+	if h := s.held.Load(); h != nil {
+		heldErrno = (&UnwritableError{Err: h.err}).Errno()
+	}
 	bs := s.snapshotBuckets()
 	out := make([]BucketStatus, 0, len(bs))
 	now := time.Now()
@@ -591,6 +596,7 @@ func (s *Scheduler) Status() []BucketStatus {
 			Released:  b.released,
 			LastError: stateErr,
 			Held:      held,
+			HeldErrno: heldErrno,
 		}
 		if b.pausedUntil.After(now) {
 			st.PausedUntil, st.PauseReason = b.pausedUntil, b.pauseReason
