@@ -3,12 +3,10 @@ package e2e
 import (
 	"errors"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -162,65 +160,16 @@ func assertUnwritable(t *testing.T, err error, errno string) {
 	}
 }
 
-// unfill frees the space fillUp took.
-func unfill(t *testing.T, dir string) {
-	t.Helper()
-	if err := os.Remove(filepath.Join(dir, "filler")); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// mountTmpfs mounts a small tmpfs over dir, keeping the files dir held, or
-// skips the test where mounting is not allowed (not root, no CAP_SYS_ADMIN).
+// mountTmpfs mounts a small tmpfs over dir for a state_dir, or skips.
 func mountTmpfs(t *testing.T, dir string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs as state_dir needs root; the scheduler's unit tests cover unwritable state")
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{}
-	for _, e := range entries {
-		if b, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil {
-			files[e.Name()] = b
-		}
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here (%v: %s); the scheduler's unit tests cover unwritable state", err, strings.TrimSpace(string(out)))
-	}
-	// Lazily: the daemon, stopped by a cleanup that runs after this one,
-	// may still hold the directory.
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.MountTmpfs(t, dir, "256k", "the scheduler's unit tests cover unwritable state")
 }
 
-// fillUp writes to dir until its file system has no byte left.
-func fillUp(t *testing.T, dir string) {
-	t.Helper()
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
-	if _, err := f.Write([]byte{0}); !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("file system not full: %v", err)
-	}
-}
+var (
+	fillUp = func(t *testing.T, dir string) { testenv.FillUp(t, dir) }
+	unfill = func(t *testing.T, dir string) { testenv.Unfill(t, dir) }
+)
 
 func mustRun(t *testing.T, name string, args ...string) {
 	t.Helper()

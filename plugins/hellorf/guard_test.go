@@ -11,10 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/internal/testenv"
 	"github.com/sluice-dev/sluice/plugins/hellorf/hellorfsim"
 )
 
@@ -62,36 +62,11 @@ func guardRefused(t *testing.T, what string, rec *recorder, err error, why strin
 // mountTmpfs mounts a small tmpfs on dir, or skips the test.
 func mountTmpfs(t *testing.T, dir string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root; the other cases cover an unwritable guard without it")
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here (%v: %s); the other cases cover an unwritable guard without it", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	testenv.MountTmpfs(t, dir, "64k", "the other cases cover an unwritable guard without it")
 }
 
 // fill writes to dir until its file system has no byte left.
-func fill(t *testing.T, dir string) {
-	t.Helper()
-	f, err := os.Create(filepath.Join(dir, "filler"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
-	if _, err := f.Write([]byte{0}); !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("file system not full: %v", err)
-	}
-}
+func fill(t *testing.T, dir string) { testenv.FillUp(t, dir) }
 
 // TestPurchaseGuardUnwritable: the guard's place becomes unwritable after a
 // first purchase. A new purchase is refused with nothing sent; the first
