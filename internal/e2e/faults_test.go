@@ -91,9 +91,11 @@ func TestUpstreamFaults(t *testing.T) {
 	}
 }
 
-// TestUnwritableStateDir: with a state_dir that cannot be written, the
-// daemon still serves (holding the first request per bucket for one window,
-// the safe default) and says why in status.
+// TestUnwritableStateDir: with a state_dir that cannot be written (and so
+// not read either), the daemon starts and answers its own routes, but fails
+// closed for the upstreams: after the one-window hold of unreadable state,
+// a provider call gets 503 state_unwritable (ENOTDIR), at no upstream cost,
+// and status says why.
 func TestUnwritableStateDir(t *testing.T) {
 	t.Parallel()
 	env := testenv.Start(t, testenv.Options{})
@@ -109,8 +111,11 @@ func TestUnwritableStateDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.StartDaemon()
-	if r, err := track(ctx, env.Client, "6fx5VOjqYNBHcDf5GIF5g5", nil); err != nil || r.Status != 200 {
-		t.Fatalf("daemon with unwritable state_dir: %v", err)
+	sent := env.Ineo.Requests(ineosim.ServiceSpotify)
+	_, err := track(ctx, env.Client, "6fx5VOjqYNBHcDf5GIF5g5", nil)
+	assertUnwritable(t, err, "ENOTDIR")
+	if got := env.Ineo.Requests(ineosim.ServiceSpotify); got != sent {
+		t.Fatalf("%d upstream requests with no state to record them in", got-sent)
 	}
 	st, err := env.Client.Status(ctx)
 	if err != nil {
