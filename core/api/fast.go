@@ -51,6 +51,10 @@ type Front struct {
 	closing atomic.Bool
 	wg      sync.WaitGroup
 	date    dateCache
+	// cap bounds the connections open at once, lane and net/http alike;
+	// stop ends a wait for room at Shutdown.
+	cap  *connCap
+	stop chan struct{}
 }
 
 // laneConn states, for Shutdown: only a connection waiting for its next
@@ -63,13 +67,29 @@ const (
 type laneConn struct {
 	c     net.Conn
 	state atomic.Int32
+	cc    *capConn
+	// handed: net/http owns the connection now, and untracks it.
+	handed bool
 }
 
 // NewFront serves s's routes on fallback for everything the lane hands over.
 // fallback's ReadHeaderTimeout and IdleTimeout bound the lane's reads too.
-func (s *Server) NewFront(fallback *http.Server) *Front {
-	return &Front{s: s, fallback: fallback, conns: map[*laneConn]struct{}{}}
+// maxConns caps the connections open at once (0: no cap; see connCap); it
+// sets fallback.ConnState, keeping any hook already there.
+func (s *Server) NewFront(fallback *http.Server, maxConns int) *Front {
+	k := newConnCap(maxConns)
+	fallback.ConnState = k.connState(fallback.ConnState)
+	return &Front{s: s, fallback: fallback, conns: map[*laneConn]struct{}{}, cap: k, stop: make(chan struct{})}
 }
+
+// SetMaxConns changes the connection cap (0: none), e.g. on a reload.
+func (f *Front) SetMaxConns(n int) { f.cap.setMax(n) }
+
+// ConnStats reports the connections held.
+func (f *Front) ConnStats() ConnStats { return f.cap.stats() }
+
+// ResetPeak starts a new peak from the connections open now.
+func (f *Front) ResetPeak() { f.cap.resetPeak() }
 
 // laneBuffer bounds a request head the lane reads; a longer one goes to
 // net/http, which enforces MaxHeaderBytes with the proper status.
@@ -85,6 +105,10 @@ func (f *Front) Serve(ln net.Listener) error {
 	go f.fallback.Serve(f.handoff)
 	var delay time.Duration
 	for {
+		// Over the cap with every connection mid-request: the next
+		// caller waits in the listen backlog until one finishes or
+		// goes idle (and is closed).
+		f.cap.waitRoom(f.stop)
 		c, err := ln.Accept()
 		if err != nil {
 			if f.closing.Load() {
@@ -110,6 +134,7 @@ func (f *Front) Serve(ln net.Listener) error {
 		f.conns[lc] = struct{}{}
 		f.wg.Add(1)
 		f.mu.Unlock()
+		lc.cc = f.cap.add(c)
 		go f.serveConn(lc)
 	}
 }
@@ -117,7 +142,9 @@ func (f *Front) Serve(ln net.Listener) error {
 // Shutdown stops accepting, closes lane connections between requests, lets
 // the ones mid-answer finish, and shuts the net/http server down.
 func (f *Front) Shutdown(ctx context.Context) error {
-	f.closing.Store(true)
+	if !f.closing.Swap(true) {
+		close(f.stop)
+	}
 	f.mu.Lock()
 	if f.ln != nil {
 		f.ln.Close()
@@ -139,6 +166,9 @@ func (f *Front) Shutdown(ctx context.Context) error {
 }
 
 func (f *Front) forget(lc *laneConn) {
+	if !lc.handed {
+		f.cap.remove(lc.cc)
+	}
 	f.mu.Lock()
 	delete(f.conns, lc)
 	f.mu.Unlock()
@@ -170,6 +200,7 @@ func (f *Front) serveConn(lc *laneConn) {
 			c.SetReadDeadline(deadline)
 		}
 		lc.state.Store(laneIdle)
+		f.cap.setIdle(lc.cc)
 		if f.closing.Load() {
 			c.Close()
 			return
@@ -190,7 +221,10 @@ func (f *Front) serveConn(lc *laneConn) {
 			head, err = peekHead(br)
 		}
 		first = false
-		if err != nil {
+		// Only now is the connection busy: one still waiting for a
+		// whole head may be closed to make room, and one that was
+		// closed meanwhile is not served.
+		if err != nil || !f.cap.setActive(lc.cc) {
 			c.Close()
 			return
 		}
@@ -231,10 +265,12 @@ func (f *Front) serveConn(lc *laneConn) {
 func (f *Front) handOver(lc *laneConn, br *bufio.Reader, peer access.Peer, perr error) {
 	c := lc.c
 	c.SetReadDeadline(time.Time{})
-	hc := &handedConn{Conn: c, r: br, peer: peer, peerErr: perr}
-	if !f.handoff.give(hc) {
-		c.Close()
+	hc := &handedConn{Conn: c, r: br, peer: peer, peerErr: perr, cc: lc.cc}
+	if f.handoff.give(hc) {
+		lc.handed = true
+		return
 	}
+	c.Close()
 }
 
 // bufferedHead is the request head if it is already wholly buffered. done
@@ -470,6 +506,8 @@ type handedConn struct {
 	r       *bufio.Reader
 	peer    access.Peer
 	peerErr error
+	// cc is the connection's place under the cap.
+	cc *capConn
 }
 
 func (c *handedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

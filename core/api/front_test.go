@@ -65,6 +65,13 @@ const headerTimeout = 10 * time.Second
 // startFront serves a Front for b on a Unix socket, as the daemon does.
 func startFront(t *testing.T, b Backend) string {
 	t.Helper()
+	sock, _ := startFrontCap(t, b, 0)
+	return sock
+}
+
+// startFrontCap is startFront with a connection cap (0: none).
+func startFrontCap(t *testing.T, b Backend, maxConns int) (string, *Front) {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -73,7 +80,7 @@ func startFront(t *testing.T, b Backend) string {
 	s := NewServer(b, nil, nil)
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: headerTimeout, ConnContext: ConnContext,
 		ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
-	f := s.NewFront(srv)
+	f := s.NewFront(srv, maxConns)
 	done := make(chan error, 1)
 	go func() { done <- f.Serve(ln) }()
 	t.Cleanup(func() {
@@ -82,7 +89,7 @@ func startFront(t *testing.T, b Backend) string {
 		f.Shutdown(ctx)
 		<-done
 	})
-	return sock
+	return sock, f
 }
 
 // roundTrip sends raw on a new connection and reads one answer, which must

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-dev/sluice/core/access"
@@ -58,6 +59,29 @@ type Server struct {
 	routes []route
 	// accessWriter, if set, writes access lines instead of log.
 	accessWriter AccessWriter
+	// accessMode is which requests get an access line (accessAll...).
+	accessMode atomic.Int32
+}
+
+// Access-log modes; see SetAccessLog.
+const (
+	accessAll int32 = iota
+	accessMisses
+	accessOff
+)
+
+// SetAccessLog chooses which requests get an access-log line: "all",
+// "misses" (all but cache hits, whose counts stay in the metrics) or
+// "off". It may change while serving (a reload).
+func (s *Server) SetAccessLog(mode string) {
+	m := accessAll
+	switch mode {
+	case "misses":
+		m = accessMisses
+	case "off":
+		m = accessOff
+	}
+	s.accessMode.Store(m)
 }
 
 type route struct {
@@ -311,6 +335,14 @@ func (s *Server) logRequest(ctx context.Context, g access.Grant, method, path st
 	}
 	if in.Provider != "" && s.obs != nil {
 		s.obs.ObserveRequest(in.Provider, in.Operation, in.Outcome, took, in.Upstreamed)
+	}
+	switch s.accessMode.Load() {
+	case accessOff:
+		return
+	case accessMisses:
+		if in.Outcome == "hit" {
+			return
+		}
 	}
 	if !s.log.Enabled(ctx, slog.LevelInfo) {
 		return

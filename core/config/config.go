@@ -47,6 +47,12 @@ type Config struct {
 	PluginDir string `toml:"plugin_dir" json:"plugin_dir"`
 	// LogLevel is one of debug, info, warn, error (lower-cased on load).
 	LogLevel string `toml:"log_level" json:"log_level"`
+	// AccessLog says which requests get an access-log line: "all",
+	// "misses" (every request but cache hits) or "off".
+	AccessLog string `toml:"access_log" json:"access_log"`
+	// MaxConnections caps the socket connections open at once; 0 derives
+	// it from the process's file-descriptor limit (see the daemon).
+	MaxConnections int `toml:"max_connections" json:"max_connections"`
 
 	Scheduler Scheduler `toml:"scheduler" json:"scheduler"`
 	Cache     Cache     `toml:"cache" json:"cache"`
@@ -174,6 +180,7 @@ func Default() *Config {
 		SocketMode: 0o660,
 		StateDir:   DefaultStateDir(),
 		LogLevel:   "info",
+		AccessLog:  "misses",
 		Scheduler: Scheduler{
 			Margin:  dur(250 * time.Millisecond),
 			MaxWait: dur(2 * time.Minute),

@@ -49,6 +49,16 @@ func (c *Config) normalizeAndValidate() []fieldErr {
 		bad("log_level", "must be one of debug, info, warn, error")
 	}
 
+	c.AccessLog = strings.ToLower(strings.TrimSpace(c.AccessLog))
+	switch c.AccessLog {
+	case "all", "misses", "off":
+	default:
+		bad("access_log", "must be one of all, misses, off")
+	}
+	if c.MaxConnections < 0 {
+		bad("max_connections", "must not be negative (0 derives it from the file-descriptor limit)")
+	}
+
 	positive := func(key string, d Duration) {
 		if d.Duration <= 0 {
 			bad(key, "must be greater than zero")

@@ -65,6 +65,8 @@ type Daemon struct {
 	host    *pluginhost.Host
 	gw      *gateway.Gateway
 	metrics *metrics.Metrics
+	api     *api.Server
+	front   *api.Front
 
 	cfg    atomic.Pointer[config.Config]
 	policy atomic.Pointer[access.Policy]
@@ -105,6 +107,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	level.Set(cfg.Level())
 	d := &Daemon{opts: opts, log: log, level: level, started: time.Now()}
+	d.setMemoryLimit(cfg)
 	d.cfg.Store(cfg)
 	d.cfgState = api.ConfigStatus{Path: cfg.Path, LoadedAt: time.Now(), Hash: config.Hash(raw), LastReloadOK: true, Warnings: d.configWarnings(cfg)}
 
@@ -165,6 +168,8 @@ func Run(ctx context.Context, opts Options) error {
 	d.host.Apply(specs)
 
 	apiSrv := api.NewServer(d, accessLog, d.metrics)
+	apiSrv.SetAccessLog(cfg.AccessLog)
+	d.api = apiSrv
 	if !terminal {
 		apiSrv.SetAccessWriter(newJSONAccess(accessOut))
 	}
@@ -175,15 +180,18 @@ func Run(ctx context.Context, opts Options) error {
 		ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
-	front := apiSrv.NewFront(srv)
+	front := apiSrv.NewFront(srv, maxConnections(cfg))
+	d.front = front
 	go func() { serveErr <- front.Serve(ln) }()
-	log.Info("sluiced listening", "socket", d.socket, "activated", activated, "config", cfg.Path, "version", opts.Version, "sandbox", opts.Sandbox != nil)
+	log.Info("sluiced listening", "socket", d.socket, "activated", activated, "config", cfg.Path, "version", opts.Version, "sandbox", opts.Sandbox != nil,
+		"max_connections", front.ConnStats().Max)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go d.announceReady(ctx)
 	go d.watchdog(ctx)
 	go d.watchSignals(ctx)
+	go d.releaseAfterFlood(ctx, floodCheck)
 	if cfg.Path != "" {
 		go func() {
 			err := config.Watch(ctx, cfg.Path, 200*time.Millisecond, func() { d.reload(ctx, false) }, log.With("component", "config"))
@@ -336,6 +344,9 @@ func (d *Daemon) reload(ctx context.Context, force bool) (api.ReloadResult, erro
 func (d *Daemon) apply(cfg *config.Config) {
 	old := d.cfg.Swap(cfg)
 	d.level.Set(cfg.Level())
+	d.api.SetAccessLog(cfg.AccessLog)
+	d.front.SetMaxConns(maxConnections(cfg))
+	d.setMemoryLimit(cfg)
 	d.sched.SetMargin(cfg.Scheduler.Margin.Duration)
 	d.cache.SetMaxBytes(int64(cfg.Cache.MaxSize))
 	d.gw.SetSettings(gatewaySettings(cfg))

@@ -65,7 +65,8 @@ func trackReq(id, extra string) string {
 // hold up the daemon's shutdown.
 func TestFastLane(t *testing.T) {
 	t.Parallel()
-	env := testenv.Start(t, testenv.Options{})
+	// Hits get access lines only with access_log = "all".
+	env := testenv.Start(t, testenv.Options{Top: `access_log = "all"`})
 	ctx := testenv.Ctx(t, time.Minute)
 	id, other := trackID(700), trackID(701)
 	// Primed with another spelling of the same track: the full path
