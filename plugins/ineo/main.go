@@ -276,6 +276,18 @@ func (p *ineo) serve(ctx context.Context, req *provider.Request, w answerWriter,
 	if v.problem != nil {
 		return v.problem
 	}
+	if v.cacheable && req.Operation == "spotify.track" {
+		// A success is only iNeo's answer when it carries the link the
+		// service exists to return: one without it would be cached for
+		// the whole link_ttl. Not relayed, so not cached, and not retried:
+		// the next caller's request goes upstream again.
+		if err := checkShape(req.Operation, bytes.TrimSpace(body)); err != nil {
+			p.log.Warn("iNeo's success is not the documented answer; not relayed or cached",
+				"operation", req.Operation, "content_type", resp.Header.Get("Content-Type"), "bytes", len(body), "why", err.Error())
+			return problem.New(http.StatusBadGateway, fmt.Sprintf(
+				"iNeo answered status_code %d with a body that is not the answer its documents give for %s (%v); not cached", *env.StatusCode, req.Operation, err))
+		}
+	}
 	code := v.code
 	hint := provider.CacheHint{Outcome: fmt.Sprintf("ineo:%d", *env.StatusCode)}
 	if v.cacheable && req.Operation == "spotify.track" {

@@ -41,11 +41,15 @@ type HTTPFault struct {
 	RetryAfter string
 }
 
-// fault is one queued failure: a transport-level Fault, or an HTTPFault
-// when kind is zero.
+// faultBody is InjectBody's kind: not exported, since it needs a body.
+const faultBody Fault = -1
+
+// fault is one queued failure: a transport-level Fault, an injected body
+// (faultBody), or an HTTPFault when kind is zero.
 type fault struct {
 	kind Fault
 	http HTTPFault
+	body string
 }
 
 // InjectFault makes the next request to service (after it is counted as an
@@ -73,6 +77,19 @@ func (s *Sim) InjectHTTPFault(service string, f HTTPFault) {
 	svc.faults = append(svc.faults, fault{http: f})
 }
 
+// InjectBody makes the next request to service (after it is counted as an
+// arrival) answer HTTP 200, Content-Type application/json, with body
+// verbatim instead of its answer: a reply the service would never give
+// (a success without its result, say), as a broken deployment or a proxy
+// rewriting answers could. Calls queue, with InjectFault's and
+// InjectHTTPFault's, in call order. Off unless a test calls it.
+func (s *Sim) InjectBody(service, body string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	svc := s.serviceLocked(service)
+	svc.faults = append(svc.faults, fault{kind: faultBody, body: body})
+}
+
 func (s *Sim) popFaultLocked(svc *service) (fault, bool) {
 	if len(svc.faults) == 0 {
 		return fault{}, false
@@ -90,6 +107,10 @@ func writeFault(w http.ResponseWriter, qf fault) bool {
 		return true
 	}
 	switch f := qf.kind; f {
+	case faultBody:
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte(qf.body))
 	case FaultHTML500:
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(http.StatusInternalServerError)

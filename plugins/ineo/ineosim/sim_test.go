@@ -862,3 +862,26 @@ func TestInjectHTTPFault(t *testing.T) {
 	}()
 	s.InjectHTTPFault(ServiceSpotify, HTTPFault{Status: http.StatusOK, Envelope: true, StatusCode: 10})
 }
+
+// TestInjectBody: the opt-in body comes verbatim under HTTP 200, once, is
+// an arrival, and the next answer is the service's own again.
+func TestInjectBody(t *testing.T) {
+	s, c := testSim(t, nil)
+	const body = `{"ok":true,"status":"successfully.","status_code":200}`
+	s.InjectBody(ServiceSpotify, body)
+	c.Advance(time.Second)
+	r := spotifyGet(testKey, testTrack)
+	r.RemoteAddr = ipA
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, r)
+	if rec.Code != http.StatusOK || rec.Body.String() != body || rec.Header().Get("Content-Type") != "application/json; charset=utf-8" {
+		t.Fatalf("injected body: HTTP %d %v %q", rec.Code, rec.Header(), rec.Body.String())
+	}
+	c.Advance(time.Second)
+	if a := call(t, s, spotifyGet(testKey, testTrack), ipA); a.StatusCode != codeOK || a.Result == nil {
+		t.Fatalf("after the injected body: %+v", a)
+	}
+	if got := s.Requests(ServiceSpotify); got != 2 {
+		t.Errorf("spotify Requests = %d, want 2", got)
+	}
+}
