@@ -48,6 +48,11 @@ type Entry struct {
 	// wire memoises the header lines the socket API's fast lane writes for
 	// this entry (see Wire); safe because entries never change once stored.
 	wire atomic.Pointer[[]byte]
+	// Links to sluice inside Body, stored with a marker base and given
+	// each caller's own base when served (see splice.go).
+	marker string
+	baseAt []int
+	based  atomic.Pointer[basedBody]
 }
 
 // Wire returns render(e), computed once per entry however many hits read it.

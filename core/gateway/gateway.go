@@ -156,7 +156,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	c.req.MaxWaitMs = (maxWait + time.Millisecond - 1).Milliseconds()
 	c.req.RequestId = api.NewRequestID()
 	w.Header().Set("Sluice-Request-Id", c.req.RequestId)
-	c.req.PublicBase = publicBase(r, provider)
+	base := publicBase(r, provider)
+	c.req.PublicBase = base
 
 	cc := parseCacheControl(r.Header.Values("Cache-Control"))
 	if !c.op.ReadOnly() {
@@ -166,12 +167,16 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		info.Outcome = "bypass"
 		return g.stream(w, r.Context(), h, c)
 	}
-	key := cacheKey(c, rest, c.req.PublicBase)
+	// A read-only answer may be stored and shared by every caller,
+	// whatever it calls the host: its links to sluice are written under
+	// a marker and get each caller's base when served (cache.Entry.BodyFor).
+	c.req.PublicBase = linkMarker(provider)
+	key := cacheKey(c, rest)
 	g.rememberRoute(r, desc, c, rest, key)
 	if !cc.noCache {
 		if e, ok := g.cache.Get(key); ok {
 			info.Outcome, info.Cache = "hit", fmt.Sprintf("sluice; hit; ttl=%d", max(0, int(time.Until(e.ExpiresAt).Seconds())))
-			writeEntry(w, e, info.Cache, true)
+			writeEntry(w, e, info.Cache, true, base)
 			return nil
 		}
 	}
@@ -218,7 +223,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		status += "; stored"
 	}
 	info.Cache = status
-	writeEntry(w, e, status, false)
+	writeEntry(w, e, status, false, base)
 	return nil
 }
 
@@ -279,6 +284,7 @@ func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*ca
 	}
 	now := time.Now()
 	e := &cache.Entry{Provider: c.provider, Status: int(head.GetStatus()), Header: headerOf(head), Body: body.Bytes(), StoredAt: now}
+	e.MarkBase(c.req.GetPublicBase())
 	if !head.GetCacheable() || e.Status < 200 || e.Status > 299 {
 		return e, head, false, nil
 	}
@@ -411,15 +417,17 @@ func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginho
 	}
 }
 
-func writeEntry(w http.ResponseWriter, e *cache.Entry, cacheStatus string, hit bool) {
+// writeEntry writes a buffered answer with its links on base.
+func writeEntry(w http.ResponseWriter, e *cache.Entry, cacheStatus string, hit bool, base string) {
+	body := e.BodyFor(base)
 	copyHeader(w.Header(), e.Header)
 	w.Header().Set("Cache-Status", cacheStatus)
 	if hit {
 		w.Header().Set("Age", strconv.Itoa(int(time.Since(e.StoredAt).Seconds())))
 	}
-	w.Header().Set("Content-Length", strconv.Itoa(len(e.Body)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(e.Status)
-	w.Write(e.Body)
+	w.Write(body)
 }
 
 // hop-by-hop and framing headers the daemon sets itself.
@@ -452,16 +460,29 @@ func bodyForKey(c *call) []byte {
 	return c.req.GetBody()
 }
 
+// publicBase is the absolute URL under which the caller reached provider:
+// links in answers are written under it, so a client that follows them
+// literally stays on sluice.
 func publicBase(r *http.Request, provider string) string {
-	host := r.Host
-	if host == "" {
-		host = "sluice"
-	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
+	return baseURL(scheme, r.Host, provider)
+}
+
+func baseURL(scheme, host, provider string) string {
+	if host == "" {
+		host = "sluice"
+	}
 	return scheme + "://" + host + "/v1/" + provider
+}
+
+// linkMarker is the base a plugin writes links under in answers that may
+// be cached (RFC 2606 reserves .invalid: no upstream writes it); the
+// gateway replaces it with each caller's base when serving.
+func linkMarker(provider string) string {
+	return "http://sluice-link-base.invalid/v1/" + provider
 }
 
 type cacheControl struct{ noCache, onlyIfCached bool }
@@ -522,7 +543,10 @@ func parseMaxWait(v string, def time.Duration) (time.Duration, error) {
 func readParams(r *http.Request) (params url.Values, body []byte, ct string, bodyInParams bool, err error) {
 	params = r.URL.Query()
 	ct = r.Header.Get("Content-Type")
-	if r.Body == nil || r.Body == http.NoBody {
+	if r.Body == nil || r.Body == http.NoBody || r.Method == http.MethodGet || r.Method == http.MethodHead {
+		// A GET's body has no meaning in HTTP (RFC 9110, 9.3.1): it is
+		// ignored, so it can neither change the cache key nor spend
+		// budget on a second upstream request for the same lookup.
 		return params, nil, ct, true, nil
 	}
 	body, err = io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBody))

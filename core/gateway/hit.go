@@ -36,7 +36,7 @@ func (g *Gateway) Hit(provider, rest, query, host string) (api.Hit, bool) {
 		return api.Hit{}, false
 	}
 	return api.Hit{Operation: route.op, Status: e.Status, Head: e.Wire(renderHead), HasDate: len(e.Header["Date"]) > 0,
-		Body: e.Body, StoredAt: e.StoredAt, ExpiresAt: e.ExpiresAt}, true
+		Body: e.BodyFor(baseURL("http", host, provider)), StoredAt: e.StoredAt, ExpiresAt: e.ExpiresAt}, true
 }
 
 // hitRoute is what matching a request target yields for the fast lane: the
@@ -98,7 +98,7 @@ func (g *Gateway) hitRoute(desc *proto.Description, provider, rest, query, host 
 	}
 	route := &hitRoute{desc: desc, op: c.op.GetName()}
 	if c.op.ReadOnly() {
-		route.key = cacheKey(c, rest, publicBase(r, provider))
+		route.key = cacheKey(c, rest)
 	}
 	g.hits.store(mk, route)
 	return route
@@ -149,8 +149,11 @@ func renderHead(e *cache.Entry) []byte {
 	return b.Bytes()
 }
 
-// cacheKey covers the upstream path (operations with {id} segments share a
-// name) and the public base the answer's links are rewritten to.
-func cacheKey(c *call, rest, publicBase string) string {
-	return cache.Key(c.provider, c.op.GetName()+"\x00"+strings.Trim(rest, "/")+"\x00"+publicBase, "", c.params, bodyForKey(c))
+// cacheKey is the upstream request alone: the provider, the operation, the
+// upstream path (operations with {id} segments share a name), the
+// canonical parameters and a body only where one is not in the
+// parameters. How the caller named the host never enters it (invariant
+// 7): links are given the caller's base when served.
+func cacheKey(c *call, rest string) string {
+	return cache.Key(c.provider, c.op.GetName()+"\x00"+strings.Trim(rest, "/"), "", c.params, bodyForKey(c))
 }
