@@ -197,6 +197,18 @@ func (p *hellorf) relayJSON(ctx context.Context, w answerWriter, up upstream, s 
 		}
 		return problem.New(http.StatusBadGateway, fmt.Sprintf("hellorf answered HTTP %d with a body that is not its JSON answer", resp.StatusCode))
 	}
+	if env.ok() && resp.StatusCode/100 == 2 && op.cacheable {
+		// A success is only hellorf's answer when its data is the one the
+		// document shows: one without it would be cached for the whole
+		// ttl. Not relayed, so not cached, and not retried: the next
+		// caller's request goes upstream again.
+		if err := checkShape(op.name, bytes.TrimSpace(body)); err != nil {
+			p.log.Warn("hellorf's success is not the documented answer; not relayed or cached",
+				"operation", op.name, "http_status", resp.StatusCode, "content_type", resp.Header.Get("Content-Type"), "bytes", len(body), "why", err.Error())
+			return problem.New(http.StatusBadGateway, fmt.Sprintf(
+				"hellorf answered HTTP %d, result true, with a body that is not the answer its document shows for %s (%v); not cached", resp.StatusCode, op.name, err))
+		}
+	}
 	hint := provider.CacheHint{Outcome: outcome(resp.StatusCode, env)}
 	if env.ok() && resp.StatusCode/100 == 2 && op.cacheable {
 		now := p.now()

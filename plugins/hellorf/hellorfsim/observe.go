@@ -14,6 +14,7 @@ func (s *Sim) resetLocked() {
 	s.nextPurchase = FirstPurchaseID
 	s.objects = nil
 	s.failNext = map[string][]Failure{}
+	s.bodyNext = map[string][]string{}
 	s.stallNext = map[string][]time.Duration{}
 	first := s.tracks[0]
 	s.seeded = []*Purchase{{
@@ -117,6 +118,19 @@ func (s *Sim) FailNext(path string, f Failure) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failNext[path] = append(s.failNext[path], f)
+}
+
+// BodyNext makes the next request to path that passes the client_id, nonce
+// and sign checks answer HTTP 200, Content-Type application/json, with body
+// verbatim: an answer hellorf's documents never show (a success without
+// its data, say), as a broken deployment or a proxy rewriting answers
+// could send. Calls queue, after FailNext's for the same path. Off unless
+// a test calls it.
+func (s *Sim) BodyNext(path, body string) {
+	mustPath(path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bodyNext[path] = append(s.bodyNext[path], body)
 }
 
 // StallNext holds the answer to the next request to path for d after it was

@@ -187,6 +187,7 @@ type Sim struct {
 	nextPurchase int
 	objects      []ObjectArrival
 	failNext     map[string][]Failure
+	bodyNext     map[string][]string
 	stallNext    map[string][]time.Duration
 }
 
@@ -292,6 +293,15 @@ func fail(status, code int, msg string) *reply { return &reply{status: status, c
 
 func ok(data any) *reply { return &reply{status: http.StatusOK, data: data} }
 
+// rawJSON is BodyNext's answer: body verbatim under HTTP 200, labelled JSON.
+func rawJSON(body string) *reply {
+	return &reply{status: http.StatusOK, file: func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(body))
+	}}
+}
+
 // ServeHTTP serves the API under the prefix and the object store.
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
@@ -334,6 +344,9 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request, path string) {
 			s.failNext[path] = f[1:]
 			rep = fail(f[0].Status, f[0].Code, f[0].Message)
 			rep.contentType, rep.retryAfter = f[0].ContentType, f[0].RetryAfter
+		} else if b := s.bodyNext[path]; len(b) > 0 {
+			s.bodyNext[path] = b[1:]
+			rep = rawJSON(b[0])
 		} else {
 			rep = endpoints[path].handle(s, r.Host, params, now)
 		}

@@ -564,3 +564,28 @@ func TestCatalogueShapes(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyNext: the opt-in body comes verbatim under HTTP 200 once, only to
+// a request that passes the signature checks, and is an arrival.
+func TestBodyNext(t *testing.T) {
+	t.Parallel()
+	s, base := start(t, Options{})
+	const body = `{"result":true,"data":null}`
+	s.BodyNext(PathCategories, body)
+	// A bad signature is refused as ever, and does not use the body up.
+	q := signed(nil, time.Now())
+	q.Set("sign", strings.Repeat("0", 32))
+	if a := do(t, "GET", base+"/audio/categories", q); a.status != http.StatusUnauthorized {
+		t.Fatalf("bad sign: %d %s", a.status, a.body)
+	}
+	a := do(t, "GET", base+"/audio/categories", signed(nil, time.Now()))
+	if a.status != 200 || string(a.body) != body || a.header.Get("Content-Type") != "application/json; charset=utf-8" {
+		t.Fatalf("BodyNext: %d %q %s", a.status, a.header.Get("Content-Type"), a.body)
+	}
+	if a = do(t, "GET", base+"/audio/categories", signed(nil, time.Now())); a.status != 200 || len(a.env.Data) < 10 {
+		t.Fatalf("after BodyNext: %d %s", a.status, a.body)
+	}
+	if n := s.Requests(PathCategories); n != 3 {
+		t.Fatalf("%d requests, want 3", n)
+	}
+}
