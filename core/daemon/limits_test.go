@@ -14,10 +14,10 @@ func TestConnsForLimit(t *testing.T) {
 	}{
 		{256, 112},      // 256 - 128 - 16
 		{1024, 832},     // 1024 - 128 - 64
-		{8192, 4096},    // 8192 - 128 - 512 = 7552, past the ceiling
-		{524288, 4096},  // Go's raised soft limit on many systems
+		{8192, 1024},    // 8192 - 128 - 512 = 7552, past the ceiling
+		{524288, 1024},  // Go's raised soft limit on many systems
 		{100, 16},       // too small for the reserve: a floor, not zero
-		{1 << 62, 4096}, // no overflow
+		{1 << 62, 1024}, // no overflow
 	} {
 		if got := connsForLimit(tt.limit); got != tt.want {
 			t.Errorf("connsForLimit(%d) = %d, want %d", tt.limit, got, tt.want)
