@@ -44,6 +44,12 @@ type Entry struct {
 	Body      []byte
 	StoredAt  time.Time
 	ExpiresAt time.Time
+	// KeepUntil, when after ExpiresAt, keeps the entry past its freshness
+	// as a stale answer (GetStale) for callers the upstream cannot serve
+	// now (a paused or exhausted bucket). Whoever sets it bounds it by
+	// every link inside the body: a stale answer is never served after a
+	// link in it has expired. Zero: dropped at ExpiresAt.
+	KeepUntil time.Time
 
 	// wire memoises the header lines the socket API's fast lane writes for
 	// this entry (see Wire); safe because entries never change once stored.
@@ -53,6 +59,14 @@ type Entry struct {
 	marker string
 	baseAt []int
 	based  atomic.Pointer[basedBody]
+}
+
+// keep is when the entry leaves the cache: its KeepUntil, or ExpiresAt.
+func (e *Entry) keep() time.Time {
+	if e.KeepUntil.After(e.ExpiresAt) {
+		return e.KeepUntil
+	}
+	return e.ExpiresAt
 }
 
 // Wire returns render(e), computed once per entry however many hits read it.
@@ -230,16 +244,35 @@ func (c *Cache) Get(key string) (*Entry, bool) {
 	defer c.life.RUnlock()
 	if !c.closed {
 		now := time.Now()
-		if s, ok := c.rc.Get(key); ok && s != nil && c.current(s, now) {
+		if s, ok := c.rc.Get(key); ok && s != nil && c.current(s, now) && now.Before(s.entry.ExpiresAt) {
 			c.hits.Add(1)
 			return s.entry, true
 		}
-		if s := c.pending(key, now); s != nil {
+		if s := c.pending(key, now); s != nil && now.Before(s.entry.ExpiresAt) {
 			c.hits.Add(1)
 			return s.entry, true
 		}
 	}
 	c.misses.Add(1)
+	return nil, false
+}
+
+// GetStale returns the entry stored under key even when it is no longer
+// fresh, as long as it is kept (see Entry.KeepUntil). It counts nothing:
+// the caller decides whether a stale answer may be served.
+func (c *Cache) GetStale(key string) (*Entry, bool) {
+	c.life.RLock()
+	defer c.life.RUnlock()
+	if c.closed {
+		return nil, false
+	}
+	now := time.Now()
+	if s, ok := c.rc.Get(key); ok && s != nil && c.current(s, now) {
+		return s.entry, true
+	}
+	if s := c.pending(key, now); s != nil {
+		return s.entry, true
+	}
 	return nil, false
 }
 
@@ -254,7 +287,7 @@ func (c *Cache) pending(key string, now time.Time) *stored {
 	if s == nil {
 		return nil
 	}
-	if !now.Before(s.entry.ExpiresAt) {
+	if !now.Before(s.entry.keep()) {
 		c.removeLocked(s)
 		return nil
 	}
@@ -270,7 +303,7 @@ func (c *Cache) current(s *stored, now time.Time) bool {
 		// ristretto kept while rejecting a newer one: not servable.
 		return false
 	}
-	if now.Before(s.entry.ExpiresAt) {
+	if now.Before(s.entry.keep()) {
 		return true
 	}
 	c.forget(s)
@@ -299,7 +332,7 @@ func (c *Cache) set(key string, e *Entry, since uint64, checkPurge bool) bool {
 	if c.closed {
 		return false
 	}
-	ttl := time.Until(e.ExpiresAt)
+	ttl := time.Until(e.keep())
 	if ttl <= 0 {
 		return false
 	}
@@ -352,7 +385,7 @@ func (c *Cache) onExit(s *stored) {
 // evictions.
 func (c *Cache) onEvict(item *ristretto.Item[*stored]) {
 	s := item.Value
-	if s == nil || c.closing.Load() || !time.Now().Before(s.entry.ExpiresAt) {
+	if s == nil || c.closing.Load() || !time.Now().Before(s.entry.keep()) {
 		return
 	}
 	if s.live.Load() {
@@ -464,7 +497,7 @@ func (c *Cache) purge(match func(*stored) bool, mark func()) int {
 		}
 		c.removeLocked(s)
 		keys = append(keys, key)
-		if now.Before(s.entry.ExpiresAt) {
+		if now.Before(s.entry.keep()) {
 			live++
 		}
 	}
@@ -483,7 +516,7 @@ func (c *Cache) Stats() Stats {
 	now := time.Now()
 	c.mu.Lock()
 	for _, s := range c.index {
-		if !now.Before(s.entry.ExpiresAt) {
+		if !now.Before(s.entry.keep()) {
 			c.removeLocked(s)
 		}
 	}

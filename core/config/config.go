@@ -100,6 +100,10 @@ type Ineo struct {
 	PluginSHA256       string     `toml:"plugin_sha256" json:"plugin_sha256,omitempty"`
 	Timeout            Duration   `toml:"timeout" json:"timeout"`
 	Limits             IneoLimits `toml:"limits" json:"limits"`
+	// StaleIfExhausted keeps answers this long past their freshness, to be
+	// served when the budget cannot give a fresh one in time (0: off, the
+	// default: iNeo's answers are download links that expire).
+	StaleIfExhausted Duration `toml:"stale_if_exhausted" json:"stale_if_exhausted"`
 }
 
 // IneoLimits overrides iNeo's per-service rate limits; nil means the
@@ -139,6 +143,9 @@ type Hellorf struct {
 	Timeout       Duration  `toml:"timeout" json:"timeout"`
 	SearchTTL     Duration  `toml:"search_ttl" json:"search_ttl"`
 	Limits        APILimits `toml:"limits" json:"limits"`
+	// StaleIfExhausted: as for iNeo; off by default (hellorf's answers
+	// carry 10-minute links, which bound any stale answer anyway).
+	StaleIfExhausted Duration `toml:"stale_if_exhausted" json:"stale_if_exhausted"`
 }
 
 // Spotify configures the Spotify Web API provider.
@@ -158,6 +165,10 @@ type Spotify struct {
 	PluginSHA256   string        `toml:"plugin_sha256" json:"plugin_sha256,omitempty"`
 	Timeout        Duration      `toml:"timeout" json:"timeout"`
 	Limits         SpotifyLimits `toml:"limits" json:"limits"`
+	// StaleIfExhausted: as for iNeo; one hour by default, because a
+	// Spotify 429 can last hours and catalogue answers carry no expiring
+	// links.
+	StaleIfExhausted Duration `toml:"stale_if_exhausted" json:"stale_if_exhausted"`
 }
 
 // Access adds users and groups to the socket's permission tiers (see
@@ -211,6 +222,7 @@ func Default() *Config {
 				MaxRetryAfter:      dur(60 * time.Second),
 				SearchMaxLimit:     10,
 				Timeout:            dur(30 * time.Second),
+				StaleIfExhausted:   dur(time.Hour),
 			},
 		},
 	}

@@ -409,6 +409,8 @@ func gatewaySettings(cfg *config.Config) gateway.Settings {
 		ExpiryMargin:   cfg.Cache.ExpiryMargin.Duration,
 		ProviderTimeout: map[string]time.Duration{"ineo": p.Ineo.Timeout.Duration, "hellorf": p.Hellorf.Timeout.Duration,
 			"spotify": p.Spotify.Timeout.Duration},
+		StaleIfExhausted: map[string]time.Duration{"ineo": p.Ineo.StaleIfExhausted.Duration,
+			"hellorf": p.Hellorf.StaleIfExhausted.Duration, "spotify": p.Spotify.StaleIfExhausted.Duration},
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"mime"
 	"net/http"
 	"net/url"
@@ -46,6 +47,11 @@ type Settings struct {
 	// ProviderTimeout bounds one upstream exchange per provider; used to
 	// bound coalesced fetches, which outlive any single caller.
 	ProviderTimeout map[string]time.Duration
+	// StaleIfExhausted keeps a provider's cached answers this long past
+	// their freshness (never past a link inside them), to be served when a
+	// fresh one cannot be had within the caller's max wait: a paused or
+	// exhausted bucket, a scheduler held by the fail-closed rules.
+	StaleIfExhausted map[string]time.Duration
 }
 
 // MaxBody bounds a caller's request body: provider APIs take parameters, not
@@ -181,6 +187,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		}
 	}
 	if cc.onlyIfCached {
+		if e, ok := g.stale(key, provider, cc); ok && cc.maxStale >= 0 {
+			writeStale(w, info, e, base)
+			return nil
+		}
 		return notCached(c)
 	}
 	var head *proto.ResponseHead
@@ -211,6 +221,14 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		return problem.New(http.StatusInternalServerError, "internal error in sluiced while fetching; see the daemon log for request "+c.req.RequestId)
 	}
 	if err != nil {
+		if exhausted(err) {
+			// No fresh answer within the caller's max wait: a stale one
+			// beats a refusal (stale_if_exhausted, max-stale).
+			if e, ok := g.stale(key, provider, cc); ok {
+				writeStale(w, info, e, base)
+				return nil
+			}
+		}
 		return err
 	}
 	status := "sluice; fwd=miss"
@@ -288,15 +306,17 @@ func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*ca
 	if !head.GetCacheable() || e.Status < 200 || e.Status > 299 {
 		return e, head, false, nil
 	}
-	e.ExpiresAt = g.expiry(c, head, e.Body, now)
+	e.ExpiresAt, e.KeepUntil = g.expiry(c, head, e.Body, now)
 	return e, head, e.ExpiresAt.After(now), nil
 }
 
-// expiry is the smallest of the operation's TTL, the config's TTL (the
-// provider's own setting for this answer, else default_ttl) and the
-// earliest link expiry (from the plugin and from Expires= in the body) less
-// the margin.
-func (g *Gateway) expiry(c *call, head *proto.ResponseHead, body []byte, now time.Time) time.Time {
+// expiry is when the answer stops being fresh: the smallest of the
+// operation's TTL, the config's TTL (the provider's own setting for this
+// answer, else default_ttl) and the earliest link expiry (from the plugin
+// and from Expires= in the body) less the margin. keep is how long it may
+// still be served stale: the provider's stale_if_exhausted past the TTL,
+// never past that link bound (invariant 5); zero when it keeps none.
+func (g *Gateway) expiry(c *call, head *proto.ResponseHead, body []byte, now time.Time) (fresh, keep time.Time) {
 	s := g.settings.Load()
 	ttl := s.DefaultTTL
 	if d := time.Duration(head.GetTtlMs()) * time.Millisecond; d > 0 {
@@ -305,18 +325,29 @@ func (g *Gateway) expiry(c *call, head *proto.ResponseHead, body []byte, now tim
 	if d := time.Duration(c.op.GetTtlMs()) * time.Millisecond; d > 0 && d < ttl {
 		ttl = d
 	}
-	exp := now.Add(ttl)
+	var links time.Time // the earliest link bound; zero: none
 	if ms := head.GetExpiresAtUnixMs(); ms > 0 {
-		if t := time.UnixMilli(ms).Add(-s.ExpiryMargin); t.Before(exp) {
-			exp = t
-		}
+		links = time.UnixMilli(ms).Add(-s.ExpiryMargin)
 	}
 	if t, ok := cache.LinkExpiry(body); ok {
-		if t = t.Add(-s.ExpiryMargin); t.Before(exp) {
-			exp = t
+		if t = t.Add(-s.ExpiryMargin); links.IsZero() || t.Before(links) {
+			links = t
 		}
 	}
-	return exp
+	fresh = now.Add(ttl)
+	if !links.IsZero() && links.Before(fresh) {
+		fresh = links
+	}
+	if d := s.StaleIfExhausted[c.provider]; d > 0 {
+		keep = now.Add(ttl + d)
+		if !links.IsZero() && links.Before(keep) {
+			keep = links
+		}
+		if !keep.After(fresh) {
+			keep = time.Time{}
+		}
+	}
+	return fresh, keep
 }
 
 // open starts the plugin call, carrying a pre-grant when the operation's
@@ -485,22 +516,77 @@ func linkMarker(provider string) string {
 	return "http://sluice-link-base.invalid/v1/" + provider
 }
 
-type cacheControl struct{ noCache, onlyIfCached bool }
+// cacheControl is what sluice honours of a caller's Cache-Control (RFC 9111
+// 5.2.1). maxStale is the staleness the caller accepts (max-stale=N; -1
+// when absent, a very long time for a bare max-stale).
+type cacheControl struct {
+	noCache, onlyIfCached bool
+	maxStale              time.Duration
+}
 
 func parseCacheControl(values []string) cacheControl {
-	var cc cacheControl
+	cc := cacheControl{maxStale: -1}
 	for _, v := range values {
 		for _, d := range strings.Split(v, ",") {
 			name, arg, _ := strings.Cut(strings.ToLower(strings.TrimSpace(d)), "=")
+			arg = strings.Trim(arg, `"`)
 			switch {
-			case name == "no-cache", name == "no-store", name == "max-age" && strings.Trim(arg, `"`) == "0":
+			case name == "no-cache", name == "no-store", name == "max-age" && arg == "0":
 				cc.noCache = true
 			case name == "only-if-cached":
 				cc.onlyIfCached = true
+			case name == "max-stale" && arg == "":
+				cc.maxStale = 1 << 62
+			case name == "max-stale":
+				if n, err := strconv.ParseInt(arg, 10, 64); err == nil && n >= 0 {
+					cc.maxStale = time.Duration(min(n, 1<<32)) * time.Second
+				}
 			}
 		}
 	}
 	return cc
+}
+
+// stale returns the kept, no longer fresh answer under key if this caller
+// may be given it: the provider keeps stale answers or the caller accepts
+// them with max-stale (and then only as stale as it said), and never with
+// no-cache.
+func (g *Gateway) stale(key, provider string, cc cacheControl) (*cache.Entry, bool) {
+	if cc.noCache {
+		return nil, false
+	}
+	e, ok := g.cache.GetStale(key)
+	if !ok {
+		return nil, false
+	}
+	past := time.Since(e.ExpiresAt)
+	if past < 0 {
+		return e, true // fresh after all (it was stored meanwhile)
+	}
+	if cc.maxStale >= 0 {
+		return e, past <= cc.maxStale
+	}
+	return e, g.settings.Load().StaleIfExhausted[provider] > 0
+}
+
+// exhausted reports whether err means no fresh answer can be had within
+// the caller's max wait for budget reasons: a bucket paused or full past
+// the wait (429), or held because grants cannot be recorded.
+func exhausted(err error) bool {
+	var p *problem.Problem
+	if !errors.As(err, &p) {
+		return false
+	}
+	return p.Status == http.StatusTooManyRequests || p.Reason == problem.ReasonStateUnwritable
+}
+
+// writeStale serves a stale answer with RFC 9211's negative ttl.
+func writeStale(w http.ResponseWriter, info *api.Info, e *cache.Entry, base string) {
+	info.Outcome = "stale"
+	// Rounded down: an answer stale by a fraction of a second is ttl=-1,
+	// never a fresh-looking 0.
+	info.Cache = fmt.Sprintf("sluice; hit; ttl=%d", min(-1, int(math.Floor(time.Until(e.ExpiresAt).Seconds()))))
+	writeEntry(w, e, info.Cache, true, base)
 }
 
 // parseMaxWait reads Sluice-Max-Wait: a Go duration ("20s") or whole
