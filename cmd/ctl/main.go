@@ -21,7 +21,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/core/api/client"
-	"github.com/sluice-dev/sluice/core/config"
 )
 
 func main() {
@@ -60,6 +59,11 @@ type options struct {
 	stderr io.Writer
 	tty    bool
 
+	// choice is the default socket and where it came from; socketFlag is
+	// set when --socket overrode it. Both explain an unreachable daemon.
+	choice     socketChoice
+	socketFlag bool
+
 	cl *client.Client
 	// started is set once a command's own code runs: an error before that
 	// came from cobra (unknown command, bad flag, wrong argument count) and
@@ -84,7 +88,12 @@ func run(ctx context.Context, args []string, s stdio, getenv func(string) string
 	if !o.started && !errors.As(err, &ec) {
 		err = &usageError{err: err}
 	}
-	if msg := render(err); msg != "" {
+	msg := render(err)
+	var unreach *client.UnreachableError
+	if errors.As(err, &unreach) {
+		msg = oneLine(strings.Replace(err.Error(), unreach.Error(), o.describeUnreachable(unreach), 1))
+	}
+	if msg != "" {
 		fmt.Fprintln(s.err, "sluicectl: "+msg)
 	}
 	var ue *usageError
@@ -98,8 +107,10 @@ const rootLong = `sluicectl is the command-line client of sluiced, the local dae
 fronts third-party web APIs (iNeo, hellorf, Spotify) for local programs.
 
 It reaches the daemon over its Unix socket: --socket, else $SLUICE_SOCKET,
-else the default socket path (yours, or the system service's
-/run/sluice/sluice.sock when you have none). Errors go to stderr as one line starting with
+else the socket key of the config file named by $SLUICE_CONFIG (only that
+key is read), else the default socket path (yours, or the system service's
+/run/sluice/sluice.sock when you have none). When the daemon cannot be
+reached, the message lists the paths tried and why each failed. Errors go to stderr as one line starting with
 "sluicectl:"; with --json, answers are printed exactly as the daemon (or the
 upstream, for provider calls) sent them.
 
@@ -134,12 +145,10 @@ func newRootCmd(o *options, getenv func(string) string) *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
 
-	socket := getenv("SLUICE_SOCKET")
-	if socket == "" {
-		socket = clientSocket(config.DefaultSocket(), systemSocket)
-	}
+	own, system := defaultSockets()
+	o.choice = chooseSocket(getenv, own, system)
 	pf := root.PersistentFlags()
-	pf.StringVar(&o.socket, "socket", socket, "path of sluiced's Unix socket; $SLUICE_SOCKET sets the default")
+	pf.StringVar(&o.socket, "socket", o.choice.path, "path of sluiced's Unix socket; default: $SLUICE_SOCKET, else socket in $SLUICE_CONFIG, else the default path")
 	pf.BoolVar(&o.json, "json", false, "machine output: print the daemon's JSON or the upstream body verbatim")
 	pf.DurationVar(&o.timeout, "timeout", 60*time.Second, "give up on each request to sluiced after this long (0: never)")
 
@@ -171,6 +180,9 @@ func (o *options) action(fn func(ctx context.Context, args []string) error) func
 		}
 		if o.socket == "" {
 			return usageErrorf("--socket must not be empty")
+		}
+		if f := cmd.Flag("socket"); f != nil {
+			o.socketFlag = f.Changed
 		}
 		o.cl = client.New(o.socket)
 		return fn(cmd.Context(), args)
@@ -208,20 +220,4 @@ func (o *options) readLine() (string, error) {
 		return "", err
 	}
 	return strings.TrimSpace(line), nil
-}
-
-// systemSocket is where the system service's socket unit listens.
-const systemSocket = "/run/sluice/sluice.sock"
-
-// clientSocket is the socket sluicectl dials by default: the user's own
-// daemon's, or, when there is none, the system service's. A member of
-// group sluice then reaches the system daemon without --socket. (sluiced
-// itself never falls back: it would try to take over the system socket.)
-func clientSocket(own, system string) string {
-	if _, err := os.Stat(own); err != nil {
-		if fi, err := os.Stat(system); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			return system
-		}
-	}
-	return own
 }

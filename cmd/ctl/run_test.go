@@ -110,7 +110,7 @@ func TestRunStatusAndJSON(t *testing.T) {
 
 func TestRunUnreachable(t *testing.T) {
 	r := runCtl(t, "/nonexistent/sluice.sock", "", "status")
-	if r.code != 4 || !strings.Contains(r.stderr, "is sluiced running?") || !strings.HasPrefix(r.stderr, "sluicectl: ") ||
+	if r.code != 4 || !strings.Contains(r.stderr, "tried /nonexistent/sluice.sock (--socket): no such file") || !strings.HasPrefix(r.stderr, "sluicectl: ") ||
 		strings.Count(r.stderr, "\n") != 1 {
 		t.Fatalf("unreachable: %+v", r)
 	}

@@ -362,7 +362,7 @@ func TestRunWatchOnce(t *testing.T) {
 func TestRunWatchOnceUnreachable(t *testing.T) {
 	var out bytes.Buffer
 	code, stderr := runWatch(t, context.Background(), &out, false, "--socket", "/nonexistent/s.sock", "watch", "--once")
-	if code != exitUnreachable || !strings.Contains(stderr, "is sluiced running?") || out.Len() != 0 {
+	if code != exitUnreachable || !strings.Contains(stderr, "s.sock (--socket): no such file") || out.Len() != 0 {
 		t.Errorf("unreachable --once: code %d, stdout %q, stderr %q", code, out.String(), stderr)
 	}
 }
