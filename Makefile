@@ -39,8 +39,12 @@ build:
 # built-in simulators of the upstreams. In another shell:
 #   bin/sluicectl status
 #   bin/sluicectl ineo track 6fx5VOjqYNBHcDf5GIF5g5
+# CONFIG=, SOCKET= and STATE_DIR= choose the config, socket and state dir
+# (a second sandbox needs its own socket and state dir); RESET=1 empties
+# the sandbox's state first.
 run: build
-	$(BIN)/sluiced --sandbox --config $(or $(CONFIG),config.toml)
+	$(BIN)/sluiced --sandbox --config $(or $(CONFIG),config.toml) \
+		$(if $(SOCKET),--socket $(SOCKET)) $(if $(STATE_DIR),--state-dir $(STATE_DIR)) $(if $(RESET),--reset)
 
 # Every test, with the race detector. Integration tests build their own
 # race-enabled binaries of the daemon and plugins into a temporary directory.

@@ -29,9 +29,18 @@ func run() int {
 	cfgPath := fs.String("config", envOr("SLUICE_CONFIG", "/etc/sluice/config.toml"), "config file (env SLUICE_CONFIG)")
 	socket := fs.String("socket", os.Getenv("SLUICE_SOCKET"), "socket path, overriding the config (env SLUICE_SOCKET)")
 	sandbox := fs.Bool("sandbox", false, "run against built-in simulators of the upstreams with test credentials")
+	stateDir := fs.String("state-dir", os.Getenv("SLUICE_STATE_DIR"), "rate-limit and plugin state directory, overriding the config's state_dir (env SLUICE_STATE_DIR); one daemon per directory")
+	reset := fs.Bool("reset", false, "with --sandbox: empty the state dir first (rate-limit state, purchase guard); the cache starts empty anyway")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	check := fs.String("check-config", "", "validate a config file and exit (0 ok, 1 invalid)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0 // asked for, and printed
+		}
+		return 2
+	}
+	if *reset && !*sandbox {
+		fmt.Fprintln(os.Stderr, "sluiced: --reset is for --sandbox only: it forgets the rate-limit state that keeps a real daemon from a ban")
 		return 2
 	}
 	switch {
@@ -53,7 +62,7 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	opts := daemon.Options{ConfigPath: *cfgPath, Socket: *socket, Version: version}
+	opts := daemon.Options{ConfigPath: *cfgPath, Socket: *socket, Version: version, StateDir: *stateDir, Reset: *reset}
 	if *sandbox {
 		sb, err := startSandbox()
 		if err != nil {

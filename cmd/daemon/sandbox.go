@@ -47,24 +47,27 @@ func startSandbox() (_ *sandbox, err error) {
 
 // Rewrite points every provider at its simulator with the simulator's test
 // credentials, and keeps sandbox state apart from a real daemon's. Paying
-// operations are allowed: simulated purchases cost nothing.
+// operations are allowed: simulated purchases cost nothing. Every provider
+// runs unless the config says enabled = false for it in so many words (a
+// provider left at its default, off for want of credentials, runs: the
+// simulator has them).
 func (s *sandbox) Rewrite(c *config.Config) {
 	c.StateDir = filepath.Join(c.StateDir, "sandbox")
 	ineo := &c.Providers.Ineo
-	ineo.Enabled = true
+	ineo.Enabled = !c.SwitchedOff("ineo")
 	ineo.BaseURL = s.ineoURL
 	ineo.AccessKey = config.NewSecret(ineosim.DefaultAccessKey)
 	ineo.TmanageAuth = config.NewSecret(ineosim.DefaultTmanageAuth)
 
 	h := &c.Providers.Hellorf
-	h.Enabled = true
+	h.Enabled = !c.SwitchedOff("hellorf")
 	h.BaseURL = s.hellorfURL
 	h.ClientID = config.NewSecret(hellorfsim.DefaultClientID)
 	h.ClientSecret = config.NewSecret(hellorfsim.DefaultClientSecret)
 	h.AllowPurchase = true
 
 	sp := &c.Providers.Spotify
-	sp.Enabled = true
+	sp.Enabled = !c.SwitchedOff("spotify")
 	sp.APIURL = s.spotifyAPI
 	sp.AccountsURL = s.spotifyAcct
 	sp.ClientID = config.NewSecret(spotifysim.DefaultClientID)

@@ -38,6 +38,9 @@ import (
 type Config struct {
 	// Path is the file the config was loaded from ("" for Default).
 	Path string `toml:"-" json:"path,omitempty"`
+	// switchedOff lists the providers whose table says enabled = false in
+	// so many words (sandbox mode enables the others).
+	switchedOff map[string]bool
 
 	Socket     string   `toml:"socket" json:"socket"`
 	SocketMode FileMode `toml:"socket_mode" json:"socket_mode"`
@@ -276,6 +279,17 @@ func Parse(data []byte, path string) (*Config, error) {
 		return nil, decodeErrors(path, data, ix, rawMD, err)
 	}
 
+	for _, name := range []string{"ineo", "hellorf", "spotify"} {
+		if md.IsDefined("providers", name, "enabled") {
+			if v, _ := raw["providers"].(map[string]any)[name].(map[string]any)["enabled"].(bool); !v {
+				if cfg.switchedOff == nil {
+					cfg.switchedOff = map[string]bool{}
+				}
+				cfg.switchedOff[name] = true
+			}
+		}
+	}
+
 	var errs []*Error
 	add := func(key, msg string) {
 		errs = append(errs, &Error{File: path, Line: ix.line(key), Key: key, Msg: msg})
@@ -294,6 +308,10 @@ func Parse(data []byte, path string) (*Config, error) {
 	}
 	return cfg, nil
 }
+
+// SwitchedOff reports whether the file says enabled = false for provider in
+// so many words, as opposed to leaving it at its default.
+func (c *Config) SwitchedOff(provider string) bool { return c.switchedOff[provider] }
 
 // emptyConfigMsg refuses a file that sets nothing; every config sluice
 // accepts names at least one key.

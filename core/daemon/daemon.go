@@ -45,6 +45,12 @@ type Options struct {
 	// Sandbox, if set, rewrites every loaded config to point providers at
 	// built-in simulators with test credentials.
 	Sandbox func(*config.Config)
+	// StateDir overrides the config's state_dir (from --state-dir or
+	// SLUICE_STATE_DIR), as given, sandbox or not.
+	StateDir string
+	// Reset empties the state dir before starting (sandbox only: it
+	// forgets the rate-limit state that keeps a real daemon from a ban).
+	Reset bool
 	// Listener, if set, is used instead of creating the socket (socket
 	// activation, tests).
 	Listener net.Listener
@@ -121,6 +127,23 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
+	// One daemon per state dir: two would each keep their own rate-limit
+	// log and together send twice the budget.
+	lock, err := lockStateDir(cfg.StateDir, d.socket, log)
+	if err != nil {
+		return err
+	}
+	defer lock.release()
+	if opts.Reset {
+		if opts.Sandbox == nil {
+			return errors.New("--reset forgets the rate-limit state that keeps a real daemon from a ban; it is for --sandbox only")
+		}
+		if err := resetState(cfg.StateDir); err != nil {
+			return err
+		}
+		log.Info("sandbox state reset", "state_dir", cfg.StateDir)
+	}
+
 	d.sched, err = scheduler.New(scheduler.Options{StateDir: cfg.StateDir, Margin: cfg.Scheduler.Margin.Duration, Logger: log.With("component", "scheduler")})
 	if err != nil {
 		return fmt.Errorf("scheduler: %w", err)
@@ -158,6 +181,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	defer ln.Close()
+	lock.setSocket(d.socket)
 	d.socketGID = fileGID(d.socket)
 	d.policy.Store(access.NewPolicy(cfg.Access, uint32(os.Geteuid()), d.socketGID))
 
@@ -191,6 +215,7 @@ func Run(ctx context.Context, opts Options) error {
 	go d.announceReady(ctx)
 	go d.watchdog(ctx)
 	go d.watchSignals(ctx)
+	go lock.watch(ctx, 5*time.Second)
 	go d.releaseAfterFlood(ctx, floodCheck)
 	if cfg.Path != "" {
 		go func() {
@@ -230,6 +255,9 @@ func loadConfig(opts Options) (*config.Config, []byte, error) {
 	}
 	if opts.Sandbox != nil {
 		opts.Sandbox(cfg)
+	}
+	if opts.StateDir != "" {
+		cfg.StateDir = opts.StateDir
 	}
 	return cfg, raw, nil
 }
@@ -411,6 +439,7 @@ func gatewaySettings(cfg *config.Config) gateway.Settings {
 			"spotify": p.Spotify.Timeout.Duration},
 		StaleIfExhausted: map[string]time.Duration{"ineo": p.Ineo.StaleIfExhausted.Duration,
 			"hellorf": p.Hellorf.StaleIfExhausted.Duration, "spotify": p.Spotify.StaleIfExhausted.Duration},
+		Disabled: map[string]bool{"ineo": !p.Ineo.Enabled, "hellorf": !p.Hellorf.Enabled, "spotify": !p.Spotify.Enabled},
 	}
 }
 

@@ -52,6 +52,9 @@ type Settings struct {
 	// fresh one cannot be had within the caller's max wait: a paused or
 	// exhausted bucket, a scheduler held by the fail-closed rules.
 	StaleIfExhausted map[string]time.Duration
+	// Disabled lists the providers sluice has but the config switches off,
+	// so a call to one says how to switch it on rather than "unknown".
+	Disabled map[string]bool
 }
 
 // MaxBody bounds a caller's request body: provider APIs take parameters, not
@@ -129,6 +132,12 @@ type call struct {
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest string) error {
 	h, ok := g.host.Get(provider)
 	if !ok {
+		if g.settings.Load().Disabled[provider] {
+			p := problem.New(http.StatusNotFound, fmt.Sprintf("provider %q is disabled: set enabled = true (and its credentials) in [providers.%s] of the config, then reload (sluicectl reload)", provider, provider))
+			p.Title, p.Reason = "Provider disabled", "provider_disabled"
+			p.Extra = map[string]any{"known_providers": g.host.Names()}
+			return p
+		}
 		p := problem.New(http.StatusNotFound, fmt.Sprintf("unknown provider %q", provider))
 		p.Extra = map[string]any{"known_providers": g.host.Names()}
 		return p
