@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/sluice-dev/sluice/core/api"
 	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/internal/buildinfo"
 )
 
 // This file holds the commands about the daemon itself: status, health,
@@ -212,13 +212,11 @@ type versionInfo struct {
 	sluicedErr error
 }
 
-// ownVersion is the module version stamped by the go tool, or "devel" for a
-// build from a work tree; there is no -ldflags variable, as that would be
-// package-level mutable state.
-func ownVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok || bi.Main.Version == "" || bi.Main.Version == "(devel)" {
-		return "devel"
-	}
-	return bi.Main.Version
-}
+// version is set only by the linker: the Makefile builds sluicectl and
+// sluiced with the same -X main.version=$(VERSION), so both name the same
+// build. It is never assigned at run time.
+var version string
+
+// ownVersion is the stamped version, else what the go tool recorded (see
+// internal/buildinfo), the same rule sluiced follows.
+func ownVersion() string { return buildinfo.Version(version) }

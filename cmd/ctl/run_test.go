@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -362,5 +363,23 @@ func TestClientSocket(t *testing.T) {
 	defer ln2.Close()
 	if got := clientSocket(own, system); got != own {
 		t.Fatalf("both exist: %q, want the user's own", got)
+	}
+}
+
+// TestVersionStamped: the Makefile's -X main.version reaches sluicectl as it
+// does sluiced (it used to be ignored, and sluicectl said "devel").
+func TestVersionStamped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds sluicectl")
+	}
+	bin := filepath.Join(t.TempDir(), "sluicectl")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version=v9.8.7-test", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, _ := exec.Command(bin, "--socket", "/nonexistent/s.sock", "--json", "version").Output()
+	var v versionInfo
+	if err := json.Unmarshal(out, &v); err != nil || v.Sluicectl != "v9.8.7-test" {
+		t.Fatalf("version: %s (%v)", out, err)
 	}
 }
