@@ -134,7 +134,7 @@ func (p *spotify) Describe() *proto.Description {
 				&proto.Param{Name: "q", Summary: "search query (field filters such as artist: and year: allowed)"},
 				&proto.Param{Name: "type", Required: true, Summary: "comma-separated: " + strings.Join(searchTypes, ", ")},
 				market,
-				&proto.Param{Name: "limit", Summary: "results per type, 1 to search_max_limit (10 in Development Mode); default 5"},
+				&proto.Param{Name: "limit", Summary: "results per type, 1 to search_max_limit (10 in Development Mode); default 5, or search_max_limit if smaller"},
 				&proto.Param{Name: "offset", Summary: "index of the first result, 0 to 1000"},
 				&proto.Param{Name: "include_external", Summary: "audio"}),
 			op("artist", "v1/artists/{id}", "one artist; {id} is "+id("artist")),

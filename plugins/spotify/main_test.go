@@ -100,6 +100,7 @@ func TestValidate(t *testing.T) {
 	ids := func(n int) string { return strings.TrimSuffix(strings.Repeat(id+",", n), ",") }
 	plain := testConfig(t, nil)
 	kr := testConfig(t, map[string]any{"default_market": "KR", "search_max_limit": 50})
+	three := testConfig(t, map[string]any{"search_max_limit": 3})
 	cases := []struct {
 		name   string
 		op     string
@@ -112,10 +113,10 @@ func TestValidate(t *testing.T) {
 		{"search", "search", "v1/search", url.Values{"q": {"BTS"}, "type": {"artist"}, "limit": {"5"}}, plain, "",
 			url.Values{"q": {"BTS"}, "type": {"artist"}, "limit": {"5"}}},
 		{"search default market", "search", "v1/search", url.Values{"q": {"BTS"}, "type": {"artist,track"}}, kr, "",
-			url.Values{"q": {"BTS"}, "type": {"artist,track"}, "market": {"KR"}}},
+			url.Values{"q": {"BTS"}, "type": {"artist,track"}, "market": {"KR"}, "limit": {"5"}}},
 		{"market upper-cased", "track", "v1/tracks/" + id, url.Values{"market": {"de"}}, kr, "", url.Values{"market": {"DE"}}},
 		{"query alias of next links", "search", "v1/search", url.Values{"query": {"BTS"}, "type": {"artist"}}, plain, "",
-			url.Values{"q": {"BTS"}, "type": {"artist"}}},
+			url.Values{"q": {"BTS"}, "type": {"artist"}, "limit": {"5"}}},
 		{"unknown params dropped", "artist", "v1/artists/" + id, url.Values{"market": {"KR"}, "foo": {"bar"}}, plain, "", url.Values{}},
 		{"artist takes no market", "artist", "v1/artists/" + id, nil, kr, "", url.Values{}},
 		{"search limit 10 in dev mode", "search", "v1/search", url.Values{"q": {"x"}, "type": {"album"}, "limit": {"10"}}, plain, "",
@@ -123,9 +124,17 @@ func TestValidate(t *testing.T) {
 		{"search limit 11 in dev mode", "search", "v1/search", url.Values{"q": {"x"}, "type": {"album"}, "limit": {"11"}}, plain, "limit", nil},
 		{"search limit 50 extended", "search", "v1/search", url.Values{"q": {"x"}, "type": {"album"}, "limit": {"50"}}, kr, "",
 			url.Values{"q": {"x"}, "type": {"album"}, "limit": {"50"}, "market": {"KR"}}},
+		// Without a limit, the page size is sent: Spotify's default, or
+		// search_max_limit when that is smaller, so that the limit Spotify
+		// writes into next and previous is one validate accepts.
+		{"search without limit below the default", "search", "v1/search", url.Values{"q": {"x"}, "type": {"album"}}, three, "",
+			url.Values{"q": {"x"}, "type": {"album"}, "limit": {"3"}}},
+		{"search limit above search_max_limit", "search", "v1/search", url.Values{"q": {"x"}, "type": {"album"}, "limit": {"5"}}, three, "limit", nil},
+		{"albums without limit", "artist.albums", "v1/artists/" + id + "/albums", nil, three, "", url.Values{"limit": {"5"}}},
+		{"album tracks without limit", "album.tracks", "v1/albums/" + id + "/tracks", nil, plain, "", url.Values{"limit": {"20"}}},
 		{"search limit text", "search", "v1/search", url.Values{"q": {"x"}, "type": {"album"}, "limit": {"ten"}}, plain, "limit", nil},
 		{"search offset 1000", "search", "v1/search", url.Values{"q": {"x"}, "type": {"album"}, "offset": {"1000"}}, plain, "",
-			url.Values{"q": {"x"}, "type": {"album"}, "offset": {"1000"}}},
+			url.Values{"q": {"x"}, "type": {"album"}, "offset": {"1000"}, "limit": {"5"}}},
 		{"search offset 1001", "search", "v1/search", url.Values{"q": {"x"}, "type": {"album"}, "offset": {"1001"}}, plain, "offset", nil},
 		{"search blank q", "search", "v1/search", url.Values{"q": {"  "}, "type": {"album"}}, plain, "q", nil},
 		{"search empty type entry", "search", "v1/search", url.Values{"q": {"x"}, "type": {"album,"}}, plain, "type", nil},

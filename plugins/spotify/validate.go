@@ -30,6 +30,9 @@ type opRule struct {
 	params   []string
 	market   bool
 	maxLimit int // 0: no limit parameter
+	// defLimit is Spotify's documented default page size, sent upstream
+	// when the caller gives no limit (see validate).
+	defLimit int
 	// maxOffset < 0 means no documented maximum.
 	maxOffset int
 	// maxIDs > 0 marks a several-ids operation: its ids come in the ids
@@ -38,11 +41,11 @@ type opRule struct {
 }
 
 var rules = map[string]opRule{
-	"search":        {params: []string{"q", "type", "market", "limit", "offset", "include_external"}, market: true, maxLimit: -1, maxOffset: 1000},
+	"search":        {params: []string{"q", "type", "market", "limit", "offset", "include_external"}, market: true, maxLimit: -1, defLimit: 5, maxOffset: 1000},
 	"artist":        {maxOffset: -1},
-	"artist.albums": {params: []string{"include_groups", "market", "limit", "offset"}, market: true, maxLimit: 10, maxOffset: -1},
+	"artist.albums": {params: []string{"include_groups", "market", "limit", "offset"}, market: true, maxLimit: 10, defLimit: 5, maxOffset: -1},
 	"album":         {params: []string{"market"}, market: true, maxOffset: -1},
-	"album.tracks":  {params: []string{"market", "limit", "offset"}, market: true, maxLimit: 50, maxOffset: -1},
+	"album.tracks":  {params: []string{"market", "limit", "offset"}, market: true, maxLimit: 50, defLimit: 20, maxOffset: -1},
 	"track":         {params: []string{"market"}, market: true, maxOffset: -1},
 	// QueryAlbumIds and the ids parameters of /tracks and /artists: up to
 	// 20 albums, 50 tracks or artists; Get Several Artists takes no market.
@@ -144,6 +147,16 @@ func validate(req *provider.Request, cfg *config) (string, url.Values, error) {
 			return "", nil, problem.BadParam("limit", detail)
 		}
 		out.Set("limit", strconv.Itoa(n))
+	} else if rule.maxLimit != 0 {
+		// No limit given: sluice names the page size itself rather than
+		// leave it to Spotify. Spotify writes the limit it used into next
+		// and previous, and those links come back here; its default (5
+		// for search, above a search_max_limit of 1 to 4, or whatever an
+		// app in another quota mode gets) would make sluice refuse its own
+		// links, and a caller who never chose a limit could not walk past
+		// the first page. Sent explicitly, every link carries a limit this
+		// check accepts, and the cap holds for every page.
+		out.Set("limit", strconv.Itoa(min(rule.defLimit, maxLimit)))
 	}
 	if v, given := out["offset"]; given {
 		n, err := strconv.Atoi(v[0])
