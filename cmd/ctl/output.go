@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/sluice-dev/sluice/core/api"
@@ -18,29 +17,44 @@ import (
 
 const timeLayout = "2006-01-02 15:04:05"
 
-// table collects tab-separated rows and aligns them. Writing to a
-// strings.Builder cannot fail, so the errors of tabwriter are moot.
+// table collects rows and aligns their columns by display width (see
+// displayWidth): text/tabwriter counts runes, which misaligns every column
+// after a Chinese or Japanese cell. Columns are two spaces apart; the last
+// cell of a row is not padded.
 type table struct {
-	b  strings.Builder
-	tw *tabwriter.Writer
+	rows [][]string
 }
 
-func newTable() *table {
-	t := &table{}
-	t.tw = tabwriter.NewWriter(&t.b, 0, 0, 2, ' ', 0)
-	return t
-}
+func newTable() *table { return &table{} }
 
 func (t *table) row(cells ...string) {
 	for i, c := range cells {
 		cells[i] = cell(c)
 	}
-	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
+	t.rows = append(t.rows, cells)
 }
 
 func (t *table) String() string {
-	t.tw.Flush()
-	return t.b.String()
+	var widths []int
+	for _, r := range t.rows {
+		for i, c := range r[:max(len(r)-1, 0)] {
+			if i == len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], displayWidth(c))
+		}
+	}
+	var b strings.Builder
+	for _, r := range t.rows {
+		for i, c := range r {
+			b.WriteString(c)
+			if i < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", widths[i]-displayWidth(c)+2))
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
 // cell makes a value safe for one table cell: daemon-provided text (error

@@ -167,3 +167,38 @@ func TestFormatInfo(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestTableAlignsWideText: a column after Chinese text starts at the same
+// terminal column on every row (two columns per Han character).
+func TestTableAlignsWideText(t *testing.T) {
+	tb := newTable()
+	tb.row("ID", "NAME", "COUNT")
+	tb.row("12", "古典音乐", "3")
+	tb.row("7", "Piano", "10")
+	tb.row("9", "ｆｕｌｌ", "1") // fullwidth Latin
+	lines := strings.Split(strings.TrimSuffix(tb.String(), "\n"), "\n")
+	col := -1
+	for _, l := range lines {
+		i := strings.LastIndex(l, "  ")
+		if i < 0 {
+			t.Fatalf("no column gap in %q", l)
+		}
+		c := displayWidth(l[:i+2])
+		if col >= 0 && c != col {
+			t.Fatalf("misaligned: last column at %d, want %d:\n%s", c, col, strings.Join(lines, "\n"))
+		}
+		col = c
+	}
+	// "ID" padded to 2+2 columns, the widest name (8 columns) to 8+2.
+	if col != 14 {
+		t.Fatalf("last column at %d, want 14", col)
+	}
+	for _, tc := range []struct {
+		s string
+		w int
+	}{{"abc", 3}, {"购买记录不存在", 14}, {"e\u0301", 1}, {"a\u200bb", 2}, {"ｆｕｌｌ", 8}} {
+		if got := displayWidth(tc.s); got != tc.w {
+			t.Errorf("displayWidth(%q) = %d, want %d", tc.s, got, tc.w)
+		}
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -295,10 +294,10 @@ func bucketLines(buckets []api.BucketStatus, now time.Time, width int) []styledL
 			r.pause = "  " + p
 		}
 		rows[i] = r
-		nameW = max(nameW, runes(r.name))
-		useW = max(useW, runes(r.use))
-		queueW = max(queueW, runes(r.queue))
-		pauseW = max(pauseW, runes(r.pause))
+		nameW = max(nameW, displayWidth(r.name))
+		useW = max(useW, displayWidth(r.use))
+		queueW = max(queueW, displayWidth(r.queue))
+		pauseW = max(pauseW, displayWidth(r.pause))
 	}
 	// Two spaces between columns; the bar adds its brackets.
 	bar := maxBar
@@ -471,7 +470,7 @@ func wrap(s string, width, indent int) []string {
 	// A continuation indent of half the line or more would leave no room.
 	prefix := strings.Repeat(" ", min(indent, width/2))
 	var out []string
-	for runes(s) > width {
+	for displayWidth(s) > width {
 		cut := breakAt(s, width)
 		if cut < 0 {
 			break
@@ -498,16 +497,14 @@ func breakAt(s string, width int) int {
 			}
 			last = i // s[:i] is col columns wide, which fits
 		}
-		col++
+		col += runeWidth(r)
 	}
 	return last
 }
 
-func runes(s string) int { return utf8.RuneCountInString(s) }
-
 // pad right-pads s with spaces to n columns.
 func pad(s string, n int) string {
-	return s + strings.Repeat(" ", max(n-runes(s), 0))
+	return s + strings.Repeat(" ", max(n-displayWidth(s), 0))
 }
 
 func plural(n int, one, many string) string {

@@ -230,8 +230,8 @@ func TestRenderWatchNarrow(t *testing.T) {
 		}
 		for line := range strings.Lines(frame) {
 			line = strings.TrimSuffix(line, "\n")
-			if runes(line) > tc.width && strings.Contains(strings.TrimSpace(line), " ") {
-				t.Errorf("width %d: line of %d columns could have been broken: %q", tc.width, runes(line), line)
+			if displayWidth(line) > tc.width && strings.Contains(strings.TrimSpace(line), " ") {
+				t.Errorf("width %d: line of %d columns could have been broken: %q", tc.width, displayWidth(line), line)
 			}
 		}
 		bar := 0
