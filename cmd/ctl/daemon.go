@@ -26,14 +26,26 @@ import (
 // the daemon's bytes; this is the same logic on top of client.Call. okStatus
 // lists non-2xx statuses that still carry the endpoint's document (503 for
 // health).
+// With --json a failure's body (a problem document) is printed as well.
 func (o *options) fetch(ctx context.Context, method, path string, out any, okStatus ...int) ([]byte, error) {
+	return o.fetchDoc(ctx, o.json, method, path, out, okStatus...)
+}
+
+// fetchDoc is fetch; show says whether --json prints a failure's body, which
+// commands that report a failure their own way (version, watch) do not want.
+func (o *options) fetchDoc(ctx context.Context, show bool, method, path string, out any, okStatus ...int) ([]byte, error) {
 	ctx, cancel := o.withTimeout(ctx)
 	defer cancel()
 	resp, err := o.cl.Call(ctx, method, path, nil, nil, nil)
 	if err != nil {
-		return nil, o.requestError(resp, err)
+		return nil, o.classify(resp, err, show)
 	}
 	if resp.Status/100 != 2 && !slices.Contains(okStatus, resp.Status) {
+		if show {
+			if err := o.writeBody(resp.Body); err != nil {
+				return nil, err
+			}
+		}
 		// Not a problem document, but the daemon's own status: treat it as
 		// one, as the client's typed methods do.
 		return nil, &problem.Problem{Status: resp.Status, Title: http.StatusText(resp.Status), Detail: oneLine(string(resp.Body))}
@@ -188,7 +200,7 @@ func newVersionCmd(o *options) *cobra.Command {
 			ctx, cancel := context.WithTimeout(ctx, wait)
 			defer cancel()
 			var st api.Status
-			if _, err := o.fetch(ctx, http.MethodGet, "/v1/status", &st); err == nil {
+			if _, err := o.fetchDoc(ctx, false, http.MethodGet, "/v1/status", &st); err == nil {
 				v.Sluiced = st.Version
 			} else {
 				v.sluicedErr = err

@@ -219,11 +219,26 @@ func (e *exitError) ExitCode() int { return e.code }
 // requestError classifies an error from a request to the daemon. resp, when
 // the client returned one alongside a problem, supplies Retry-After if the
 // problem body lacks it.
+//
+// With --json the problem document is printed on stdout as it came, so a
+// script always gets the daemon's JSON; the one-line message still goes to
+// stderr.
 func (o *options) requestError(resp *client.Response, err error) error {
+	return o.classify(resp, err, o.json)
+}
+
+// classify is requestError with the --json printing under the caller's
+// control: a command that swallows the error (version) prints nothing.
+func (o *options) classify(resp *client.Response, err error, show bool) error {
 	var p *problem.Problem
 	if errors.As(err, &p) {
 		if resp != nil {
 			addRetryAfter(p, resp.Header)
+			if show {
+				if werr := o.writeBody(resp.Body); werr != nil {
+					return werr
+				}
+			}
 		}
 		return err
 	}

@@ -766,13 +766,13 @@ without being cached. Without -o it is saved under the name hellorf gives it
 				if err != nil {
 					return o.requestError(nil, fmt.Errorf("reading answer: %w", err))
 				}
-				if isProblem(resp.Header) {
-					return parseProblem(resp.StatusCode, resp.Header, b)
-				}
 				if o.json {
 					if err := o.writeBody(b); err != nil {
 						return err
 					}
+				}
+				if isProblem(resp.Header) {
+					return parseProblem(resp.StatusCode, resp.Header, b)
 				}
 				if _, err := parseHellorf(resp.StatusCode, resp.Header, b); err != nil {
 					return err

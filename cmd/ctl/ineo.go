@@ -60,6 +60,11 @@ func (o *options) ineoCall(ctx context.Context, script string, q url.Values, h h
 		return nil, nil, o.requestError(resp, err)
 	}
 	if resp.Status/100 != 2 {
+		if o.json {
+			if err := o.writeBody(resp.Body); err != nil {
+				return nil, nil, err
+			}
+		}
 		return nil, nil, newHTTPStatusError(resp.Status, resp.Body)
 	}
 	env, err := parseEnvelope(resp.Body)

@@ -383,3 +383,49 @@ func TestVersionStamped(t *testing.T) {
 		t.Fatalf("version: %s (%v)", out, err)
 	}
 }
+
+// TestJSONPrintsProblem: with --json a failure still puts the document on
+// stdout (the daemon's problem, or the upstream's error body), and the
+// one-line message on stderr.
+func TestJSONPrintsProblem(t *testing.T) {
+	d := newFakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v1/reload":
+			problem.Write(w, &problem.Problem{Type: problem.TypeConfig, Status: 422, Title: "Invalid config", Detail: "/c.toml:4: x: bad"})
+		case strings.HasPrefix(r.URL.Path, "/v1/spotify/"):
+			writeJSON(w, 404, map[string]any{"error": map[string]any{"status": 404, "message": "Resource not found"}})
+		case r.URL.Path == "/v1/ineo/spotify.php":
+			problem.Write(w, problem.BadParam("trackId", "not a track"))
+		case strings.HasPrefix(r.URL.Path, "/v1/hellorf/"):
+			problem.Write(w, problem.Forbidden("purchases are disabled"))
+		default:
+			problem.Write(w, problem.Forbidden("no"))
+		}
+	})
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stdout string
+	}{
+		{[]string{"reload"}, exitCaller, `"status":422`},
+		{[]string{"spotify", "track", "0000000000000000000000"}, exitCaller, `"message":"Resource not found"`},
+		{[]string{"ineo", "track", "6fx5VOjqYNBHcDf5GIF5g5"}, exitCaller, `"param":"trackId"`},
+		{[]string{"hellorf", "detail", "505947"}, exitCaller, `purchases are disabled`},
+		{[]string{"cache", "stats"}, exitCaller, `"status":403`},
+	} {
+		r := runCtl(t, d.socket, "", append([]string{"--json"}, tc.args...)...)
+		if r.code != tc.code || !strings.Contains(r.stdout, tc.stdout) || strings.Count(r.stdout, tc.stdout) != 1 ||
+			!strings.HasPrefix(r.stderr, "sluicectl: ") {
+			t.Errorf("%v: %+v, want exit %d and %s on stdout once", tc.args, r, tc.code, tc.stdout)
+		}
+		if !json.Valid([]byte(r.stdout)) {
+			t.Errorf("%v: stdout is not one JSON document: %q", tc.args, r.stdout)
+		}
+	}
+	// version swallows the daemon's failure: its stdout is its own document.
+	r := runCtl(t, d.socket, "", "--json", "version")
+	var v map[string]any
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &v) != nil || v["sluicectl"] == nil {
+		t.Errorf("version --json: %+v", r)
+	}
+}

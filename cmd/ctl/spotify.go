@@ -72,6 +72,12 @@ func (o *options) spotifyGet(ctx context.Context, path string, q url.Values) (*c
 		return nil, o.requestError(resp, err)
 	}
 	if resp.Status/100 != 2 {
+		if o.json {
+			// Spotify's own error document, as --json promises.
+			if err := o.writeBody(resp.Body); err != nil {
+				return nil, err
+			}
+		}
 		return nil, spotifyStatusError(resp.Status, resp.Body)
 	}
 	return resp, nil

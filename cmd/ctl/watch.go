@@ -114,7 +114,9 @@ func (o *options) watchLoop(ctx context.Context, interval time.Duration, once bo
 	defer ticker.Stop()
 	for {
 		var st api.Status
-		raw, err := o.fetch(ctx, http.MethodGet, "/v1/status", &st)
+		// A refreshing watch reports failures in its frame; only --once
+		// ends with one, and then --json prints its problem document.
+		raw, err := o.fetchDoc(ctx, o.json && once, http.MethodGet, "/v1/status", &st)
 		if err != nil {
 			if once {
 				return err
