@@ -1,10 +1,17 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +40,9 @@ type clientWalk struct {
 	Track    string `json:"track"`
 }
 
+// clientsDir holds the scripts and the npm lock file.
+const clientsDir = "testdata/clients"
+
 // TestClientLibraries walks an artist's 95 albums ten at a time with each
 // client library, following next, and reads a track: every page stays on
 // the socket, the first walk costs one upstream request per page, later
@@ -59,6 +69,7 @@ func TestClientLibraries(t *testing.T) {
 		walk func(t *testing.T, ctx context.Context, socket, artist, track string) clientWalk
 	}{
 		{"zmb3-spotify", walkZmb3},
+		{"python-requests-unixsocket", walkPython},
 	}
 	walked := 0 // clients that completed a walk: the pages are cached after the first
 	for _, c := range clients {
@@ -130,4 +141,55 @@ func walkZmb3(t *testing.T, ctx context.Context, socket, artist, track string) c
 	}
 	w.Track = ft.Name
 	return w
+}
+
+// walkPython runs walk.py with an interpreter that has requests and
+// requests-unixsocket: python3 on PATH, else Debian's /usr/bin/python3
+// (where python3-requests-unixsocket installs them; a pyenv or virtualenv
+// python3 first on PATH does not see Debian's packages).
+func walkPython(t *testing.T, ctx context.Context, socket, artist, track string) clientWalk {
+	var reasons []string
+	var python string
+	for _, cand := range []string{"python3", "/usr/bin/python3"} {
+		p, err := exec.LookPath(cand)
+		if err != nil {
+			reasons = append(reasons, cand+": not found")
+			continue
+		}
+		out, err := exec.CommandContext(ctx, p, "-c", "import requests, requests_unixsocket").CombinedOutput()
+		if err != nil {
+			reasons = append(reasons, fmt.Sprintf("%s: %s", p, lastLine(out)))
+			continue
+		}
+		python = p
+		break
+	}
+	if python == "" {
+		t.Skipf("no python3 with requests and requests-unixsocket (Debian: apt-get install python3-requests python3-requests-unixsocket; .ci/run does): %s",
+			strings.Join(reasons, "; "))
+	}
+	return runClientScript(t, ctx, socket, python, filepath.Join(clientsDir, "python", "walk.py"), artist, track)
+}
+
+// runClientScript runs a client script with SLUICE_SOCKET set and decodes
+// the JSON line it prints last.
+func runClientScript(t *testing.T, ctx context.Context, socket, interp, script, artist, track string) clientWalk {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, interp, script, artist, track)
+	cmd.Env = append(os.Environ(), "SLUICE_SOCKET="+socket)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\nstdout: %s\nstderr: %s", interp, script, err, stdout.Bytes(), stderr.Bytes())
+	}
+	var w clientWalk
+	if err := json.Unmarshal([]byte(lastLine(stdout.Bytes())), &w); err != nil {
+		t.Fatalf("%s printed %q: %v (stderr: %s)", script, stdout.Bytes(), err, stderr.Bytes())
+	}
+	return w
+}
+
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
 }
