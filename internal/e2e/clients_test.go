@@ -70,6 +70,8 @@ func TestClientLibraries(t *testing.T) {
 	}{
 		{"zmb3-spotify", walkZmb3},
 		{"python-requests-unixsocket", walkPython},
+		{"node-web-api-ts-sdk", walkNode("ts-sdk.mjs", "@spotify/web-api-ts-sdk", "undici")},
+		{"node-spotify-web-api-node", walkNode("web-api-node.mjs", "spotify-web-api-node")},
 	}
 	walked := 0 // clients that completed a walk: the pages are cached after the first
 	for _, c := range clients {
@@ -169,6 +171,30 @@ func walkPython(t *testing.T, ctx context.Context, socket, artist, track string)
 			strings.Join(reasons, "; "))
 	}
 	return runClientScript(t, ctx, socket, python, filepath.Join(clientsDir, "python", "walk.py"), artist, track)
+}
+
+// walkNode runs one of the Node scripts, which needs the packages named.
+func walkNode(script string, packages ...string) func(t *testing.T, ctx context.Context, socket, artist, track string) clientWalk {
+	return func(t *testing.T, ctx context.Context, socket, artist, track string) clientWalk {
+		node, err := exec.LookPath("node")
+		if err != nil {
+			t.Skip("node is not installed (Node.js 18.17 or later)")
+		}
+		dir := filepath.Join(clientsDir, "node")
+		for _, p := range packages {
+			if _, err := os.Stat(filepath.Join(dir, "node_modules", p, "package.json")); err != nil {
+				t.Skipf("npm package %s is not installed: run `npm ci` in internal/e2e/%s (.ci/run does)", p, dir)
+			}
+		}
+		// undici 6 needs Node 18.17; older nodes fail on its syntax.
+		out, err := exec.CommandContext(ctx, node, "-e",
+			`const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 18 || (a == 18 && b >= 17) ? 0 : 1)`).CombinedOutput()
+		if err != nil {
+			v, _ := exec.CommandContext(ctx, node, "--version").Output()
+			t.Skipf("node %s is older than 18.17 %s", strings.TrimSpace(string(v)), out)
+		}
+		return runClientScript(t, ctx, socket, node, filepath.Join(dir, script), artist, track)
+	}
 }
 
 // runClientScript runs a client script with SLUICE_SOCKET set and decodes
