@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/core/api/client"
+	"github.com/sluice-dev/sluice/core/problem"
 )
 
 // This file holds `sluicectl hellorf`: the hellorf (zcool) music licensing
@@ -525,7 +526,7 @@ check 'sluicectl hellorf purchases --audio AUDIO_ID' before trying again.`,
 		}
 		env, _, err := o.hellorfCall(ctx, http.MethodPost, "purchase", nil, strings.NewReader(form.Encode()), h)
 		if err != nil || o.json {
-			return err
+			return forCLI(err)
 		}
 		var d struct {
 			ID  json.Number `json:"id"`
@@ -1068,4 +1069,27 @@ func contentRange(v string) (start, total int64, ok bool) {
 		return 0, 0, false
 	}
 	return start, total, true
+}
+
+// confirmHeader matches the daemon's advice to HTTP callers on how to buy
+// again on purpose (the 409 of the purchase guard, and the 502/504 of a
+// purchase whose answer was lost).
+var confirmHeader = regexp.MustCompile(`(repeat the request with the header|confirmed with) Sluice-Confirm: repeat-purchase`)
+
+// forCLI tells a sluicectl user about --repeat where the daemon tells an
+// HTTP caller about the Sluice-Confirm header, which sluicectl sets for
+// them. The problem is copied: --json has printed the daemon's own already.
+func forCLI(err error) error {
+	var p *problem.Problem
+	if !errors.As(err, &p) || !confirmHeader.MatchString(p.Detail) {
+		return err
+	}
+	q := *p
+	q.Detail = confirmHeader.ReplaceAllStringFunc(p.Detail, func(m string) string {
+		if strings.HasPrefix(m, "confirmed") {
+			return "run with --repeat"
+		}
+		return "run the same command with --repeat"
+	})
+	return &q
 }

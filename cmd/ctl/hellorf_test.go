@@ -431,3 +431,25 @@ func TestHellorfJSONIsVerbatim(t *testing.T) {
 		t.Fatalf("--json categories: %+v", r)
 	}
 }
+
+// TestHellorfDuplicateTellsAboutRepeat: the daemon tells HTTP callers to
+// send Sluice-Confirm; a sluicectl user is told about --repeat instead, and
+// --json still gets the daemon's document unchanged.
+func TestHellorfDuplicateTellsAboutRepeat(t *testing.T) {
+	const header = "To buy it again on purpose, repeat the request with the header Sluice-Confirm: repeat-purchase"
+	d := newFakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
+		p := problem.New(409, "an identical purchase (audio_id=505947) was made 3s ago as purchase 442; a duplicate within purchase_guard (10m0s) is refused. "+header)
+		p.Title = "Probable duplicate purchase"
+		problem.Write(w, p)
+	})
+	args := []string{"hellorf", "purchase", "505947", "--permission", "35", "--warrant", "ACME", "--yes"}
+	r := runCtl(t, d.socket, "", args...)
+	if r.code != exitCaller || !strings.Contains(r.stderr, "To buy it again on purpose, run the same command with --repeat") ||
+		strings.Contains(r.stderr, "Sluice-Confirm") {
+		t.Fatalf("duplicate: %+v", r)
+	}
+	r = runCtl(t, d.socket, "", append([]string{"--json"}, args...)...)
+	if r.code != exitCaller || !strings.Contains(r.stdout, header) {
+		t.Fatalf("duplicate --json: %+v", r)
+	}
+}

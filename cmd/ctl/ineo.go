@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/core/api/client"
+	"github.com/sluice-dev/sluice/core/problem"
 )
 
 // envelope is iNeo's answer: the outcome is status_code in the body, not
@@ -290,12 +291,22 @@ func newDeleteCmd(o *options) *cobra.Command {
 		Long: `DANGER: delete the Telegram account permanently (action=deleteaccount).
 Nothing can be recovered. sluicectl asks for the phone number again before
 sending anything; --confirm PHONE answers that question for scripts. The
-daemon refuses unless allow_delete_account = true in its config.`,
+daemon refuses unless allow_delete_account = true in its config; before
+asking, sluicectl checks that with a request the daemon refuses locally
+(no access=yes), which never reaches iNeo.`,
 		Args: cobra.ExactArgs(1),
 	}
 	cmd.RunE = o.action(func(ctx context.Context, args []string) error {
 		phone := args[0]
-		if err := o.confirmDelete(phone, confirm, cmd.Flags().Changed("confirm")); err != nil {
+		confirmGiven := cmd.Flags().Changed("confirm")
+		if !confirmGiven {
+			// Nobody should type a phone number twice for an action
+			// the daemon then refuses.
+			if err := o.deleteAllowed(ctx, phone); err != nil {
+				return err
+			}
+		}
+		if err := o.confirmDelete(phone, confirm, confirmGiven); err != nil {
 			return err
 		}
 		if _, err := o.tmanage(ctx, "deleteaccount", phone, url.Values{"access": {"yes"}}, true); err != nil || o.json {
@@ -305,6 +316,27 @@ daemon refuses unless allow_delete_account = true in its config.`,
 	})
 	cmd.Flags().StringVar(&confirm, "confirm", "", "skip the question: the phone number again, which must equal PHONE")
 	return cmd
+}
+
+// deleteAllowed asks the daemon whether deleteaccount is enabled without
+// deleting anything: the iNeo plugin checks allow_delete_account before
+// access=yes, and without access=yes it refuses the call locally (400 on
+// access), so the probe never reaches iNeo and costs no rate budget. A 403
+// (disabled, or the caller's access tier) or any other problem is the
+// answer; a 400 on access means the real call would be accepted.
+func (o *options) deleteAllowed(ctx context.Context, phone string) error {
+	ctx, cancel := o.withTimeout(ctx)
+	defer cancel()
+	q := url.Values{"action": {"deleteaccount"}, "phone": {phone}}
+	resp, err := o.cl.Call(ctx, http.MethodGet, "/v1/ineo/tmanage-v2.php", q, nil, nil)
+	var p *problem.Problem
+	if errors.As(err, &p) && p.Status == http.StatusBadRequest && p.Param == "access" {
+		return nil
+	}
+	if err != nil {
+		return o.requestError(resp, err)
+	}
+	return nil
 }
 
 // confirmDelete makes the user type the number again, so a slip in history

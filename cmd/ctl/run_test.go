@@ -248,7 +248,11 @@ func TestRunTrack(t *testing.T) {
 
 // tmanageDaemon is a tiny tmanage-v2.php: sendcode hands out a hash, login
 // wants it and the code "12345".
-func tmanageDaemon(t *testing.T) *fakeDaemon {
+func tmanageDaemon(t *testing.T) *fakeDaemon { return tmanageDaemonDelete(t, false) }
+
+// tmanageDaemonDelete is tmanageDaemon with allow_delete_account set as
+// given; like the iNeo plugin it checks that before access=yes.
+func tmanageDaemonDelete(t *testing.T, allowDelete bool) *fakeDaemon {
 	return newFakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		switch q.Get("action") {
@@ -265,7 +269,14 @@ func tmanageDaemon(t *testing.T) *fakeDaemon {
 			writeJSON(w, 200, envelopeBody(200, "successfully.", map[string]any{"app_configuration": map[string]any{
 				"api_id": 1234567, "api_hash": "abcdef", "app_title": "T", "app_shortname": "S"}}))
 		case "deleteaccount":
-			problem.Write(w, problem.Forbidden("disabled"))
+			switch {
+			case !allowDelete:
+				problem.Write(w, problem.Forbidden("disabled"))
+			case q.Get("access") != "yes":
+				problem.Write(w, problem.BadParam("access", "deleteaccount requires access=yes"))
+			default:
+				writeJSON(w, 200, envelopeBody(200, "successfully.", nil))
+			}
 		default:
 			writeJSON(w, 200, envelopeBody(200, "successfully.", nil))
 		}
@@ -306,7 +317,15 @@ func TestRunInfo(t *testing.T) {
 }
 
 func TestRunDelete(t *testing.T) {
-	d := tmanageDaemon(t)
+	d := tmanageDaemonDelete(t, true)
+	deletes := func() (n int) {
+		for _, r := range d.requests() {
+			if r.Query.Get("access") == "yes" {
+				n++
+			}
+		}
+		return n
+	}
 	r := runCtl(t, d.socket, "989000000000\n", "ineo", "tg", "delete", "989012345678")
 	if r.code != 2 || !strings.Contains(r.stderr, "WARNING") || !strings.Contains(r.stderr, "nothing was deleted") {
 		t.Fatalf("mismatch: %+v", r)
@@ -314,16 +333,33 @@ func TestRunDelete(t *testing.T) {
 	if r := runCtl(t, d.socket, "", "ineo", "tg", "delete", "989012345678", "--confirm", "1"); r.code != 2 {
 		t.Fatalf("--confirm mismatch: %+v", r)
 	}
-	if n := len(d.requests()); n != 0 {
-		t.Fatalf("an unconfirmed delete sent %d requests", n)
+	if n := deletes(); n != 0 {
+		t.Fatalf("an unconfirmed delete sent %d deletions", n)
 	}
 	r = runCtl(t, d.socket, "989012345678\n", "ineo", "tg", "delete", "989012345678")
-	if r.code != 2 || !strings.Contains(r.stderr, "Operation disabled by policy: disabled") {
-		t.Fatalf("confirmed, refused by policy: %+v", r)
+	if r.code != 0 || r.stdout != "Deleted Telegram account 989012345678.\n" || deletes() != 1 {
+		t.Fatalf("confirmed: %+v", r)
 	}
-	got := d.requests()
-	if len(got) != 1 || got[0].Query.Get("action") != "deleteaccount" || got[0].Query.Get("access") != "yes" {
-		t.Fatalf("requests: %+v", got)
+}
+
+// TestRunDeleteDisabledSaysSoFirst: when the daemon has deleteaccount
+// disabled, sluicectl says so before asking for the number again, and sends
+// no deletion.
+func TestRunDeleteDisabledSaysSoFirst(t *testing.T) {
+	d := tmanageDaemonDelete(t, false)
+	r := runCtl(t, d.socket, "989012345678\n", "ineo", "tg", "delete", "989012345678")
+	if r.code != 2 || !strings.Contains(r.stderr, "Operation disabled by policy: disabled") || strings.Contains(r.stderr, "WARNING") {
+		t.Fatalf("disabled: %+v", r)
+	}
+	for _, got := range d.requests() {
+		if got.Query.Get("access") != "" {
+			t.Fatalf("the check carried access: %+v", got)
+		}
+	}
+	// --confirm asks nothing; the daemon's refusal is the answer.
+	r = runCtl(t, d.socket, "", "ineo", "tg", "delete", "989012345678", "--confirm", "989012345678")
+	if r.code != 2 || !strings.Contains(r.stderr, "Operation disabled by policy") {
+		t.Fatalf("disabled, --confirm: %+v", r)
 	}
 }
 
