@@ -28,6 +28,12 @@ type Hit struct {
 	Body      []byte
 	StoredAt  time.Time
 	ExpiresAt time.Time
+	// Extra is more header lines for this answer ("Name: value\r\n"
+	// each): the RateLimit headers of the operation's bucket.
+	Extra []byte
+	// ETag, when set, is the answer's validator for this caller (answers
+	// whose links carry the caller's base have one per base).
+	ETag string
 }
 
 // Front serves the socket. Each connection starts in a lean HTTP/1.1 loop
@@ -408,7 +414,7 @@ func (r *laneRequest) parse(head []byte) bool {
 // path worth a second copy of it.
 func handedOverHeader(name []byte) bool {
 	for _, h := range [...]string{"Transfer-Encoding", "Expect", "Upgrade", "Origin", "Referer", "Sec-Fetch-Site",
-		"Cache-Control", "Pragma", "Sluice-Max-Wait", "Content-Type", "Trailer", "TE"} {
+		"Cache-Control", "Pragma", "Sluice-Max-Wait", "Content-Type", "Trailer", "TE", "If-None-Match"} {
 		if bytes.EqualFold(name, []byte(h)) {
 			return true
 		}
@@ -462,6 +468,12 @@ func appendHit(out []byte, h *Hit, now time.Time, date *dateCache) ([]byte, stri
 	out = append(out, http.StatusText(h.Status)...)
 	out = append(out, "\r\n"...)
 	out = append(out, h.Head...)
+	out = append(out, h.Extra...)
+	if h.ETag != "" {
+		out = append(out, "ETag: "...)
+		out = append(out, h.ETag...)
+		out = append(out, "\r\n"...)
+	}
 	out = append(out, "Age: "...)
 	out = strconv.AppendInt(out, int64(now.Sub(h.StoredAt).Seconds()), 10)
 	out = append(out, "\r\nCache-Status: "...)

@@ -45,6 +45,11 @@ type ProviderStatus struct {
 	LastError string    `json:"last_error"`
 	Since     time.Time `json:"since"`
 	Version   string    `json:"version,omitempty"`
+	// Calls counts provider calls since the daemon started; Saved those
+	// answered without an upstream request of their own (cache, 304,
+	// coalesced, stale): what sharing sluice saved.
+	Calls uint64 `json:"calls"`
+	Saved uint64 `json:"saved"`
 }
 
 // BucketStatus describes one rate bucket.

@@ -1,6 +1,9 @@
 package cache
 
-import "bytes"
+import (
+	"bytes"
+	"sync/atomic"
+)
 
 // One cache, one budget: an answer must not be stored once per name a
 // caller gives the host (Host: sluice, localhost, 127.0.0.1:PORT, an
@@ -16,6 +19,7 @@ import "bytes"
 type basedBody struct {
 	base string
 	body []byte
+	etag atomic.Pointer[string]
 }
 
 // MarkBase records where marker occurs in e.Body, to be replaced by the
@@ -61,4 +65,20 @@ func (e *Entry) BodyFor(base string) []byte {
 	out = append(out, e.Body[prev:]...)
 	e.based.Store(&basedBody{base: base, body: out})
 	return out
+}
+
+// ETagFor returns tag(BodyFor(base)), memoised with the body for the last
+// base.
+func (e *Entry) ETagFor(base string, tag func([]byte) string) string {
+	body := e.BodyFor(base)
+	b := e.based.Load()
+	if b == nil || b.base != base {
+		return tag(body) // another base raced in; compute without memo
+	}
+	if t := b.etag.Load(); t != nil {
+		return *t
+	}
+	t := tag(body)
+	b.etag.Store(&t)
+	return t
 }

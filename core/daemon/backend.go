@@ -40,7 +40,13 @@ func (d *Daemon) Status() api.Status {
 	d.cfgMu.Unlock()
 	st.Providers = []api.ProviderStatus{}
 	for _, p := range d.host.Status() {
-		st.Providers = append(st.Providers, api.ProviderStatus(p))
+		ps := api.ProviderStatus{Name: p.Name, State: p.State, PID: p.PID, Restarts: p.Restarts, LastError: p.LastError,
+			Since: p.Since, Version: p.Version}
+		if d.metrics != nil {
+			t := d.metrics.Tally(p.Name)
+			ps.Calls, ps.Saved = t.Calls.Load(), t.Saved.Load()
+		}
+		st.Providers = append(st.Providers, ps)
 	}
 	st.Buckets = []api.BucketStatus{}
 	for _, b := range d.sched.Status() {

@@ -162,6 +162,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer d.host.Close()
 	d.gw = gateway.New(d.host, d.cache, gatewaySettings(cfg), log.With("component", "gateway"))
+	d.gw.SetBudgets(d.sched.Budget)
 
 	ln := opts.Listener
 	activated := false

@@ -77,6 +77,8 @@ type Gateway struct {
 	cache    *cache.Cache
 	log      *slog.Logger
 	settings atomic.Pointer[Settings]
+	budgets  atomic.Pointer[BudgetFunc]
+	rates    rateLines
 }
 
 // New creates a Gateway.
@@ -152,6 +154,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	if err != nil {
 		return err
 	}
+	// Every answer from here on, problems included, tells the caller the
+	// budget of the bucket its operation spends.
+	g.setRateLimit(w.Header(), c.op.GetBucket())
 	// Destructive or paying operations need the admin tier, whatever the
 	// provider's own policy says.
 	if c.op.GetDestructive() {
@@ -191,6 +196,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	if !cc.noCache {
 		if e, ok := g.cache.Get(key); ok {
 			info.Outcome, info.Cache = "hit", fmt.Sprintf("sluice; hit; ttl=%d", max(0, int(time.Until(e.ExpiresAt).Seconds())))
+			if etag := entryETag(e, base); notModified(r, etag) {
+				info.Outcome = "not-modified"
+				writeNotModified(w, e, info.Cache, etag)
+				return nil
+			}
 			writeEntry(w, e, info.Cache, true, base)
 			return nil
 		}
@@ -312,6 +322,11 @@ func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*ca
 	now := time.Now()
 	e := &cache.Entry{Provider: c.provider, Status: int(head.GetStatus()), Header: headerOf(head), Body: body.Bytes(), StoredAt: now}
 	e.MarkBase(c.req.GetPublicBase())
+	if e.Status/100 == 2 && !e.HasBase() {
+		// A strong validator of the bytes every caller gets; an entry
+		// with links gets one per base when served (entryETag).
+		e.Header.Set("ETag", etagOf(e.Body))
+	}
 	if !head.GetCacheable() || e.Status < 200 || e.Status > 299 {
 		return e, head, false, nil
 	}
@@ -461,6 +476,9 @@ func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginho
 func writeEntry(w http.ResponseWriter, e *cache.Entry, cacheStatus string, hit bool, base string) {
 	body := e.BodyFor(base)
 	copyHeader(w.Header(), e.Header)
+	if e.HasBase() && e.Status/100 == 2 {
+		w.Header().Set("ETag", e.ETagFor(base, etagOf))
+	}
 	w.Header().Set("Cache-Status", cacheStatus)
 	if hit {
 		w.Header().Set("Age", strconv.Itoa(int(time.Since(e.StoredAt).Seconds())))
@@ -468,6 +486,22 @@ func writeEntry(w http.ResponseWriter, e *cache.Entry, cacheStatus string, hit b
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(e.Status)
 	w.Write(body)
+}
+
+// writeNotModified answers a conditional GET whose ETag matches the cached
+// answer: 304, no body, the validator and the caching headers (RFC 9110
+// 15.4.5).
+func writeNotModified(w http.ResponseWriter, e *cache.Entry, cacheStatus, etag string) {
+	h := w.Header()
+	for _, name := range []string{"Cache-Control", "Content-Location", "Date", "Expires", "Vary"} {
+		if v, ok := e.Header[name]; ok {
+			h[name] = v
+		}
+	}
+	h.Set("ETag", etag)
+	h.Set("Cache-Status", cacheStatus)
+	h.Set("Age", strconv.Itoa(int(time.Since(e.StoredAt).Seconds())))
+	w.WriteHeader(http.StatusNotModified)
 }
 
 // hop-by-hop and framing headers the daemon sets itself.

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sluice-dev/sluice/core/api"
 	"github.com/sluice-dev/sluice/core/cache"
@@ -35,8 +36,13 @@ func (g *Gateway) Hit(provider, rest, query, host string) (api.Hit, bool) {
 	if !ok {
 		return api.Hit{}, false
 	}
-	return api.Hit{Operation: route.op, Status: e.Status, Head: e.Wire(renderHead), HasDate: len(e.Header["Date"]) > 0,
-		Body: e.BodyFor(baseURL("http", host, provider)), StoredAt: e.StoredAt, ExpiresAt: e.ExpiresAt}, true
+	base := baseURL("http", host, provider)
+	hit := api.Hit{Operation: route.op, Status: e.Status, Head: e.Wire(renderHead), HasDate: len(e.Header["Date"]) > 0,
+		Body: e.BodyFor(base), StoredAt: e.StoredAt, ExpiresAt: e.ExpiresAt, Extra: g.rateLimitLines(route.bucket, time.Now())}
+	if e.HasBase() && e.Status/100 == 2 {
+		hit.ETag = e.ETagFor(base, etagOf)
+	}
+	return hit, true
 }
 
 // hitRoute is what matching a request target yields for the fast lane: the
@@ -45,8 +51,9 @@ func (g *Gateway) Hit(provider, rest, query, host string) (api.Hit, bool) {
 // memoised per description: a restarted plugin with a new description
 // invalidates it.
 type hitRoute struct {
-	desc *proto.Description
-	op   string
+	desc   *proto.Description
+	op     string
+	bucket string
 	// key is empty when the operation's answers are never plain hits
 	// (not cacheable, or destructive).
 	key string
@@ -96,7 +103,7 @@ func (g *Gateway) hitRoute(desc *proto.Description, provider, rest, query, host 
 	if err != nil {
 		return nil
 	}
-	route := &hitRoute{desc: desc, op: c.op.GetName()}
+	route := &hitRoute{desc: desc, op: c.op.GetName(), bucket: c.op.GetBucket()}
 	if c.op.ReadOnly() {
 		route.key = cacheKey(c, rest)
 	}
@@ -116,7 +123,7 @@ func (g *Gateway) rememberRoute(r *http.Request, desc *proto.Description, c *cal
 	if r, ok := g.hits.load(mk); ok && r.desc == desc {
 		return
 	}
-	g.hits.store(mk, &hitRoute{desc: desc, op: c.op.GetName(), key: key})
+	g.hits.store(mk, &hitRoute{desc: desc, op: c.op.GetName(), bucket: c.op.GetBucket(), key: key})
 }
 
 // routeKey is a target's key in the memo: everything its route depends on

@@ -10,6 +10,7 @@ package metrics
 import (
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,12 +64,14 @@ type Metrics struct {
 	wait       *prometheus.HistogramVec
 	denied     *prometheus.CounterVec
 	lane       prometheus.Counter
+	saved      *prometheus.CounterVec
 	reloadOK   prometheus.Gauge
 	reloadTime prometheus.Gauge
 
 	// series memoises the per-request series by label values: looking them
 	// up in the vectors hashes the labels under a lock on every request.
-	series sync.Map // requestLabels → *requestSeries
+	series  sync.Map // requestLabels → *requestSeries
+	tallies sync.Map // provider → *ProviderTally
 }
 
 type requestLabels struct{ provider, operation, outcome string }
@@ -76,6 +79,30 @@ type requestLabels struct{ provider, operation, outcome string }
 type requestSeries struct {
 	requests           prometheus.Counter
 	duration, upstream prometheus.Observer
+	// saved counts the call as an upstream request it did not need (nil
+	// for outcomes that are not savings); tally is its provider's.
+	saved prometheus.Counter
+	tally *ProviderTally
+}
+
+// ProviderTally counts one provider's calls and the upstream requests the
+// cache, coalescing and stale answers saved, for status.
+type ProviderTally struct {
+	Calls, Saved atomic.Uint64
+}
+
+// savedReason maps an outcome to why no upstream request was needed ("" if
+// one was).
+func savedReason(outcome string) string {
+	switch outcome {
+	case "hit", "not-modified":
+		return "cache"
+	case "coalesced":
+		return "coalesced"
+	case "stale":
+		return "stale"
+	}
+	return ""
 }
 
 // New registers every metric.
@@ -97,6 +124,9 @@ func New(src Sources) *Metrics {
 			[]string{"bucket"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_access_denied_total",
 			Help: "Requests refused for lack of permission, by the level they needed."}, []string{"needed"}),
+		saved: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_upstream_requests_saved_total",
+			Help: "Provider calls answered without an upstream request of their own, by why: cache (a hit or a 304), coalesced (an identical call's request), stale (a kept answer while the budget ran out)."},
+			[]string{"provider", "reason"}),
 		lane: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_fast_lane_answers_total",
 			Help: "Cache hits answered by the socket's fast lane, without net/http (a part of the hits in sluice_requests_total)."}),
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_config_last_reload_successful",
@@ -106,7 +136,7 @@ func New(src Sources) *Metrics {
 	}
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
-	reg.MustRegister(m.requests, m.duration, m.upstream, m.wait, m.denied, m.lane, m.reloadOK, m.reloadTime,
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.wait, m.denied, m.lane, m.saved, m.reloadOK, m.reloadTime,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&live{src: src})
 	return m
@@ -122,18 +152,37 @@ func (m *Metrics) ObserveRequest(provider, operation, outcome string, took, upst
 	l := requestLabels{provider, operation, outcome}
 	v, ok := m.series.Load(l)
 	if !ok {
-		v, _ = m.series.LoadOrStore(l, &requestSeries{
+		s := &requestSeries{
 			requests: m.requests.WithLabelValues(provider, operation, outcome),
 			duration: m.duration.WithLabelValues(provider, operation),
 			upstream: m.upstream.WithLabelValues(provider, operation),
-		})
+			tally:    m.Tally(provider),
+		}
+		if reason := savedReason(outcome); reason != "" {
+			s.saved = m.saved.WithLabelValues(provider, reason)
+		}
+		v, _ = m.series.LoadOrStore(l, s)
 	}
 	s := v.(*requestSeries)
 	s.requests.Inc()
+	s.tally.Calls.Add(1)
+	if s.saved != nil {
+		s.saved.Inc()
+		s.tally.Saved.Add(1)
+	}
 	s.duration.Observe(took.Seconds())
 	if upstream > 0 {
 		s.upstream.Observe(upstream.Seconds())
 	}
+}
+
+// Tally returns provider's call and saving counts since start.
+func (m *Metrics) Tally(provider string) *ProviderTally {
+	v, ok := m.tallies.Load(provider)
+	if !ok {
+		v, _ = m.tallies.LoadOrStore(provider, new(ProviderTally))
+	}
+	return v.(*ProviderTally)
 }
 
 // ObserveWait records one scheduler wait.
@@ -169,6 +218,7 @@ var (
 	descCacheCoalesced = prometheus.NewDesc("sluice_cache_coalesced_total", "Requests merged into another caller's upstream request.", nil, nil)
 	descCacheEvictions = prometheus.NewDesc("sluice_cache_evictions_total", "Live answers evicted for space.", nil, nil)
 	descQueue          = prometheus.NewDesc("sluice_scheduler_queue_depth", "Requests waiting for a grant.", []string{"bucket"}, nil)
+	descRemaining      = prometheus.NewDesc("sluice_scheduler_remaining_requests", "Requests the bucket would grant at once now (0 while paused or held).", []string{"bucket"}, nil)
 	descInWindow       = prometheus.NewDesc("sluice_scheduler_in_window", "Grants in the current sliding window.", []string{"bucket"}, nil)
 	descLimit          = prometheus.NewDesc("sluice_scheduler_limit_requests", "Requests allowed per window.", []string{"bucket"}, nil)
 	descWindow         = prometheus.NewDesc("sluice_scheduler_window_seconds", "Window length.", []string{"bucket"}, nil)
@@ -183,7 +233,7 @@ var (
 func (l *live) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCacheEntries, descCacheBytes, descCacheMax, descCacheHits, descCacheMisses,
 		descCacheCoalesced, descCacheEvictions, descQueue, descInWindow, descLimit, descWindow, descGrants, descPaused,
-		descPausedUntil, descHeld, descPluginUp, descRestarts} {
+		descPausedUntil, descHeld, descRemaining, descPluginUp, descRestarts} {
 		ch <- d
 	}
 }
@@ -210,6 +260,11 @@ func (l *live) Collect(ch chan<- prometheus.Metric) {
 		for _, b := range l.src.Buckets() {
 			gauge(descQueue, float64(b.Queued), b.Name)
 			gauge(descInWindow, float64(b.InWindow), b.Name)
+			remaining := max(0, b.Requests-b.InWindow-b.Queued)
+			if b.Held || b.PausedUntil.After(now) {
+				remaining = 0
+			}
+			gauge(descRemaining, float64(remaining), b.Name)
 			gauge(descLimit, float64(b.Requests), b.Name)
 			gauge(descWindow, b.Window.Seconds(), b.Name)
 			counter(descGrants, float64(b.Granted), b.Name)

@@ -663,3 +663,41 @@ func (s *Scheduler) snapshotBuckets() []*bucket {
 	}
 	return bs
 }
+
+// Budget is what a caller may know of a bucket's budget right now, for the
+// RateLimit and RateLimit-Policy headers (draft-ietf-httpapi-ratelimit-
+// headers): the limit, how many requests it would grant at once, and when
+// the next one frees.
+type Budget struct {
+	Limit     Limit
+	Remaining int
+	// Reset is how long until one more request can be granted: zero when
+	// Remaining > 0, else until the oldest grant in the window leaves it
+	// (or the pause or hold ends).
+	Reset time.Duration
+}
+
+// Budget reports name's budget; false for an unknown bucket.
+func (s *Scheduler) Budget(name string) (Budget, bool) {
+	b, err := s.lookup(name)
+	if err != nil {
+		return Budget{}, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	out := Budget{Limit: b.limit}
+	if s.held.Load() != nil {
+		out.Reset = retryEvery
+		return out, true
+	}
+	if b.pausedUntil.After(now) {
+		out.Reset = b.pausedUntil.Sub(now)
+		return out, true
+	}
+	out.Remaining = max(0, b.limit.Requests-b.inWindowLocked(now)-len(b.queue))
+	if out.Remaining == 0 {
+		out.Reset = max(0, b.predictTailLocked(now).Sub(now))
+	}
+	return out, true
+}

@@ -1,0 +1,121 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-dev/sluice/core/cache"
+	"github.com/sluice-dev/sluice/core/scheduler"
+)
+
+// Apps that share sluice should be able to see and use what is shared:
+// every provider answer carries the IETF RateLimit-Policy and RateLimit
+// headers (draft-ietf-httpapi-ratelimit-headers) of the bucket its
+// operation spends, and a strong ETag, so an app's own HTTP cache can ask
+// with If-None-Match and get 304 from sluice's cache.
+
+// BudgetFunc reads a bucket's budget (Scheduler.Budget).
+type BudgetFunc func(bucket string) (scheduler.Budget, bool)
+
+// SetBudgets gives the gateway the scheduler's budgets for the RateLimit
+// headers; without it answers carry none.
+func (g *Gateway) SetBudgets(f BudgetFunc) { g.budgets.Store(&f) }
+
+// rateLimitTTL is how long one reading of a bucket serves the headers of
+// the answers after it: a cache hit must not take the bucket's lock, and
+// the figures are advice to pace by, not a grant.
+const rateLimitTTL = 50 * time.Millisecond
+
+// rateLines memoises each bucket's rendered header lines.
+type rateLines struct {
+	m sync.Map // bucket → *atomic.Pointer[rateReading]
+}
+
+type rateReading struct {
+	at    time.Time
+	lines []byte // "RateLimit-Policy: ...\r\nRateLimit: ...\r\n"
+}
+
+// rateLimitLines returns bucket's header lines, as written by the fast lane
+// and (split) by the full path; nil when there is nothing to say.
+func (g *Gateway) rateLimitLines(bucket string, now time.Time) []byte {
+	fp := g.budgets.Load()
+	if fp == nil || bucket == "" {
+		return nil
+	}
+	v, ok := g.rates.m.Load(bucket)
+	if !ok {
+		v, _ = g.rates.m.LoadOrStore(bucket, new(atomic.Pointer[rateReading]))
+	}
+	p := v.(*atomic.Pointer[rateReading])
+	if r := p.Load(); r != nil && now.Sub(r.at) < rateLimitTTL {
+		return r.lines
+	}
+	b, ok := (*fp)(bucket)
+	if !ok {
+		return nil
+	}
+	r := &rateReading{at: now, lines: renderRateLimit(bucket, b)}
+	p.Store(r)
+	return r.lines
+}
+
+func renderRateLimit(bucket string, b scheduler.Budget) []byte {
+	name := strconv.Quote(bucket) // a structured-field string
+	w := int64(math.Ceil(b.Limit.Window.Seconds()))
+	t := int64(math.Ceil(b.Reset.Seconds()))
+	var sb strings.Builder
+	sb.WriteString("RateLimit-Policy: " + name + ";q=" + strconv.Itoa(b.Limit.Requests) + ";w=" + strconv.FormatInt(w, 10) + "\r\n")
+	sb.WriteString("RateLimit: " + name + ";r=" + strconv.Itoa(b.Remaining) + ";t=" + strconv.FormatInt(t, 10) + "\r\n")
+	return []byte(sb.String())
+}
+
+// setRateLimit adds bucket's RateLimit headers to h.
+func (g *Gateway) setRateLimit(h http.Header, bucket string) {
+	lines := g.rateLimitLines(bucket, time.Now())
+	for len(lines) > 0 {
+		line, rest, _ := strings.Cut(string(lines), "\r\n")
+		lines = []byte(rest)
+		if name, value, ok := strings.Cut(line, ": "); ok {
+			h.Set(name, value)
+		}
+	}
+}
+
+// etagOf is a strong validator of the exact bytes served.
+func etagOf(body []byte) string {
+	sum := sha256.Sum256(body)
+	return `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
+}
+
+// entryETag is the ETag of e as served under base.
+func entryETag(e *cache.Entry, base string) string {
+	if !e.HasBase() {
+		return e.Header.Get("ETag")
+	}
+	return e.ETagFor(base, etagOf)
+}
+
+// notModified reports whether If-None-Match names etag (RFC 9110 13.1.2:
+// weak comparison, any of a list, or *).
+func notModified(r *http.Request, etag string) bool {
+	if etag == "" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		return false
+	}
+	for _, v := range r.Header.Values("If-None-Match") {
+		for _, tag := range strings.Split(v, ",") {
+			tag = strings.TrimSpace(tag)
+			if tag == "*" || strings.TrimPrefix(tag, "W/") == strings.TrimPrefix(etag, "W/") {
+				return true
+			}
+		}
+	}
+	return false
+}
