@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -276,13 +278,19 @@ func render(err error) string {
 
 // describeProblem renders a problem for people.
 func describeProblem(p *problem.Problem) string {
+	if p.Status == http.StatusTooManyRequests {
+		if s, ok := budgetMessage(p.Detail); ok {
+			return s
+		}
+	}
 	title := p.Title
 	if title == "" {
 		title = http.StatusText(p.Status)
 	}
 	s := title
-	if p.Detail != "" {
-		s += ": " + p.Detail
+	detail := localTimes(p.Detail)
+	if detail != "" {
+		s += ": " + detail
 	}
 	if p.Param != "" {
 		s += " (parameter " + p.Param + ")"
@@ -290,7 +298,7 @@ func describeProblem(p *problem.Problem) string {
 	if loc := configPosition(p); loc != "" {
 		s += " (at " + loc + ")"
 	}
-	if p.Status == http.StatusTooManyRequests {
+	if p.Status == http.StatusTooManyRequests && !strings.Contains(p.Detail, "paused until") {
 		if p.RetryAfter > 0 {
 			s += fmt.Sprintf("; retry after %ds", problem.RetryAfterSeconds(p.RetryAfter))
 		} else {
@@ -339,4 +347,28 @@ func oneLine(s string) string {
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+// budgetDetail is the scheduler's refusal as the daemon words it (see
+// scheduler.BudgetError): bucket, when the next grant would come, and why.
+var budgetDetail = regexp.MustCompile(`^scheduler: bucket "([^"]+)": rate budget exceeded: retry after (\S+) \((.*)\)$`)
+
+// budgetMessage says a scheduler refusal once, in words: "ineo.spotify
+// budget used: next slot in 6.9 s (limit 6 per 7s plus 250ms margin, 0
+// waiting ahead)" rather than the title, the detail's "rate budget exceeded:
+// retry after 6.872s" and the Retry-After seconds after it.
+func budgetMessage(detail string) (string, bool) {
+	m := budgetDetail.FindStringSubmatch(strings.TrimSpace(detail))
+	if m == nil {
+		return "", false
+	}
+	bucket, reason := m[1], m[3]
+	if until, why, ok := strings.Cut(reason, ": "); ok && strings.HasPrefix(until, "paused until ") {
+		return bucket + " is " + localTimes(until) + ": " + why, true
+	}
+	next := m[2]
+	if d, err := time.ParseDuration(next); err == nil {
+		next = strconv.FormatFloat(math.Ceil(d.Seconds()*10)/10, 'f', 1, 64) + " s"
+	}
+	return bucket + " budget used: next slot in " + next + " (" + reason + ")", true
 }

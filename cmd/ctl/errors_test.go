@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluice-dev/sluice/core/api/client"
 	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/core/scheduler"
 )
 
 func TestExitCode(t *testing.T) {
@@ -125,5 +126,40 @@ func TestRequestErrorAddsRetryAfterFromHeader(t *testing.T) {
 	err = o.requestError(nil, &url.Error{Op: "Get", URL: "x", Err: context.DeadlineExceeded})
 	if exitCode(err) != 3 || !strings.Contains(render(err), "within --timeout 1s") {
 		t.Errorf("timeout: exit %d, %q", exitCode(err), render(err))
+	}
+}
+
+// TestRenderBudgetOnce: a scheduler refusal says when the next slot comes
+// once, not in the title, the detail and Retry-After; and the daemon's UTC
+// timestamps come out in the local zone like sluicectl's own times.
+func TestRenderBudgetOnce(t *testing.T) {
+	defer func(l *time.Location) { time.Local = l }(time.Local)
+	time.Local = time.FixedZone("UTC+8", 8*3600)
+	budget := (&scheduler.BudgetError{Bucket: "ineo.spotify", RetryAfter: 6872 * time.Millisecond,
+		Reason: "limit 6 per 7s plus 250ms margin, 0 waiting ahead"}).Error()
+	paused := (&scheduler.BudgetError{Bucket: "hellorf", RetryAfter: time.Minute,
+		Reason: "paused until 2026-11-27T22:00:00.5Z: hellorf answered 429"}).Error()
+	for _, tc := range []struct {
+		name string
+		p    *problem.Problem
+		want string
+	}{
+		{"budget", problem.RateLimited(7*time.Second, budget),
+			"ineo.spotify budget used: next slot in 6.9 s (limit 6 per 7s plus 250ms margin, 0 waiting ahead)"},
+		{"paused", problem.RateLimited(time.Minute, paused), "hellorf is paused until 2026-11-28 06:00:00: hellorf answered 429"},
+		{"upstream pause", problem.RateLimited(time.Minute, "the upstream asked to wait; paused until 2026-11-27T22:01:00Z"),
+			"Rate budget exceeded: the upstream asked to wait; paused until 2026-11-28 06:01:00"},
+	} {
+		got := render(tc.p)
+		if got != tc.want {
+			t.Errorf("%s:\n got %q\nwant %q", tc.name, got, tc.want)
+		}
+		if strings.Count(strings.ToLower(got), "retry") > 0 {
+			t.Errorf("%s: says when to retry twice: %q", tc.name, got)
+		}
+	}
+	// Status tables too: a pause reason's UTC time is shown local.
+	if got := cell("paused until 2026-11-27T22:00:00Z by hand"); got != "paused until 2026-11-28 06:00:00 by hand" {
+		t.Errorf("cell: %q", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -61,11 +62,28 @@ func (t *table) String() string {
 // messages, reasons) may hold tabs or newlines, which would break the
 // alignment.
 func cell(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = strings.Join(strings.Fields(localTimes(s)), " ")
 	if s == "" {
 		return "-"
 	}
 	return s
+}
+
+// rfc3339 finds the machine timestamps the daemon writes into messages
+// (pause reasons, problem details), which are UTC.
+var rfc3339 = regexp.MustCompile(`\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})`)
+
+// localTimes rewrites those timestamps in the local zone and the layout
+// sluicectl uses for its own times, so one output never mixes UTC from a
+// daemon message with local times of its own.
+func localTimes(s string) string {
+	return rfc3339.ReplaceAllStringFunc(s, func(m string) string {
+		t, err := time.Parse(time.RFC3339Nano, m)
+		if err != nil {
+			return m
+		}
+		return t.Local().Format(timeLayout)
+	})
 }
 
 // formatStatus renders GET /v1/status for a terminal.
