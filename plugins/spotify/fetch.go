@@ -148,15 +148,19 @@ func (p *spotify) fetch(ctx context.Context, cfg *config, up upstream, path stri
 			if quota {
 				reason = fmt.Sprintf("Spotify answered 429 QUOTA_EXCEEDED with Retry-After %s", ra)
 			}
-			p.pauseAPI(ctx, up, ra, reason, "quota_exceeded", quota)
+			until := p.pauseAPI(ctx, up, ra, reason, "quota_exceeded", quota)
+			// A caller told to come back is told when the pause ends:
+			// Spotify's Retry-After plus the jitter. Spotify's value alone
+			// would bring it back while every request is still held.
+			comeBack := max(ra, time.Until(until))
 			if quota {
 				// The app's quota is gone: retrying cannot help, so the
 				// caller hears it now.
-				return nil, problem.RateLimited(ra, "Spotify says the app's quota is exceeded (QUOTA_EXCEEDED); not retried")
+				return nil, problem.RateLimited(comeBack, "Spotify says the app's quota is exceeded (QUOTA_EXCEEDED); not retried")
 			}
 			throttled++
 			if throttled > maxThrottleRetries {
-				return nil, problem.RateLimited(ra, fmt.Sprintf("Spotify answered 429 %d times in a row", throttled))
+				return nil, problem.RateLimited(comeBack, fmt.Sprintf("Spotify answered 429 %d times in a row", throttled))
 			}
 			// The next Do waits out the pause (it is in the scheduler now),
 			// or is denied at once when the pause is longer than this
@@ -206,16 +210,17 @@ func refusal(err error, pausedBy *result, upstreamRA time.Duration) (*result, er
 	return nil, denied(err, upstreamRA)
 }
 
-// pauseAPI pauses spotify.api for every caller for ra plus jitter. The
-// pause must outlive the caller that met the answer: the others still
-// have to honour it.
-func (p *spotify) pauseAPI(ctx context.Context, up upstream, ra time.Duration, reason string, attrs ...any) {
+// pauseAPI pauses spotify.api for every caller for ra plus jitter and
+// returns when the pause ends. The pause must outlive the caller that met
+// the answer: the others still have to honour it.
+func (p *spotify) pauseAPI(ctx context.Context, up upstream, ra time.Duration, reason string, attrs ...any) time.Time {
 	until := time.Now().Add(ra + jitter(ra))
 	p.log.Warn("Spotify asked to wait: pausing the bucket for every caller", append([]any{"bucket", bucketAPI,
 		"reason", reason, "until", until.Format(time.RFC3339Nano)}, attrs...)...)
 	if err := up.Pause(context.WithoutCancel(ctx), bucketAPI, until, reason); err != nil {
 		p.log.Error("could not pause bucket", "bucket", bucketAPI, "err", err)
 	}
+	return until
 }
 
 // denied adds what Spotify said to a scheduler denial that follows a 429,

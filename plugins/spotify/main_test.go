@@ -520,12 +520,32 @@ func TestServeScenarios(t *testing.T) {
 				t.Fatalf("err %v", err)
 			}
 		}},
+		{"429 after every retry tells the caller when the pause ends", harnessOpts{}, func(t *testing.T, h *harness) {
+			h.sim.Force429(1, maxThrottleRetries+1)
+			_, err := h.call("search", "v1/search", searchQ(0))
+			var p *problem.Problem
+			if !errors.As(err, &p) || p.Status != 429 || p.RetryAfter < time.Second {
+				t.Fatalf("err %v", err)
+			}
+			if end := time.Now().Add(p.RetryAfter); end.Before(h.up.pausedUntil(bucketAPI)) {
+				t.Fatalf("retry_after %s ends before the pause does (%s later)", p.RetryAfter, h.up.pausedUntil(bucketAPI).Sub(end))
+			}
+			if c := h.sim.Counts(); c.APIRequests != maxThrottleRetries+1 || c.DuringRetryAfter != 0 {
+				t.Fatalf("counts %+v", c)
+			}
+		}},
 		{"QUOTA_EXCEEDED is not retried", harnessOpts{}, func(t *testing.T, h *harness) {
 			h.sim.ForceQuotaExceeded(2)
 			_, err := h.call("search", "v1/search", searchQ(0))
 			var p *problem.Problem
-			if !errors.As(err, &p) || p.Status != 429 || p.RetryAfter != 2*time.Second {
+			if !errors.As(err, &p) || p.Status != 429 || p.RetryAfter < 2*time.Second {
 				t.Fatalf("err %v", err)
+			}
+			// The caller is told to come back no earlier than the pause
+			// (Spotify's 2 s plus jitter) ends: sooner, it would only be
+			// held or refused again.
+			if end := time.Now().Add(p.RetryAfter); end.Before(h.up.pausedUntil(bucketAPI)) {
+				t.Fatalf("retry_after %s ends before the pause does (%s later)", p.RetryAfter, h.up.pausedUntil(bucketAPI).Sub(end))
 			}
 			if c := h.sim.Counts(); c.APIRequests != 1 {
 				t.Fatalf("API requests %d", c.APIRequests)
