@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -78,6 +79,7 @@ func (d *Daemon) setMemoryLimit(cfg *config.Config) {
 // peak, the memory they used (goroutine stacks, buffers) is handed back to
 // the system at once rather than by the runtime's slow background
 // scavenger: after 20,000 idle connections closed, 570 MB stayed resident.
+// See releaseMemory for why one debug.FreeOSMemory is not enough.
 const (
 	floodCheck = 10 * time.Second
 	// floodMin is the smallest peak worth a release.
@@ -95,9 +97,22 @@ func (d *Daemon) releaseAfterFlood(ctx context.Context, every time.Duration) {
 		}
 		st := d.front.ConnStats()
 		if st.Peak >= floodMin && st.Open <= st.Peak/4 {
-			debug.FreeOSMemory()
+			releaseMemory()
 			d.log.Info("connection flood over; memory returned to the system", "peak_connections", st.Peak, "open", st.Open, "closed_for_room", st.Evicted)
 			d.front.ResetPeak()
 		}
 	}
+}
+
+// releaseMemory collects twice, then returns every free page to the system.
+// net/http keeps each connection's read and write buffers (4 KiB each) in
+// sync.Pools for the next connection. A pool only lets go of an object
+// after two collections (the first moves it to the pool's victim cache,
+// the second drops it), and an idle daemon collects rarely: with the
+// single collection debug.FreeOSMemory makes, the buffers of a few
+// thousand closed connections stayed live and resident (6,000 closed
+// connections: 65 MB resident instead of 31).
+func releaseMemory() {
+	runtime.GC()
+	debug.FreeOSMemory()
 }
