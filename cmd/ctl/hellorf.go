@@ -54,7 +54,7 @@ func (e *hellorfError) Error() string {
 		msg += " " + e.Name
 	}
 	if e.Message != "" {
-		msg += ": " + e.Message
+		msg += ": " + glossMessage(e.Message)
 	}
 	switch e.Name {
 	case "bad_sign", "invalid_client_id", "nonce_expired":
@@ -165,7 +165,7 @@ func newHellorfCategoriesCmd(o *options) *cobra.Command {
 				t := newTable()
 				t.row("ID", g.title)
 				for _, n := range g.list {
-					t.row(n.ID.String(), n.Name)
+					t.row(n.ID.String(), glossName(n.Name))
 				}
 				out.WriteString(t.String())
 			}
@@ -192,12 +192,16 @@ func resolveCategory(flag, v string, list []named) (string, error) {
 			return "", usageErrorf("--bpm %s: no tempo range holds it", v)
 		}
 	}
+	// A name matches in Chinese as hellorf writes it or in the English of
+	// sluice's gloss table ("calm" for 平静).
 	var partial []named
 	for _, c := range list {
-		if strings.EqualFold(c.Name, v) {
+		en := englishName(c.Name)
+		if strings.EqualFold(c.Name, v) || (en != "" && strings.EqualFold(en, v)) {
 			return c.ID.String(), nil
 		}
-		if strings.Contains(strings.ToLower(c.Name), strings.ToLower(v)) {
+		if strings.Contains(strings.ToLower(c.Name), strings.ToLower(v)) ||
+			(en != "" && strings.Contains(strings.ToLower(en), strings.ToLower(v))) {
 			partial = append(partial, c)
 		}
 	}
@@ -206,12 +210,12 @@ func resolveCategory(flag, v string, list []named) (string, error) {
 	}
 	var names []string
 	for _, c := range list {
-		names = append(names, fmt.Sprintf("%s (%s)", c.Name, c.ID))
+		names = append(names, c.ID.String()+" "+glossName(c.Name))
 	}
 	if len(partial) > 1 {
 		names = names[:0]
 		for _, c := range partial {
-			names = append(names, fmt.Sprintf("%s (%s)", c.Name, c.ID))
+			names = append(names, c.ID.String()+" "+glossName(c.Name))
 		}
 		return "", usageErrorf("--%s %q matches several: %s", flag, v, strings.Join(names, ", "))
 	}
@@ -283,7 +287,7 @@ type searchPage struct {
 func namesOf(list []named) string {
 	var out []string
 	for _, n := range list {
-		out = append(out, n.Name)
+		out = append(out, glossName(n.Name))
 	}
 	return strings.Join(out, ", ")
 }
@@ -455,7 +459,7 @@ func formatDetail(d *audioDetail) string {
 	t.row("title", a.Title)
 	t.row("artist", a.Artist)
 	if a.Type != "" {
-		t.row("type", a.Type)
+		t.row("type", glossName(a.Type))
 	}
 	t.row("length", seconds(a.Duration))
 	t.row("bpm", a.BPM.String())
@@ -470,7 +474,7 @@ func formatDetail(d *audioDetail) string {
 	p := newTable()
 	p.row("PERMISSION", "NAME", "PRICE", "TYPE", "DURATION", "BPM")
 	for _, pm := range d.Permissions {
-		p.row(pm.ID.String(), pm.Name, pm.Price, pm.Type, pm.Duration, pm.BPM.String())
+		p.row(pm.ID.String(), glossName(pm.Name), pm.Price, pm.Type, pm.Duration, pm.BPM.String())
 	}
 	return out + p.String()
 }

@@ -146,7 +146,7 @@ func TestParseDurationRange(t *testing.T) {
 func TestHellorfDetailShowsPrices(t *testing.T) {
 	d := hellorfDaemon(t)
 	r := runCtl(t, d.socket, "", "hellorf", "detail", "505947")
-	for _, want := range []string{"title        Beginner's Luck", "PERMISSION  NAME", "35          SSTK音乐-全媒体  21.00  all", "33          HD"} {
+	for _, want := range []string{"title        Beginner's Luck", "PERMISSION  NAME", "35          SSTK音乐-全媒体 (SSTK music, all media)  21.00  all", "33          HD"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("detail lacks %q:\n%s", want, r.stdout)
 		}
@@ -243,7 +243,7 @@ func TestHellorfErrorExitCodes(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{"sign", 3, "hellorf answered code 1004 bad_sign: sign 签名错误 (sluiced's hellorf credentials or this host's clock are wrong"},
+		{"sign", 3, "hellorf answered code 1004 bad_sign: sign 签名错误 (wrong signature) (sluiced's hellorf credentials or this host's clock are wrong"},
 		{"dup", 2, "Probable duplicate purchase: an identical purchase was made 3s ago as purchase 442"},
 		{"ok200fail", 3, "hellorf answered code 7777: 稍后再试"},
 		{"html", 3, "upstream answered HTTP 502"},
@@ -451,5 +451,66 @@ func TestHellorfDuplicateTellsAboutRepeat(t *testing.T) {
 	r = runCtl(t, d.socket, "", append([]string{"--json"}, args...)...)
 	if r.code != exitCaller || !strings.Contains(r.stdout, header) {
 		t.Fatalf("duplicate --json: %+v", r)
+	}
+}
+
+// TestHellorfGlosses: Chinese category names and messages get an English
+// gloss from sluice's table in human output, and categories can be named in
+// English; --json stays verbatim.
+func TestHellorfGlosses(t *testing.T) {
+	d := newFakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/hellorf/audio/categories":
+			hellorfOK(w, map[string]any{
+				"genres": []map[string]any{{"id": 1361, "name": "古典"}, {"id": 1357, "name": "流行"}},
+				"moods":  []map[string]any{{"id": 1374, "name": "平静"}, {"id": 1370, "name": "欢快"}},
+				"bpms":   []map[string]any{{"id": 1, "name": "非常慢(0-60 bpm)"}, {"id": 2, "name": "缓慢(60-100 bpm)"}},
+			})
+		case "/v1/hellorf/audio/search":
+			hellorfOK(w, map[string]any{"current_page": 1, "per_page": 30, "total": 0, "list": []any{}})
+		case "/v1/hellorf/audio/purchase-detail":
+			hellorfFail(w, 404, 1006, "code_1006", "caller-error", "购买记录不存在")
+		default:
+			hellorfFail(w, 400, 1001, "code_1001", "caller-error", "缺少参数 audio_id")
+		}
+	})
+	r := runCtl(t, d.socket, "", "hellorf", "categories")
+	for _, want := range []string{"1361  古典 (classical)", "1374  平静 (calm)", "2   缓慢(60-100 bpm) (slow)"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("categories lack %q:\n%s", want, r.stdout)
+		}
+	}
+	r = runCtl(t, d.socket, "", "hellorf", "search", "piano", "--mood", "calm", "--genre", "Classical", "--bpm", "slow")
+	if r.code != 0 {
+		t.Fatalf("search by English names: %+v", r)
+	}
+	var q url.Values
+	for _, s := range d.requests() {
+		if s.Path == "/v1/hellorf/audio/search" {
+			q = s.Query
+		}
+	}
+	if q.Get("mood_id") != "1374" || q.Get("genre_id") != "1361" || q.Get("bpm_id") != "2" {
+		t.Fatalf("search query %v", q)
+	}
+	r = runCtl(t, d.socket, "", "hellorf", "purchase-detail", "9")
+	if r.code != 2 || !strings.Contains(r.stderr, "code 1006: 购买记录不存在 (purchase record not found)") {
+		t.Fatalf("1006: %+v", r)
+	}
+	r = runCtl(t, d.socket, "", "--json", "hellorf", "purchase-detail", "9")
+	if strings.Contains(r.stdout, "purchase record not found") {
+		t.Fatalf("--json glossed: %+v", r)
+	}
+	for msg, want := range map[string]string{
+		"缺少参数 audio_id":                        "missing parameter audio_id",
+		"begin_at 格式错误,例如 2017-01-01 23:23:23": "begin_at is malformed",
+		"nonce_str 已过期(有效期 10m0s)":             "nonce_str has expired (valid for 10m0s)",
+		"is_download 只能是 1 或 2":                "is_download must be 1 or 2",
+		"未知的消息":                                "",
+	} {
+		got := glossMessage(msg)
+		if (want == "" && got != msg) || !strings.Contains(got, want) {
+			t.Errorf("glossMessage(%q) = %q, want %q", msg, got, want)
+		}
 	}
 }
