@@ -522,7 +522,20 @@ type handedConn struct {
 	cc *capConn
 }
 
-func (c *handedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+// Read drains what the lane had buffered, then reads the connection
+// itself and lets the lane's buffer go: net/http has its own, and an idle
+// net/http connection would otherwise hold both (4 KiB of about 20). Only
+// net/http's connection goroutine and its background read call Read,
+// never at once.
+func (c *handedConn) Read(p []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(p)
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(p)
+}
 
 // handoffListener is the net/http server's listener: connections the lane
 // gives up.
