@@ -161,9 +161,10 @@ func newCacheCmd(o *options) *cobra.Command {
 		}),
 	}
 	purge := &cobra.Command{
-		Use:   "purge [PROVIDER]",
-		Short: "Drop cached answers: one provider's, or all",
-		Args:  cobra.MaximumNArgs(1),
+		Use:               "purge [PROVIDER]",
+		Short:             "Drop cached answers: one provider's, or all",
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeProviders(o),
 		RunE: o.action(func(ctx context.Context, args []string) error {
 			path, provider := "/v1/cache", ""
 			if len(args) == 1 {

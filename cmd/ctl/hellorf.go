@@ -386,6 +386,14 @@ minutes; the daemon caches answers only while they do.`,
 	f.StringVar(&instrument, "instrument", "", "instrument id or name")
 	f.StringVar(&bpm, "bpm", "", "tempo range id or name, or a tempo such as 110bpm")
 	f.StringVar(&duration, "duration", "", "length in seconds: FROM-TO, FROM-, -TO or N")
+	for flag, pick := range map[string]func(*hellorfCategories) []named{
+		"genre":      func(c *hellorfCategories) []named { return c.Genres },
+		"mood":       func(c *hellorfCategories) []named { return c.Moods },
+		"instrument": func(c *hellorfCategories) []named { return c.Instruments },
+		"bpm":        func(c *hellorfCategories) []named { return c.Bpms },
+	} {
+		_ = cmd.RegisterFlagCompletionFunc(flag, completeCategory(o, pick))
+	}
 	f.IntVar(&level, "level", 0, "1 Absolute, 2 Boost, 3 Chic, 99 Shutterstock, 100 Shutterstock preferred")
 	f.BoolVar(&purchasable, "purchasable", false, "only tracks that can be bought")
 	f.BoolVar(&vhifun, "vhifun", false, "only vhifun tracks")
@@ -695,6 +703,7 @@ Times are as hellorf writes them: YYYY-MM-DD HH:MM:SS.`,
 	f.StringVar(&from, "from", "", "bought at or after, YYYY-MM-DD HH:MM:SS")
 	f.StringVar(&to, "to", "", "bought at or before, YYYY-MM-DD HH:MM:SS")
 	f.StringVar(&downloaded, "downloaded", "", "yes or no")
+	_ = cmd.RegisterFlagCompletionFunc("downloaded", fixedValues("yes", "no"))
 	f.StringVar(&audio, "audio", "", "only purchases of this track")
 	f.IntVar(&page, "page", 0, "page number (default 1)")
 	f.IntVar(&perPage, "per-page", 0, "purchases per page, up to 100 (default 10)")

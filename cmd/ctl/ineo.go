@@ -216,6 +216,7 @@ func newCreateAppCmd(o *options) *cobra.Command {
 	f.StringVar(&site, "url", "", "the project's web site, an absolute URL (required)")
 	f.StringVar(&platform, "platform", "", "android, ios, ubuntu_mobile, desktop, black_berry, windows_phone, web or other (required)")
 	f.StringVar(&description, "description", "", "application description")
+	_ = cmd.RegisterFlagCompletionFunc("platform", fixedValues("android", "ios", "ubuntu_mobile", "desktop", "black_berry", "windows_phone", "web", "other"))
 	for _, name := range []string{"title", "shortname", "url", "platform"} {
 		// Only fails for an unknown flag name.
 		_ = cmd.MarkFlagRequired(name)

@@ -22,15 +22,29 @@ import (
 // only writeManPages touches the file system.
 
 const completionLong = `Print a script that makes the shell complete sluicectl's commands,
-flags and arguments.
+flags and arguments. Values the daemon knows are completed by asking the
+running daemon (within 2 s; nothing is offered when it is not running):
+providers for 'cache purge', hellorf's genres, moods, instruments and tempo
+ranges for 'hellorf search' (by English name where sluicectl has one).
+Fixed values (--type, --platform, --downloaded) need no daemon.
 
-  bash:  source <(sluicectl completion bash)
+  bash:  needs the bash-completion package (Debian/Ubuntu: apt install
+         bash-completion; Fedora: dnf install bash-completion; macOS:
+         brew install bash-completion@2), which the script relies on.
+         source <(sluicectl completion bash)
          or save it as /usr/share/bash-completion/completions/sluicectl
-  zsh:   sluicectl completion zsh > "${fpath[1]}/_sluicectl"
-         (needs "autoload -U compinit; compinit" in ~/.zshrc)
-  fish:  sluicectl completion fish > ~/.config/fish/completions/sluicectl.fish
+         (~/.local/share/bash-completion/completions/sluicectl for yourself)
+  zsh:   needs compinit: "autoload -U compinit; compinit" in ~/.zshrc
+         (oh-my-zsh and most frameworks do this), then
+         sluicectl completion zsh > "${fpath[1]}/_sluicectl"
+  fish:  nothing else:
+         sluicectl completion fish > ~/.config/fish/completions/sluicectl.fish
   powershell:
-         sluicectl completion powershell | Out-String | Invoke-Expression`
+         PowerShell 5 or later:
+         sluicectl completion powershell | Out-String | Invoke-Expression
+         (add that line to $PROFILE to keep it)
+
+Open a new shell afterwards.`
 
 // newCompletionCmd replaces cobra's default completion command, which the
 // root disables (CompletionOptions.DisableDefaultCmd); this one behaves like

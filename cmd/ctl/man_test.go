@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -225,5 +226,43 @@ func TestRoffExitStatus(t *testing.T) {
 		if got := roffExitStatus(tc.in); got != tc.want {
 			t.Errorf("roffExitStatus(%q)\n got %q\nwant %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestCompletionFromDaemon: flag values the daemon knows are completed from
+// it, through the same __complete entry point the shell scripts call.
+func TestCompletionFromDaemon(t *testing.T) {
+	d := newFakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/status":
+			writeJSON(w, 200, map[string]any{"version": "x", "providers": []map[string]any{
+				{"name": "ineo", "state": "ready"}, {"name": "hellorf", "state": "ready"}}})
+		case "/v1/hellorf/audio/categories":
+			hellorfOK(w, testCategories)
+		}
+	})
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"cache", "purge", ""}, []string{"ineo\tready", "hellorf\tready"}},
+		{[]string{"hellorf", "search", "--mood", ""}, []string{"cheerful\t1370 欢快 (cheerful)", "sad\t1371 悲伤 (sad)"}},
+		{[]string{"hellorf", "search", "--genre", "e"}, []string{"electronic\t1358 电子 (electronic)"}},
+		{[]string{"spotify", "search", "--type", ""}, []string{"artist", "album"}},
+	} {
+		r := runPlain(t, nil, append([]string{"__complete", "--socket", d.socket}, tc.args...)...)
+		for _, w := range tc.want {
+			if !strings.Contains(r.stdout, w+"\n") {
+				t.Errorf("%v: lacks %q:\n%s", tc.args, w, r.stdout)
+			}
+		}
+	}
+	// No daemon: nothing offered, and quickly.
+	r := runPlain(t, nil, "__complete", "--socket", "/nonexistent/s.sock", "cache", "purge", "")
+	if r.code != 0 || strings.Contains(r.stdout, "ineo") {
+		t.Errorf("no daemon: %+v", r)
+	}
+	if r := runPlain(t, nil, "completion", "--help"); !strings.Contains(r.stdout, "bash-completion package") {
+		t.Errorf("completion help does not say what bash needs: %s", r.stdout)
 	}
 }

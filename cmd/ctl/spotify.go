@@ -395,6 +395,7 @@ rate budget; Spotify serves search results up to offset 1000.`,
 	})
 	f := cmd.Flags()
 	f.StringVar(&types, "type", "artist,album,track", "comma-separated item types: "+strings.Join(spotifySearchTypes, ", "))
+	_ = cmd.RegisterFlagCompletionFunc("type", fixedValues(spotifySearchTypes...))
 	f.StringVar(&market, "market", "", "ISO 3166-1 alpha-2 country (e.g. KR); the daemon's default_market if empty")
 	f.IntVar(&limit, "limit", 5, "results per type per page (1-10 in Development Mode)")
 	f.IntVar(&offset, "offset", 0, "index of the first result (0-1000)")
