@@ -172,7 +172,7 @@ func explainUnreachable(ue *client.UnreachableError, from string, c socketChoice
 func dialReason(path string, err error, g groupInfo) string {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return "no such file (sluiced is not running there)"
+		return "no such file (is sluiced running? it is not listening there)"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused (a socket file is left, but no sluiced listens on it)"
 	case errors.Is(err, fs.ErrPermission):
