@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-dev/sluice/core/config"
 	"github.com/sluice-dev/sluice/core/daemon"
+	"github.com/sluice-dev/sluice/internal/buildinfo"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -25,6 +26,7 @@ func main() {
 }
 
 func run() int {
+	version := buildinfo.Version(version)
 	fs := flag.NewFlagSet("sluiced", flag.ContinueOnError)
 	cfgPath := fs.String("config", envOr("SLUICE_CONFIG", "/etc/sluice/config.toml"), "config file (env SLUICE_CONFIG)")
 	socket := fs.String("socket", os.Getenv("SLUICE_SOCKET"), "socket path, overriding the config (env SLUICE_SOCKET)")

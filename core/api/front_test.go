@@ -58,6 +58,8 @@ func (b *testBackend) Hit(provider, rest, query, host string) (Hit, bool) {
 		Body: []byte(cachedBody), StoredAt: now, ExpiresAt: now.Add(time.Hour)}, true
 }
 
+func (b *testBackend) Request(string) (RequestStatus, bool) { return RequestStatus{}, false }
+
 // headerTimeout is the daemon's ReadHeaderTimeout; the tests' deadlines
 // are well below it, so an answer that only comes when it runs out fails.
 const headerTimeout = 10 * time.Second

@@ -41,6 +41,9 @@ type Backend interface {
 	// the full path would serve exactly that; false otherwise (nothing is
 	// recorded then: the request goes the full way).
 	Hit(provider, rest, query, host string) (Hit, bool)
+	// Request says where the call with that request id stands while it
+	// is in flight; false once it is answered (or never was).
+	Request(id string) (RequestStatus, bool)
 }
 
 // Observer receives one record per provider call (metrics).
@@ -106,6 +109,7 @@ func NewServer(b Backend, log *slog.Logger, obs Observer) *Server {
 		{http.MethodGet, "/v1/cache", access.Read, s.cacheStats},
 		{http.MethodDelete, "/v1/cache", access.Admin, s.purge},
 		{http.MethodDelete, "/v1/cache/{provider}", access.Admin, s.purge},
+		{http.MethodGet, "/v1/requests/{id}", access.Read, s.request},
 		{http.MethodGet, "/metrics", access.Read, s.metrics},
 	}
 	return s
@@ -129,7 +133,7 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 type peerKey struct{}
 
 // reserved first path segments under /v1/ that are not providers.
-var reserved = map[string]bool{"health": true, "status": true, "reload": true, "cache": true}
+var reserved = map[string]bool{"health": true, "status": true, "reload": true, "cache": true, "requests": true}
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -233,9 +237,11 @@ func fromBrowser(h http.Header) bool {
 	return h.Get("Referer") != ""
 }
 
+// matchRoute matches path against pattern, whose last segment may be one
+// argument ({provider}, {id}): a single non-empty path segment.
 func matchRoute(pattern, path string) (string, bool) {
-	if prefix, ok := strings.CutSuffix(pattern, "{provider}"); ok {
-		arg, ok := strings.CutPrefix(path, prefix)
+	if i := strings.LastIndexByte(pattern, '{'); i >= 0 && strings.HasSuffix(pattern, "}") {
+		arg, ok := strings.CutPrefix(path, pattern[:i])
 		return arg, ok && arg != "" && !strings.Contains(arg, "/")
 	}
 	return "", pattern == path
@@ -270,6 +276,16 @@ func (s *Server) reload(w http.ResponseWriter, r *http.Request, _ string) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) request(w http.ResponseWriter, _ *http.Request, id string) {
+	st, ok := s.b.Request(id)
+	if !ok {
+		p := problem.New(http.StatusNotFound, "no call in flight with request id "+id+" (answered already, or never made)")
+		problem.Write(w, p)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (s *Server) cacheStats(w http.ResponseWriter, _ *http.Request, _ string) {

@@ -36,6 +36,37 @@ type ConfigStatus struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
+// RequestStatus is where one provider call stands before its answer
+// exists (GET /v1/requests/{id}).
+type RequestStatus struct {
+	ID        string `json:"id"`
+	Provider  string `json:"provider"`
+	Operation string `json:"operation"`
+	// Stage: "started" (with the plugin), "budget" (waiting for a grant),
+	// "turn" (waiting for its turn: one request at a time), "paused"
+	// (waiting out the upstream's pause), "upstream" (on its way).
+	Stage  string `json:"stage"`
+	Bucket string `json:"bucket,omitempty"`
+	// Ahead counts the callers queued before this one.
+	Ahead int `json:"ahead,omitempty"`
+	// Expected is when the wait is expected to end, if known.
+	Expected *time.Time `json:"expected,omitempty"`
+	Since    time.Time  `json:"since"`
+	Started  time.Time  `json:"started"`
+	// Budget is the bucket's budget now.
+	Budget *RequestBudget `json:"budget,omitempty"`
+}
+
+// RequestBudget is a bucket's budget as a waiting caller sees it.
+type RequestBudget struct {
+	Used  int `json:"used"`
+	Limit int `json:"limit"`
+	// WindowSeconds is the limit's window.
+	WindowSeconds float64 `json:"window_seconds"`
+	// NextSlotSeconds is how long until one more request can be granted.
+	NextSlotSeconds float64 `json:"next_slot_seconds"`
+}
+
 // ProviderStatus describes one provider plugin.
 type ProviderStatus struct {
 	Name      string    `json:"name"`

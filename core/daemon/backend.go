@@ -125,3 +125,23 @@ func (d *Daemon) Hit(provider, rest, query, host string) (api.Hit, bool) {
 func (d *Daemon) ServeProvider(w http.ResponseWriter, r *http.Request, provider, rest string) {
 	d.gw.ServeProvider(w, r, provider, rest)
 }
+
+// Request reports where the call with request id id stands.
+func (d *Daemon) Request(id string) (api.RequestStatus, bool) {
+	st, ok := d.gw.Progress(id)
+	if !ok {
+		return api.RequestStatus{}, false
+	}
+	out := api.RequestStatus{ID: st.ID, Provider: st.Provider, Operation: st.Operation, Stage: st.Stage,
+		Bucket: st.Bucket, Ahead: st.Ahead, Since: st.Since, Started: st.Started}
+	if !st.Expected.IsZero() {
+		out.Expected = &st.Expected
+	}
+	if st.Bucket != "" {
+		if b, ok := d.sched.Budget(st.Bucket); ok {
+			out.Budget = &api.RequestBudget{Used: b.Limit.Requests - b.Remaining, Limit: b.Limit.Requests,
+				WindowSeconds: b.Limit.Window.Seconds(), NextSlotSeconds: b.Reset.Seconds()}
+		}
+	}
+	return out, true
+}

@@ -31,6 +31,7 @@ import (
 	"github.com/sluice-dev/sluice/core/metrics"
 	"github.com/sluice-dev/sluice/core/pluginhost"
 	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/core/progress"
 	"github.com/sluice-dev/sluice/core/scheduler"
 )
 
@@ -155,14 +156,16 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer d.cache.Close()
 	d.metrics = metrics.New(d.metricSources())
+	tracker := progress.New()
 	d.host, err = pluginhost.New(pluginhost.Options{Scheduler: d.sched, Logger: log.With("component", "plugins"),
-		ObserveWait: d.metrics.ObserveWait})
+		ObserveWait: d.metrics.ObserveWait, Progress: tracker})
 	if err != nil {
 		return err
 	}
 	defer d.host.Close()
 	d.gw = gateway.New(d.host, d.cache, gatewaySettings(cfg), log.With("component", "gateway"))
 	d.gw.SetBudgets(d.sched.Budget)
+	d.gw.SetProgress(tracker)
 
 	ln := opts.Listener
 	activated := false

@@ -35,6 +35,7 @@ import (
 	"github.com/sluice-dev/sluice/core/cache"
 	"github.com/sluice-dev/sluice/core/pluginhost"
 	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/core/progress"
 	"github.com/sluice-dev/sluice/core/proto"
 )
 
@@ -79,6 +80,7 @@ type Gateway struct {
 	settings atomic.Pointer[Settings]
 	budgets  atomic.Pointer[BudgetFunc]
 	rates    rateLines
+	progress *progress.Tracker
 }
 
 // New creates a Gateway.
@@ -174,8 +176,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	}
 	// Rounded up: a wait under 1 ms sent as 0 would mean no bound.
 	c.req.MaxWaitMs = (maxWait + time.Millisecond - 1).Milliseconds()
-	c.req.RequestId = api.NewRequestID()
+	c.req.RequestId = requestID(r, api.NewRequestID)
 	w.Header().Set("Sluice-Request-Id", c.req.RequestId)
+	defer g.progress.Start(c.req.RequestId, provider, c.op.GetName())()
 	base := publicBase(r, provider)
 	c.req.PublicBase = base
 
@@ -185,7 +188,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 			return notCached(c)
 		}
 		info.Outcome = "bypass"
-		return g.stream(w, r.Context(), h, c)
+		stop := g.interim(w, r, c.req.RequestId)
+		return g.stream(w, r.Context(), h, c, stop)
 	}
 	// A read-only answer may be stored and shared by every caller,
 	// whatever it calls the host: its links to sluice are written under
@@ -213,6 +217,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		return notCached(c)
 	}
 	var head *proto.ResponseHead
+	stopInterim := g.interim(w, r, c.req.RequestId)
 	e, shared, err := g.cache.Do(r.Context(), key, func(ctx context.Context) (*cache.Entry, bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, maxWait+g.timeout(provider)+readyWait)
 		defer cancel()
@@ -228,6 +233,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		}
 		return entry, store, err
 	})
+	stopInterim()
 	info.Outcome = "miss"
 	if shared {
 		info.Outcome = "coalesced"
@@ -421,13 +427,16 @@ func unavailable(c *call, err error) *problem.Problem {
 
 // stream relays a non-cacheable answer chunk by chunk, so large files pass
 // with flat memory.
-func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginhost.Handle, c *call) error {
+// stopInterim ends the interim responses before anything final is written.
+func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginhost.Handle, c *call, stopInterim func()) error {
 	stream, done, pg, err := g.open(ctx, h, c)
 	if err != nil {
+		stopInterim()
 		return err
 	}
 	defer done()
 	head, err := readHead(stream, c)
+	stopInterim()
 	if err != nil {
 		drain(h, pg, stream)
 		return err

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-dev/sluice/core/progress"
 	"github.com/sluice-dev/sluice/core/proto"
 	"github.com/sluice-dev/sluice/core/scheduler"
 )
@@ -34,6 +35,8 @@ type Scheduler interface {
 	// Answered counts a grant at its answer's arrival (see
 	// scheduler.Scheduler.Answered).
 	Answered(bucket string, at, answeredAt time.Time)
+	// Predict is how many wait in bucket and when a newcomer would go.
+	Predict(bucket string) (ahead int, at time.Time, ok bool)
 }
 
 // Spec is everything the host needs to run one provider.
@@ -69,6 +72,9 @@ type Options struct {
 	MaxBackoff time.Duration
 	// ObserveWait, if set, receives every scheduler wait a plugin incurred.
 	ObserveWait func(bucket string, d time.Duration)
+	// Progress, if set, records where calls stand while they wait for
+	// budget or inside a plugin (see core/progress).
+	Progress *progress.Tracker
 	// SocketParent is where the daemon's private plugin socket directory
 	// is made, and where stale ones of crashed daemons are removed
 	// (default <tmp>/sluice-<uid>-plugins).

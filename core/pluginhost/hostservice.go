@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluice-dev/sluice/core/problem"
+	"github.com/sluice-dev/sluice/core/progress"
 	"github.com/sluice-dev/sluice/core/proto"
 	"github.com/sluice-dev/sluice/core/provider"
 	"github.com/sluice-dev/sluice/core/scheduler"
@@ -20,10 +21,11 @@ import (
 // go-plugin broker. A plugin may only use its own buckets.
 type hostService struct {
 	proto.UnimplementedHostServer
-	name    string
-	sched   Scheduler
-	log     *slog.Logger
-	observe func(bucket string, d time.Duration)
+	name     string
+	sched    Scheduler
+	log      *slog.Logger
+	observe  func(bucket string, d time.Duration)
+	progress *progress.Tracker
 }
 
 // ownsBucket is the ownership rule: a provider's buckets are named
@@ -44,6 +46,12 @@ func (h *hostService) Acquire(ctx context.Context, req *proto.AcquireRequest) (*
 		return nil, err
 	}
 	start := time.Now()
+	if id := req.GetRequestId(); id != "" && h.progress != nil {
+		if ahead, at, ok := h.sched.Predict(req.GetBucket()); ok && at.After(start) {
+			h.progress.Set(id, h.name, progress.StageBudget, req.GetBucket(), ahead, at)
+		}
+		defer h.progress.Set(id, h.name, progress.StageUpstream, req.GetBucket(), 0, time.Time{})
+	}
 	g, err := h.sched.Acquire(ctx, req.GetBucket(), time.Duration(req.GetMaxWaitMs())*time.Millisecond)
 	if h.observe != nil && err == nil {
 		h.observe(req.GetBucket(), time.Since(start))
@@ -76,6 +84,25 @@ func unwritableDetail(ue *scheduler.UnwritableError) string {
 		d += " (" + e + ")"
 	}
 	return d
+}
+
+// Progress records a wait inside the plugin (its turn, a pause) for the
+// call's caller to see; only calls of this provider are touched.
+func (h *hostService) Progress(_ context.Context, req *proto.ProgressRequest) (*proto.ProgressResponse, error) {
+	if err := h.own(req.GetBucket()); err != nil {
+		return nil, err
+	}
+	var until time.Time
+	if ms := req.GetUntilUnixMs(); ms > 0 {
+		until = time.UnixMilli(ms)
+	}
+	switch stage := req.GetStage(); stage {
+	case progress.StageTurn, progress.StagePaused, progress.StageUpstream:
+		h.progress.Set(req.GetRequestId(), h.name, stage, req.GetBucket(), 0, until)
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "unknown stage %q", stage)
+	}
+	return &proto.ProgressResponse{}, nil
 }
 
 func (h *hostService) Pause(ctx context.Context, req *proto.PauseRequest) (*proto.PauseResponse, error) {

@@ -31,6 +31,7 @@ func (f *fakeScheduler) Acquire(_ context.Context, bucket string, maxWait time.D
 
 func (f *fakeScheduler) Pause(string, time.Time, string)         {}
 func (f *fakeScheduler) Answered(string, time.Time, time.Time)   {}
+func (f *fakeScheduler) Predict(string) (int, time.Time, bool)   { return 0, time.Time{}, false }
 func (f *fakeScheduler) Configure(string, scheduler.Limit) error { return nil }
 func (f *fakeScheduler) Release(g scheduler.Grant) {
 	f.mu.Lock()

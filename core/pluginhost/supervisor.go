@@ -176,7 +176,7 @@ func (s *supervisor) start() (*instance, error) {
 	var run *pluginRunner
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig: provider.Handshake,
-		Plugins:         plugin.PluginSet{provider.PluginName: &provider.GRPCPlugin{Host: &hostService{name: s.spec.Name, sched: s.host.opts.Scheduler, log: s.log, observe: s.host.opts.ObserveWait}}},
+		Plugins:         plugin.PluginSet{provider.PluginName: &provider.GRPCPlugin{Host: &hostService{name: s.spec.Name, sched: s.host.opts.Scheduler, log: s.log, observe: s.host.opts.ObserveWait, progress: s.host.opts.Progress}}},
 		// A runner of our own, not Cmd: only then does go-plugin put the
 		// plugin's and the broker's sockets in a 0700 directory under
 		// TempDir (see pluginRunner). It also checks the SHA256 pin.

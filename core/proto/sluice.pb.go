@@ -1355,6 +1355,112 @@ func (*PauseResponse) Descriptor() ([]byte, []int) {
 	return file_sluice_proto_rawDescGZIP(), []int{16}
 }
 
+type ProgressRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// "turn", "paused" or "upstream" (see core/progress).
+	Stage  string `protobuf:"bytes,2,opt,name=stage,proto3" json:"stage,omitempty"`
+	Bucket string `protobuf:"bytes,3,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	// When the wait is expected to end (Unix ms; 0: unknown).
+	UntilUnixMs   int64 `protobuf:"varint,4,opt,name=until_unix_ms,json=untilUnixMs,proto3" json:"until_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProgressRequest) Reset() {
+	*x = ProgressRequest{}
+	mi := &file_sluice_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProgressRequest) ProtoMessage() {}
+
+func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
+func (*ProgressRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ProgressRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ProgressRequest) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *ProgressRequest) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *ProgressRequest) GetUntilUnixMs() int64 {
+	if x != nil {
+		return x.UntilUnixMs
+	}
+	return 0
+}
+
+type ProgressResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProgressResponse) Reset() {
+	*x = ProgressResponse{}
+	mi := &file_sluice_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProgressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProgressResponse) ProtoMessage() {}
+
+func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
+func (*ProgressResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{18}
+}
+
 var File_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_proto_rawDesc = "" +
@@ -1468,14 +1574,22 @@ const file_sluice_proto_rawDesc = "" +
 	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\"\n" +
 	"\runtil_unix_ms\x18\x02 \x01(\x03R\vuntilUnixMs\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x0f\n" +
-	"\rPauseResponse2\xca\x01\n" +
+	"\rPauseResponse\"\x82\x01\n" +
+	"\x0fProgressRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05stage\x18\x02 \x01(\tR\x05stage\x12\x16\n" +
+	"\x06bucket\x18\x03 \x01(\tR\x06bucket\x12\"\n" +
+	"\runtil_unix_ms\x18\x04 \x01(\x03R\vuntilUnixMs\"\x12\n" +
+	"\x10ProgressResponse2\xca\x01\n" +
 	"\bProvider\x12>\n" +
 	"\bDescribe\x12\x1a.sluice.v1.DescribeRequest\x1a\x16.sluice.v1.Description\x12F\n" +
 	"\tConfigure\x12\x1b.sluice.v1.ConfigureRequest\x1a\x1c.sluice.v1.ConfigureResponse\x126\n" +
-	"\x04Call\x12\x16.sluice.v1.CallRequest\x1a\x14.sluice.v1.CallChunk0\x012\x84\x01\n" +
+	"\x04Call\x12\x16.sluice.v1.CallRequest\x1a\x14.sluice.v1.CallChunk0\x012\xc9\x01\n" +
 	"\x04Host\x12@\n" +
 	"\aAcquire\x12\x19.sluice.v1.AcquireRequest\x1a\x1a.sluice.v1.AcquireResponse\x12:\n" +
-	"\x05Pause\x12\x17.sluice.v1.PauseRequest\x1a\x18.sluice.v1.PauseResponseB/Z-github.com/sluice-dev/sluice/core/proto;protob\x06proto3"
+	"\x05Pause\x12\x17.sluice.v1.PauseRequest\x1a\x18.sluice.v1.PauseResponse\x12C\n" +
+	"\bProgress\x12\x1a.sluice.v1.ProgressRequest\x1a\x1b.sluice.v1.ProgressResponseB/Z-github.com/sluice-dev/sluice/core/proto;protob\x06proto3"
 
 var (
 	file_sluice_proto_rawDescOnce sync.Once
@@ -1489,7 +1603,7 @@ func file_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_proto_rawDescData
 }
 
-var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_sluice_proto_goTypes = []any{
 	(*DescribeRequest)(nil),   // 0: sluice.v1.DescribeRequest
 	(*Description)(nil),       // 1: sluice.v1.Description
@@ -1508,12 +1622,14 @@ var file_sluice_proto_goTypes = []any{
 	(*AcquireResponse)(nil),   // 14: sluice.v1.AcquireResponse
 	(*PauseRequest)(nil),      // 15: sluice.v1.PauseRequest
 	(*PauseResponse)(nil),     // 16: sluice.v1.PauseResponse
-	nil,                       // 17: sluice.v1.Operation.MatchEntry
+	(*ProgressRequest)(nil),   // 17: sluice.v1.ProgressRequest
+	(*ProgressResponse)(nil),  // 18: sluice.v1.ProgressResponse
+	nil,                       // 19: sluice.v1.Operation.MatchEntry
 }
 var file_sluice_proto_depIdxs = []int32{
 	2,  // 0: sluice.v1.Description.operations:type_name -> sluice.v1.Operation
 	4,  // 1: sluice.v1.Description.buckets:type_name -> sluice.v1.Bucket
-	17, // 2: sluice.v1.Operation.match:type_name -> sluice.v1.Operation.MatchEntry
+	19, // 2: sluice.v1.Operation.match:type_name -> sluice.v1.Operation.MatchEntry
 	3,  // 3: sluice.v1.Operation.params:type_name -> sluice.v1.Param
 	7,  // 4: sluice.v1.CallRequest.params:type_name -> sluice.v1.KV
 	7,  // 5: sluice.v1.CallRequest.headers:type_name -> sluice.v1.KV
@@ -1526,13 +1642,15 @@ var file_sluice_proto_depIdxs = []int32{
 	8,  // 12: sluice.v1.Provider.Call:input_type -> sluice.v1.CallRequest
 	13, // 13: sluice.v1.Host.Acquire:input_type -> sluice.v1.AcquireRequest
 	15, // 14: sluice.v1.Host.Pause:input_type -> sluice.v1.PauseRequest
-	1,  // 15: sluice.v1.Provider.Describe:output_type -> sluice.v1.Description
-	6,  // 16: sluice.v1.Provider.Configure:output_type -> sluice.v1.ConfigureResponse
-	10, // 17: sluice.v1.Provider.Call:output_type -> sluice.v1.CallChunk
-	14, // 18: sluice.v1.Host.Acquire:output_type -> sluice.v1.AcquireResponse
-	16, // 19: sluice.v1.Host.Pause:output_type -> sluice.v1.PauseResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
+	17, // 15: sluice.v1.Host.Progress:input_type -> sluice.v1.ProgressRequest
+	1,  // 16: sluice.v1.Provider.Describe:output_type -> sluice.v1.Description
+	6,  // 17: sluice.v1.Provider.Configure:output_type -> sluice.v1.ConfigureResponse
+	10, // 18: sluice.v1.Provider.Call:output_type -> sluice.v1.CallChunk
+	14, // 19: sluice.v1.Host.Acquire:output_type -> sluice.v1.AcquireResponse
+	16, // 20: sluice.v1.Host.Pause:output_type -> sluice.v1.PauseResponse
+	18, // 21: sluice.v1.Host.Progress:output_type -> sluice.v1.ProgressResponse
+	16, // [16:22] is the sub-list for method output_type
+	10, // [10:16] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1554,7 +1672,7 @@ func file_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_proto_rawDesc), len(file_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

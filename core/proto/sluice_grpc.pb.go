@@ -226,8 +226,9 @@ var Provider_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Host_Acquire_FullMethodName = "/sluice.v1.Host/Acquire"
-	Host_Pause_FullMethodName   = "/sluice.v1.Host/Pause"
+	Host_Acquire_FullMethodName  = "/sluice.v1.Host/Acquire"
+	Host_Pause_FullMethodName    = "/sluice.v1.Host/Pause"
+	Host_Progress_FullMethodName = "/sluice.v1.Host/Progress"
 )
 
 // HostClient is the client API for Host service.
@@ -240,6 +241,11 @@ type HostClient interface {
 	Acquire(ctx context.Context, in *AcquireRequest, opts ...grpc.CallOption) (*AcquireResponse, error)
 	// Pause stops a bucket for every caller until a time (429, ban signals).
 	Pause(ctx context.Context, in *PauseRequest, opts ...grpc.CallOption) (*PauseResponse, error)
+	// Progress tells the host where a call stands while the plugin makes it
+	// wait (its turn in a one-at-a-time bucket, a pause), so the caller can
+	// be shown. Best effort: a host that does not know it answers
+	// Unimplemented, and the call goes on.
+	Progress(ctx context.Context, in *ProgressRequest, opts ...grpc.CallOption) (*ProgressResponse, error)
 }
 
 type hostClient struct {
@@ -270,6 +276,16 @@ func (c *hostClient) Pause(ctx context.Context, in *PauseRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *hostClient) Progress(ctx context.Context, in *ProgressRequest, opts ...grpc.CallOption) (*ProgressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProgressResponse)
+	err := c.cc.Invoke(ctx, Host_Progress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -280,6 +296,11 @@ type HostServer interface {
 	Acquire(context.Context, *AcquireRequest) (*AcquireResponse, error)
 	// Pause stops a bucket for every caller until a time (429, ban signals).
 	Pause(context.Context, *PauseRequest) (*PauseResponse, error)
+	// Progress tells the host where a call stands while the plugin makes it
+	// wait (its turn in a one-at-a-time bucket, a pause), so the caller can
+	// be shown. Best effort: a host that does not know it answers
+	// Unimplemented, and the call goes on.
+	Progress(context.Context, *ProgressRequest) (*ProgressResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -295,6 +316,9 @@ func (UnimplementedHostServer) Acquire(context.Context, *AcquireRequest) (*Acqui
 }
 func (UnimplementedHostServer) Pause(context.Context, *PauseRequest) (*PauseResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Pause not implemented")
+}
+func (UnimplementedHostServer) Progress(context.Context, *ProgressRequest) (*ProgressResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Progress not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -353,6 +377,24 @@ func _Host_Pause_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_Progress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProgressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).Progress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_Progress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).Progress(ctx, req.(*ProgressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -367,6 +409,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Pause",
 			Handler:    _Host_Pause_Handler,
+		},
+		{
+			MethodName: "Progress",
+			Handler:    _Host_Progress_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

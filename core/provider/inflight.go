@@ -32,14 +32,18 @@ func turnsFor(desc *proto.Description) turns {
 // take waits for a turn to send in bucket, within the caller's max wait,
 // and returns the context the rest of the exchange runs under (its max
 // wait shortened by the time spent here) and the function that gives the
-// turn back. Buckets without a bound return at once.
-func (t turns) take(ctx context.Context, bucket string) (context.Context, func(), error) {
+// turn back. Buckets without a bound return at once. waiting, if set, is
+// called when the caller has to wait for its turn.
+func (t turns) take(ctx context.Context, bucket string, waiting func()) (context.Context, func(), error) {
 	sem := t[bucket]
 	if sem == nil {
 		return ctx, func() {}, nil
 	}
 	if sem.TryAcquire(1) {
 		return ctx, func() { sem.Release(1) }, nil
+	}
+	if waiting != nil {
+		waiting()
 	}
 	start := time.Now()
 	var maxWait time.Duration

@@ -148,6 +148,10 @@ func (h *fakeHost) Pause(context.Context, *proto.PauseRequest, ...grpc.CallOptio
 	return &proto.PauseResponse{}, nil
 }
 
+func (h *fakeHost) Progress(context.Context, *proto.ProgressRequest, ...grpc.CallOption) (*proto.ProgressResponse, error) {
+	return &proto.ProgressResponse{}, nil
+}
+
 func callWith(pg *proto.Pregrant) (context.Context, *Request) {
 	r := &Request{ID: "r1", MaxWait: time.Second, stats: &callStats{}, pregrant: pregrantFrom(pg)}
 	return withCall(context.Background(), r), r

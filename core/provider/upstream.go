@@ -184,7 +184,7 @@ func (u *Upstream) take(ctx context.Context, bucket string) (context.Context, fu
 	if err != nil {
 		return nil, nil, err
 	}
-	ctx, done, err := u.turns.take(ctx, bucket)
+	ctx, done, err := u.turns.take(ctx, bucket, func() { u.report(ctx, "turn", bucket, time.Time{}) })
 	if err != nil {
 		return nil, nil, err
 	}
@@ -277,6 +277,7 @@ func (u *Upstream) waitPause(ctx context.Context, bucket string) (context.Contex
 	if err := pauseRefusal(ctx, until); err != nil {
 		return ctx, err
 	}
+	u.report(ctx, "paused", bucket, until)
 	start := time.Now()
 	err := Sleep(ctx, time.Until(until))
 	ctx = waited(ctx, time.Since(start))
@@ -284,6 +285,21 @@ func (u *Upstream) waitPause(ctx context.Context, bucket string) (context.Contex
 		return ctx, fmt.Errorf("waiting for rate budget: %w", err)
 	}
 	return ctx, nil
+}
+
+// report tells the host where ctx's call stands while this plugin makes it
+// wait, so the caller can be shown (best effort: a host that does not know
+// Progress answers Unimplemented, and nothing changes).
+func (u *Upstream) report(ctx context.Context, stage, bucket string, until time.Time) {
+	r := callFrom(ctx)
+	if r == nil || r.ID == "" || u.host == nil {
+		return
+	}
+	var ms int64
+	if !until.IsZero() {
+		ms = until.UnixMilli()
+	}
+	_, _ = u.host.Progress(ctx, &proto.ProgressRequest{RequestId: r.ID, Stage: stage, Bucket: bucket, UntilUnixMs: ms})
 }
 
 // Refusal is the problem Do would answer at once for ctx's caller in

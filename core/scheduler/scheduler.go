@@ -701,3 +701,16 @@ func (s *Scheduler) Budget(name string) (Budget, bool) {
 	}
 	return out, true
 }
+
+// Predict says how many callers are queued in name and when one more,
+// joining now, would be granted; false for an unknown bucket.
+func (s *Scheduler) Predict(name string) (ahead int, at time.Time, ok bool) {
+	b, err := s.lookup(name)
+	if err != nil {
+		return 0, time.Time{}, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	return len(b.queue), b.predictTailLocked(now), true
+}
