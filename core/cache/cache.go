@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/http"
 	"slices"
 	"sync"
@@ -104,14 +105,21 @@ type Stats struct {
 var ErrClosed = errors.New("cache: closed")
 
 const (
-	// entryOverhead approximates the bytes each entry costs beyond its key,
-	// body and headers: the Entry and stored structs, the index row, and
-	// ristretto's store, policy and expiry-bucket rows. It keeps a flood of
-	// tiny entries from escaping the byte budget.
-	entryOverhead = 256
-	// headerValueOverhead approximates the slice/map bookkeeping per header
-	// value on top of its name and value bytes.
-	headerValueOverhead = 32
+	// entryOverhead is what an entry costs in the heap beyond its key,
+	// body and header bytes, measured (TestEntryCostCoversHeap: heap
+	// growth over 20,000 stored entries, after collection): the Entry
+	// and stored structs, the header map's table, the index row, and
+	// ristretto's store, policy and expiry-bucket rows. It keeps a flood
+	// of tiny entries from escaping the byte budget.
+	entryOverhead = 736
+	// headerValueOverhead is the bookkeeping per header value on top of
+	// its name and value bytes: its []string, its slot in the map, and
+	// its line in the fast lane's memoised head (Entry.Wire).
+	headerValueOverhead = 64
+	// baseSlack bounds how much longer each link gets when the caller's
+	// base replaces the marker in the memoised copy (basedBody): bases
+	// are a scheme, a host and a path of a few dozen bytes.
+	baseSlack = 64
 
 	// avgEntryBytes is the typical entry size assumed when sizing ristretto's
 	// admission counters from the byte budget.
@@ -221,16 +229,38 @@ func numCounters(maxBytes int64) int64 {
 	return min(max(maxBytes/avgEntryBytes*10, minCounters), maxCounters)
 }
 
-// costOf is the byte cost charged for storing e under key.
+// costOf is the byte cost charged for storing e under key: what it holds
+// in the heap, not just its payload. The body counts by capacity (a body
+// read chunk by chunk into a growing buffer holds up to twice its
+// length), rounded up as the allocator does; the header bytes count twice
+// (the map, and the fast lane's memoised head); an entry with links to
+// sluice counts its body a second time, for the copy with the caller's
+// base spliced in that BodyFor memoises.
 func costOf(key string, e *Entry) int64 {
-	n := int64(entryOverhead + len(key) + len(e.Provider) + len(e.Body))
+	n := int64(entryOverhead) + allocSize(len(key)) + allocSize(len(e.Provider)) + allocSize(cap(e.Body))
 	for name, values := range e.Header {
-		n += int64(len(name))
 		for _, v := range values {
-			n += int64(len(v) + headerValueOverhead)
+			n += int64(2*(len(name)+len(v)) + headerValueOverhead)
 		}
 	}
+	if len(e.baseAt) > 0 {
+		n += allocSize(len(e.Body)+len(e.baseAt)*baseSlack) + int64(len(e.baseAt))*8 + entryOverhead/4
+	}
 	return n
+}
+
+// allocSize approximates the bytes the Go allocator hands out for n: its
+// size classes are spaced an eighth of a power of two apart (at least 16
+// bytes), large objects by whole pages, so it wastes at most an eighth.
+func allocSize(n int) int64 {
+	if n <= 0 {
+		return 0
+	}
+	step := 16
+	if p := 1 << (bits.Len(uint(n)) - 1); p/8 > step {
+		step = p / 8
+	}
+	return int64((n + step - 1) / step * step)
 }
 
 // Get returns the entry stored under key. It never returns an entry at or
