@@ -29,7 +29,10 @@ func TestSocketOwnership(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(testenv.BinDir(t), "sluiced"), "--config", env.Config)
+	// Its own state dir: the state dir's lock would refuse it first
+	// (TestSecondDaemonOnOneStateDirRefused); this is about the socket.
+	cmd := exec.CommandContext(ctx, filepath.Join(testenv.BinDir(t), "sluiced"), "--config", env.Config,
+		"--state-dir", filepath.Join(t.TempDir(), "state"))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err == nil || !strings.Contains(out.String(), "already serving") {
