@@ -74,6 +74,8 @@ type Daemon struct {
 	metrics *metrics.Metrics
 	api     *api.Server
 	front   *api.Front
+	// memLimit is the soft memory limit in force (see setMemoryLimit).
+	memLimit atomic.Int64
 
 	cfg    atomic.Pointer[config.Config]
 	policy atomic.Pointer[access.Policy]

@@ -18,9 +18,10 @@ import (
 // plus a sixteenth of the limit leaves room for those with plenty to
 // spare (a daemon with three plugins uses about 40). maxDefaultConns
 // bounds memory where the limit is huge (Go raises the soft limit to the
-// hard one, often 524288): an idle connection costs about 120 KiB as
-// measured (6,000 idle connections held 700 MB more), so 1024 of them are
-// about 120 MiB, and a local daemon has no use for more by default.
+// hard one, often 524288): an idle connection costs 13 KiB (fast lane) to
+// 22 KiB (net/http) as measured on the released build (the race-built test
+// daemon's ~120 KiB was the race runtime's), so 1024 of them are at most
+// about 22 MiB, and a local daemon has no use for more by default.
 const (
 	fdReserve       = 128
 	maxDefaultConns = 1024
@@ -43,35 +44,44 @@ func connsForLimit(limit uint64) int {
 	return int(min(max(room, 16), maxDefaultConns))
 }
 
-// Memory limit allowance. max_size bounds what the cache counts, not the
-// heap: the GC lets the heap grow to twice the live data by default, and a
-// flood of connections or large answers in flight come on top. The soft
-// limit (debug.SetMemoryLimit) makes the GC work harder as the heap nears
-// it instead of letting it double. It is max_size twice (the cache's own
-// accounting is an estimate, and entries evicted but not yet collected
-// still count) plus memBase for the daemon itself (runtime, plugins'
-// clients, buffers, answers in flight) plus memPerConn for each allowed
-// connection. Soft means the daemon is never killed for passing it; the
-// units' MemoryHigh/MemoryMax are the hard bounds.
+// Memory limit. The cache charges each entry what it holds in the heap
+// (core/cache costOf, measured), so a full cache is about max_size of live
+// data. The soft limit (debug.SetMemoryLimit) makes the GC collect harder
+// as the runtime's memory nears it, instead of letting the heap double as
+// GOGC would: max_size plus a quarter of it for entries evicted but not
+// yet collected, plus memBase for the daemon itself (the runtime, the
+// plugins' clients, buffers, answers in flight: about 15 MiB idle, with
+// room to collect in), plus memPerConn for each connection open now (an
+// idle one measured 13 KiB on the fast lane, 22 KiB under net/http;
+// refreshed every floodCheck). Soft means the daemon is never killed for
+// passing it: live data over it makes the GC run more, at most about half
+// the CPU, and the units' MemoryHigh/MemoryMax are the hard bounds. Below
+// a max_size of some 32 MiB, memBase dominates.
 const (
-	memBase    = 128 << 20
-	memPerConn = 128 << 10
+	memBase    = 32 << 20
+	memPerConn = 32 << 10
 )
 
-// memoryLimit is the soft limit for cfg, or false when the user set
-// GOMEMLIMIT, which is theirs to choose.
-func memoryLimit(cfg *config.Config) (int64, bool) {
+// memoryLimit is the soft limit for cfg with open connections, or false
+// when the user set GOMEMLIMIT, which is theirs to choose.
+func memoryLimit(cfg *config.Config, open int) (int64, bool) {
 	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
 		return 0, false
 	}
-	return 2*int64(cfg.Cache.MaxSize) + memBase + int64(maxConnections(cfg))*memPerConn, true
+	size := int64(cfg.Cache.MaxSize)
+	return memBase + size + size/4 + int64(open)*memPerConn, true
 }
 
-// setMemoryLimit applies memoryLimit, at start and on every reload.
+// setMemoryLimit applies memoryLimit, at start, on every reload and as
+// connections come and go.
 func (d *Daemon) setMemoryLimit(cfg *config.Config) {
-	if n, ok := memoryLimit(cfg); ok {
+	open := 0
+	if d.front != nil {
+		open = d.front.ConnStats().Open
+	}
+	if n, ok := memoryLimit(cfg, open); ok && n != d.memLimit.Swap(n) {
 		debug.SetMemoryLimit(n)
-		d.log.Debug("soft memory limit set", "bytes", n)
+		d.log.Debug("soft memory limit set", "bytes", n, "connections", open)
 	}
 }
 
@@ -95,6 +105,7 @@ func (d *Daemon) releaseAfterFlood(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
+		d.setMemoryLimit(d.cfg.Load())
 		st := d.front.ConnStats()
 		if st.Peak >= floodMin && st.Open <= st.Peak/4 {
 			releaseMemory()

@@ -27,18 +27,27 @@ func TestConnsForLimit(t *testing.T) {
 
 func TestMemoryLimit(t *testing.T) {
 	cfg := config.Default()
-	cfg.MaxConnections = 1000
 	t.Setenv("GOMEMLIMIT", "")
-	if _, ok := memoryLimit(cfg); ok {
+	if _, ok := memoryLimit(cfg, 0); ok {
 		t.Error("a GOMEMLIMIT from the user must be left alone, even empty")
 	}
 	os.Unsetenv("GOMEMLIMIT") // restored by t.Setenv's cleanup
-	got, ok := memoryLimit(cfg)
-	if want := 2*int64(cfg.Cache.MaxSize) + memBase + 1000*memPerConn; !ok || got != want {
-		t.Errorf("limit %d (%v), want %d", got, ok, want)
-	}
-	cfg.Cache.MaxSize *= 2
-	if more, _ := memoryLimit(cfg); more != got+2*int64(cfg.Cache.MaxSize/2) {
-		t.Errorf("doubling max_size moved the limit from %d to %d", got, more)
+	size := int64(cfg.Cache.MaxSize)
+	for _, tt := range []struct {
+		size int64
+		open int
+		want int64
+	}{
+		// The cache's charge is what it holds: max_size, a quarter for
+		// evicted entries not yet collected, the daemon's base.
+		{size, 0, memBase + size*5/4},
+		{64 << 20, 0, memBase + 80<<20},
+		// Open connections raise it while they are open.
+		{64 << 20, 1000, memBase + 80<<20 + 1000*memPerConn},
+	} {
+		cfg.Cache.MaxSize = config.Size(tt.size)
+		if got, ok := memoryLimit(cfg, tt.open); !ok || got != tt.want {
+			t.Errorf("max_size %d, %d connections: limit %d (%v), want %d", tt.size, tt.open, got, ok, tt.want)
+		}
 	}
 }
