@@ -142,6 +142,8 @@ func formatStatus(st *api.Status, now time.Time) string {
 			t.row(p.Name, p.State, pid, strconv.Itoa(p.Restarts), p.LastError)
 		}
 		out.WriteString(t.String())
+		out.WriteString("\n")
+		out.WriteString(savedTable(st.Providers))
 	}
 
 	out.WriteString("\n")
@@ -159,6 +161,44 @@ func formatStatus(st *api.Status, now time.Time) string {
 	out.WriteString("\n")
 	out.WriteString("cache: " + cacheLine(&st.Cache) + "\n")
 	return out.String()
+}
+
+// savedTable is a line per provider saying what sharing (cache, 304,
+// coalescing, stale answers) saved it upstream since the daemon started.
+func savedTable(ps []api.ProviderStatus) string {
+	t := newTable()
+	for _, p := range ps {
+		t.row(p.Name, savedText(p))
+	}
+	return t.String()
+}
+
+// savedText is "saved 1,234 upstream requests (92 % of calls) since start".
+// The share rounds down, so 100 % means every call was answered without an
+// upstream request of its own.
+func savedText(p api.ProviderStatus) string {
+	if p.Calls == 0 {
+		return "no calls since start"
+	}
+	saved := min(p.Saved, p.Calls)
+	noun := "requests"
+	if saved == 1 {
+		noun = "request"
+	}
+	return fmt.Sprintf("saved %s upstream %s (%d %% of calls) since start", thousands(saved), noun, saved*100/p.Calls)
+}
+
+// thousands writes n with a comma every three digits: 1,234,567.
+func thousands(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }
 
 // heldReason is why the scheduler holds its buckets (the same for all), or "".

@@ -27,7 +27,7 @@ func TestFormatStatus(t *testing.T) {
 		Config: api.ConfigStatus{Path: "/etc/sluice/config.toml", LoadedAt: now.Add(-time.Hour), LastReloadOK: false,
 			LastError: "config.toml:3: cache.max_size: bad\nsecond line"},
 		Providers: []api.ProviderStatus{
-			{Name: "ineo", State: "ready", PID: 4242, Restarts: 1},
+			{Name: "ineo", State: "ready", PID: 4242, Restarts: 1, Calls: 1341, Saved: 1234},
 			{Name: "hellorf", State: "backoff", Restarts: 3, LastError: "exit status 1"},
 		},
 		Buckets: []api.BucketStatus{
@@ -47,6 +47,8 @@ func TestFormatStatus(t *testing.T) {
 		"PROVIDER  STATE    PID   RESTARTS  LAST ERROR\n",
 		"ineo      ready    4242  1         -\n",
 		"hellorf   backoff  -     3         exit status 1\n",
+		"ineo     saved 1,234 upstream requests (92 % of calls) since start\n",
+		"hellorf  no calls since start\n",
 		"ineo.spotify  2/6 per 7s    1       40       -\n",
 		"ineo.tmanage  0/10 per 11s  0       0        until 2026-03-01 12:01:30 (in 1m30s): iNeo status_code 10 ip_blocked\n",
 		"old.pause     0/1 per 1s    0       0        -\n",
@@ -64,6 +66,26 @@ func TestFormatStatus(t *testing.T) {
 	if got := formatStatus(&api.Status{Config: api.ConfigStatus{LastReloadOK: true}}, now); !strings.Contains(got, "no providers") ||
 		!strings.Contains(got, "no rate buckets") || !strings.Contains(got, "uptime       0s") {
 		t.Errorf("empty status:\n%s", got)
+	}
+}
+
+// TestSavedBySharing: what sharing saved each provider, as a share of its
+// calls rounded down (100 % only when nothing went upstream).
+func TestSavedBySharing(t *testing.T) {
+	for _, tc := range []struct {
+		calls, saved uint64
+		want         string
+	}{
+		{0, 0, "no calls since start"},
+		{1341, 1234, "saved 1,234 upstream requests (92 % of calls) since start"},
+		{3, 1, "saved 1 upstream request (33 % of calls) since start"},
+		{1000, 999, "saved 999 upstream requests (99 % of calls) since start"},
+		{1234567, 1234567, "saved 1,234,567 upstream requests (100 % of calls) since start"},
+		{5, 0, "saved 0 upstream requests (0 % of calls) since start"},
+	} {
+		if got := savedText(api.ProviderStatus{Calls: tc.calls, Saved: tc.saved}); got != tc.want {
+			t.Errorf("savedText(%d calls, %d saved) = %q, want %q", tc.calls, tc.saved, got, tc.want)
+		}
 	}
 }
 

@@ -268,6 +268,13 @@ func renderWatch(st *api.Status, now time.Time, width int, tty bool) string {
 	for _, l := range pluginLines(st.Providers) {
 		add(l.style, l.text, 4)
 	}
+	if len(st.Providers) > 0 {
+		add("", "", 0)
+		add(ansiBold, "SHARING", 0)
+		for line := range strings.Lines(savedTable(st.Providers)) {
+			add("", strings.TrimRight(line, " \n"), 4)
+		}
+	}
 
 	var b strings.Builder
 	for _, l := range lines {
@@ -427,6 +434,9 @@ func plainWatchLine(st *api.Status, now time.Time) string {
 		s := p.Name + " " + p.State
 		if p.Restarts > 0 {
 			s += " restarts=" + strconv.Itoa(p.Restarts)
+		}
+		if p.Calls > 0 {
+			s += fmt.Sprintf(" saved=%d/%d", p.Saved, p.Calls)
 		}
 		if p.State != "ready" && p.LastError != "" {
 			s += " (" + strings.Join(strings.Fields(p.LastError), " ") + ")"

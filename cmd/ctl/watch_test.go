@@ -27,7 +27,7 @@ func watchFixture() *api.Status {
 	return &api.Status{
 		Version: "1.2.3", Uptime: "3h0m0s", Config: api.ConfigStatus{LastReloadOK: true},
 		Providers: []api.ProviderStatus{
-			{Name: "ineo", State: "ready", PID: 4242},
+			{Name: "ineo", State: "ready", PID: 4242, Calls: 1341, Saved: 1234},
 			{Name: "hellorf", State: "backoff", Restarts: 3, LastError: "exec: \"sluice-hellorf\":\n executable file not found in $PATH"},
 		},
 		Buckets: []api.BucketStatus{
@@ -154,7 +154,7 @@ func TestRenderWatchPlain(t *testing.T) {
 	got := renderWatch(watchFixture(), watchNow, 80, false)
 	want := "2026-11-27T22:00:00Z ineo.spotify 3/6 q=1 | ineo.tmanage 0/10 q=0 paused 59s (iNeo status_code 10) | " +
 		"old.pause 0/1 q=0 | cache 80% 12 entries 1.5 KiB 3 coalesced | " +
-		"ineo ready, hellorf backoff restarts=3 (exec: \"sluice-hellorf\": executable file not found in $PATH)\n"
+		"ineo ready saved=1234/1341, hellorf backoff restarts=3 (exec: \"sluice-hellorf\": executable file not found in $PATH)\n"
 	if got != want {
 		t.Fatalf("plain line\n got %q\nwant %q", got, want)
 	}
@@ -181,7 +181,11 @@ func TestRenderWatchTerminal(t *testing.T) {
 		ansiBold + "PLUGINS" + ansiReset + "\n" +
 		"ineo     ready    pid 4242  restarts 0\n" +
 		ansiRed + `hellorf  backoff  pid -     restarts 3  last error: exec: "sluice-hellorf":` + ansiReset + "\n" +
-		ansiRed + "    executable file not found in $PATH" + ansiReset + "\n"
+		ansiRed + "    executable file not found in $PATH" + ansiReset + "\n" +
+		"\n" +
+		ansiBold + "SHARING" + ansiReset + "\n" +
+		"ineo     saved 1,234 upstream requests (92 % of calls) since start\n" +
+		"hellorf  no calls since start\n"
 	if got != want {
 		t.Fatalf("terminal frame at 80 columns:\n%s\nwant:\n%s", got, want)
 	}
