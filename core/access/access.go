@@ -43,8 +43,12 @@ type Peer struct {
 	Groups []uint32 // supplementary groups, best effort from /proc
 }
 
-// PeerOf reads SO_PEERCRED from a Unix connection.
+// PeerOf reads SO_PEERCRED from a Unix connection; a loopback TCP
+// connection's peer is found through the kernel's socket table (tcpPeer).
 func PeerOf(c net.Conn) (Peer, error) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		return tcpPeer(tc)
+	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return Peer{}, errors.New("not a unix connection")
