@@ -57,6 +57,22 @@ type Config struct {
 	// it from the process's file-descriptor limit (see the daemon).
 	MaxConnections int `toml:"max_connections" json:"max_connections"`
 
+	// HTTPListen is an optional TCP address ("127.0.0.1:8750") served
+	// besides the socket, for clients that can only be given a base URL.
+	// Empty: off. It must be loopback unless HTTPListenAllowRemote.
+	HTTPListen            string `toml:"http_listen" json:"http_listen,omitempty"`
+	HTTPListenAllowRemote bool   `toml:"http_listen_allow_remote" json:"http_listen_allow_remote,omitempty"`
+	// HTTPHosts are further names a TCP caller may put in Host (besides
+	// the listener's own address and localhost); any other Host is a DNS
+	// rebinding attempt and gets 421.
+	HTTPHosts []string `toml:"http_hosts" json:"http_hosts,omitempty"`
+	// HTTPLevel is the tier of a TCP caller whose uid the kernel cannot
+	// name (none, read or admin; lower-cased on load).
+	HTTPLevel string `toml:"http_level" json:"http_level"`
+	// HTTPAdminToken, when set, grants admin on the TCP listener to a
+	// caller sending "Authorization: Bearer <token>".
+	HTTPAdminToken Secret `toml:"http_admin_token" json:"http_admin_token"`
+
 	Scheduler Scheduler `toml:"scheduler" json:"scheduler"`
 	Cache     Cache     `toml:"cache" json:"cache"`
 	Providers Providers `toml:"providers" json:"providers"`
@@ -195,6 +211,7 @@ func Default() *Config {
 		StateDir:   DefaultStateDir(),
 		LogLevel:   "info",
 		AccessLog:  "misses",
+		HTTPLevel:  "none",
 		Scheduler: Scheduler{
 			Margin:  dur(250 * time.Millisecond),
 			MaxWait: dur(2 * time.Minute),
@@ -359,6 +376,10 @@ type namedSecret struct {
 func (c *Config) secrets() []namedSecret {
 	p := &c.Providers
 	return []namedSecret{
+		// Resolved whenever set: systemd may activate the TCP listener
+		// without http_listen, and a reference that cannot be read is
+		// a mistake to report either way.
+		{"http_admin_token", &c.HTTPAdminToken, true, false},
 		// iNeo's two tokens serve two services: either alone is useful,
 		// and a call needing the missing one is answered 503.
 		{"providers.ineo.access_key", &p.Ineo.AccessKey, p.Ineo.Enabled, false},

@@ -59,6 +59,8 @@ func (c *Config) normalizeAndValidate() []fieldErr {
 		bad("max_connections", "must not be negative (0 derives it from the file-descriptor limit)")
 	}
 
+	errs = append(errs, c.checkHTTP()...)
+
 	positive := func(key string, d Duration) {
 		if d.Duration <= 0 {
 			bad(key, "must be greater than zero")
