@@ -816,7 +816,17 @@ without being cached. Without -o it is saved under the name hellorf gives it
 // existing NAME.part from offset. It shows progress on a terminal.
 func (o *options) saveStream(body io.Reader, name string, length, offset int64, resume bool) (int64, error) {
 	if name == "-" {
-		n, err := io.Copy(o.stdout, body)
+		var w io.Writer = o.stdout
+		var bar *progress
+		// A file going to the terminal itself gets no bar across it.
+		if o.live != nil && !o.tty {
+			bar = newProgress(o.stderr, offset, length)
+			w = io.MultiWriter(o.stdout, bar)
+		}
+		n, err := io.Copy(w, body)
+		if bar != nil {
+			bar.done()
+		}
 		if err != nil {
 			return n, fmt.Errorf("writing to stdout after %d bytes: %w", n, err)
 		}
@@ -833,7 +843,7 @@ func (o *options) saveStream(body io.Reader, name string, length, offset int64, 
 	}
 	var w io.Writer = f
 	var bar *progress
-	if o.tty {
+	if o.live != nil {
 		bar = newProgress(o.stderr, offset, length)
 		w = io.MultiWriter(f, bar)
 	}
@@ -871,10 +881,12 @@ func (e *interruptedError) Error() string {
 func (e *interruptedError) Unwrap() error { return e.err }
 func (e *interruptedError) ExitCode() int { return exitUpstream }
 
-// progress draws a one-line progress bar on a terminal, at most ten times a
-// second.
+// progress draws a one-line progress bar for a file transfer on a
+// terminal, at most ten times a second: how much, how fast and, when the
+// length is known, how long until done.
 type progress struct {
 	w          io.Writer
+	now        func() time.Time // injected by tests
 	start      time.Time
 	last       time.Time
 	base, n    int64
@@ -887,35 +899,48 @@ func newProgress(w io.Writer, offset, length int64) *progress {
 	if length >= 0 {
 		total = offset + length
 	}
-	return &progress{w: w, start: time.Now(), base: offset, total: total}
+	return &progress{w: w, now: time.Now, start: time.Now(), base: offset, total: total}
 }
 
 func (p *progress) Write(b []byte) (int, error) {
 	p.n += int64(len(b))
-	if time.Since(p.last) >= 100*time.Millisecond {
-		p.draw()
+	if p.now().Sub(p.last) >= 100*time.Millisecond {
+		p.draw(false)
 	}
 	return len(b), nil
 }
 
-func (p *progress) draw() {
-	p.last = time.Now()
+// draw paints the bar; final replaces the ETA with the time taken.
+func (p *progress) draw(final bool) {
+	now := p.now()
+	p.last = now
 	got := p.base + p.n
-	rate := float64(p.n) / max(time.Since(p.start).Seconds(), 0.001)
+	elapsed := now.Sub(p.start)
+	// The rate is of this transfer only: resumed bytes came earlier.
+	rate := float64(p.n) / max(elapsed.Seconds(), 0.001)
 	line := humanBytes(got)
 	if p.total > 0 {
 		const width = 30
-		filled := int(int64(width) * got / p.total)
+		filled := int(int64(width) * min(got, p.total) / p.total)
 		line = fmt.Sprintf("[%s%s] %3d%% %s / %s", strings.Repeat("#", filled), strings.Repeat(".", width-filled), 100*got/p.total, humanBytes(got), humanBytes(p.total))
 	}
 	line += fmt.Sprintf("  %s/s", humanBytes(int64(rate)))
+	switch {
+	case final:
+		line += "  in " + clockDuration(elapsed.Round(time.Second))
+	case p.total > 0 && p.n > 0 && got < p.total:
+		eta := time.Duration(float64(p.total-got) / rate * float64(time.Second))
+		line += "  ETA " + clockDuration(eta.Round(time.Second))
+	case p.total > 0 && got < p.total:
+		line += "  ETA -"
+	}
 	pad := max(p.lastLength-len(line), 0)
 	p.lastLength = len(line)
 	fmt.Fprintf(p.w, "\r%s%s", line, strings.Repeat(" ", pad))
 }
 
 func (p *progress) done() {
-	p.draw()
+	p.draw(true)
 	fmt.Fprintln(p.w)
 }
 

@@ -19,13 +19,15 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/sluice-dev/sluice/core/api/client"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr, tty: isTerminal(os.Stdout)}, os.Getenv)
+	code := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr,
+		tty: isTerminal(os.Stdout), errTTY: isTerminal(os.Stderr)}, os.Getenv)
 	stop()
 	os.Exit(code)
 }
@@ -33,17 +35,19 @@ func main() {
 // stdio is the process's standard streams, passed in so tests can run whole
 // commands in-process.
 type stdio struct {
-	in  io.Reader
-	out io.Writer
-	err io.Writer
-	tty bool // out is a terminal
+	in     io.Reader
+	out    io.Writer
+	err    io.Writer
+	tty    bool // out is a terminal
+	errTTY bool // err is a terminal: progress may be drawn there
 }
 
-// isTerminal reports whether f is a character device; golang.org/x/term is
-// not a dependency, and this is all sluicectl needs to know.
+// isTerminal reports whether f is a terminal: whether it answers a
+// terminal's ioctl. A character device is not enough (/dev/null is one);
+// golang.org/x/term is not a dependency, and x/sys is.
 func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // options is everything the commands share: the global flags, the streams
@@ -58,6 +62,11 @@ type options struct {
 	stdout io.Writer
 	stderr io.Writer
 	tty    bool
+	errTTY bool
+
+	// live is the progress line on stderr; nil (draws nothing) unless
+	// stderr is a terminal and --json is off.
+	live *liveLine
 
 	// choice is the default socket and where it came from; socketFlag is
 	// set when --socket overrode it. Both explain an unreachable daemon.
@@ -74,7 +83,7 @@ type options struct {
 // run executes one sluicectl invocation and returns its exit status. Errors
 // are rendered here, once, as a single "sluicectl: ..." line on stderr.
 func run(ctx context.Context, args []string, s stdio, getenv func(string) string) int {
-	o := &options{stdin: bufio.NewReader(s.in), stdout: s.out, stderr: s.err, tty: s.tty}
+	o := &options{stdin: bufio.NewReader(s.in), stdout: s.out, stderr: s.err, tty: s.tty, errTTY: s.errTTY}
 	root := newRootCmd(o, getenv)
 	root.SetArgs(args)
 	root.SetIn(s.in)
@@ -185,7 +194,13 @@ func (o *options) action(fn func(ctx context.Context, args []string) error) func
 			o.socketFlag = f.Changed
 		}
 		o.cl = client.New(o.socket)
-		return fn(cmd.Context(), args)
+		if o.errTTY && !o.json {
+			o.live = newLiveLine(o.stderr, func() int { return termWidth(o.stderr) })
+			o.cl.OnWaiting(o.live.waiting)
+		}
+		err := fn(cmd.Context(), args)
+		o.live.clear()
+		return err
 	}
 }
 

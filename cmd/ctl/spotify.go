@@ -124,11 +124,12 @@ func spotifyNext(link string) (string, url.Values, error) {
 
 // spotifyWalk follows next links from first until the last page and returns
 // one page holding every item. Search stops at offset 1000, the documented
-// maximum.
-func (o *options) spotifyWalk(ctx context.Context, first spPage, pick func([]byte) (spPage, error)) (spPage, error) {
+// maximum. On a terminal the page it is on shows on stderr, labelled kind.
+func (o *options) spotifyWalk(ctx context.Context, kind string, first spPage, pick func([]byte) (spPage, error)) (spPage, error) {
 	all := first
 	all.Items = append([]json.RawMessage(nil), first.Items...)
 	next := first.Next
+	defer o.live.status("")
 	for pages := 1; next != nil && *next != ""; pages++ {
 		if pages >= spMaxPages {
 			return spPage{}, &upstreamError{msg: fmt.Sprintf("gave up after %d pages", spMaxPages)}
@@ -140,6 +141,7 @@ func (o *options) spotifyWalk(ctx context.Context, first spPage, pick func([]byt
 		if off, _ := strconv.Atoi(q.Get("offset")); path == "v1/search" && off > 1000 {
 			break
 		}
+		o.live.status(walkStatus(kind, pages+1, walkPages(first, path == "v1/search"), len(all.Items), walkTotal(first, path == "v1/search")))
 		resp, err := o.spotifyGet(ctx, path, q)
 		if err != nil {
 			return spPage{}, err
@@ -153,6 +155,25 @@ func (o *options) spotifyWalk(ctx context.Context, first spPage, pick func([]byt
 	}
 	all.Next, all.Previous, all.Limit = nil, nil, len(all.Items)
 	return all, nil
+}
+
+// walkTotal is how many items a walk from first will bring: the total,
+// or for search as far as offset 1000 goes.
+func walkTotal(first spPage, search bool) int {
+	if search && first.Limit > 0 {
+		return min(first.Total, 1000+first.Limit)
+	}
+	return first.Total
+}
+
+// walkPages is how many pages a walk from first will take; 0 if unknown.
+func walkPages(first spPage, search bool) int {
+	if first.Limit <= 0 {
+		return 0
+	}
+	t := walkTotal(first, search)
+	// The first page may start at an offset.
+	return (t - first.Offset + first.Limit - 1) / first.Limit
 }
 
 func spDecodePage(b []byte) (spPage, error) {
@@ -359,7 +380,7 @@ rate budget; Spotify serves search results up to offset 1000.`,
 			if !all {
 				break
 			}
-			p, err := o.spotifyWalk(ctx, pages[kind], func(b []byte) (spPage, error) {
+			p, err := o.spotifyWalk(ctx, kind, pages[kind], func(b []byte) (spPage, error) {
 				var m map[string]spPage
 				if err := json.Unmarshal(b, &m); err != nil {
 					return spPage{}, &upstreamError{msg: "Spotify's search answer is not an object of pages: " + err.Error()}
@@ -485,7 +506,7 @@ open.spotify.com link). --all walks every page, each through the daemon.`,
 			return err
 		}
 		if all {
-			if p, err = o.spotifyWalk(ctx, p, spDecodePage); err != nil {
+			if p, err = o.spotifyWalk(ctx, "albums", p, spDecodePage); err != nil {
 				return err
 			}
 		}
@@ -536,7 +557,7 @@ the daemon (--json prints the album as Spotify sent it).`,
 			}
 			var tracks spPage
 			if it.Tracks != nil {
-				if tracks, err = o.spotifyWalk(ctx, *it.Tracks, spDecodePage); err != nil {
+				if tracks, err = o.spotifyWalk(ctx, "album tracks", *it.Tracks, spDecodePage); err != nil {
 					return err
 				}
 			}

@@ -22,8 +22,9 @@ import (
 
 // Client talks HTTP/1.1 to sluiced over its Unix socket.
 type Client struct {
-	socket string
-	hc     *http.Client
+	socket    string
+	hc        *http.Client
+	onWaiting func(*Waiting)
 }
 
 // New returns a client for the socket at path.
@@ -79,7 +80,9 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
+	req, over := c.withWaiting(req)
 	resp, err := c.hc.Do(req)
+	over()
 	if err != nil {
 		var ne *net.OpError
 		if errors.As(err, &ne) && ne.Op == "dial" {
