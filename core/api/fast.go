@@ -236,7 +236,7 @@ func (f *Front) serveConn(lc *laneConn) {
 		}
 		start := time.Now()
 		var req laneRequest
-		if head == nil || perr != nil || !req.parse(head) {
+		if head == nil || perr != nil || !req.parse(head) || !f.s.laneHostAllowed(c, req.host) {
 			f.handOver(lc, br, peer, perr)
 			return
 		}
@@ -414,7 +414,7 @@ func (r *laneRequest) parse(head []byte) bool {
 // path worth a second copy of it.
 func handedOverHeader(name []byte) bool {
 	for _, h := range [...]string{"Transfer-Encoding", "Expect", "Upgrade", "Origin", "Referer", "Sec-Fetch-Site",
-		"Cache-Control", "Pragma", "Sluice-Max-Wait", "Content-Type", "Trailer", "TE", "If-None-Match"} {
+		"Cache-Control", "Pragma", "Sluice-Max-Wait", "Content-Type", "Trailer", "TE", "If-None-Match", "Sluice-Base"} {
 		if bytes.EqualFold(name, []byte(h)) {
 			return true
 		}

@@ -64,6 +64,8 @@ type Server struct {
 	accessWriter AccessWriter
 	// accessMode is which requests get an access line (accessAll...).
 	accessMode atomic.Int32
+	// tcp is the TCP listener's policy (see tcp.go).
+	tcp atomic.Pointer[TCPPolicy]
 }
 
 // Access-log modes; see SetAccessLog.
@@ -138,7 +140,10 @@ var reserved = map[string]bool{"health": true, "status": true, "reload": true, "
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ctx, info := withInfo(r.Context())
-	if peer, ok := r.Context().Value(peerKey{}).(access.Peer); ok {
+	peer, ok := r.Context().Value(peerKey{}).(access.Peer)
+	if _, tcp := localTCP(r); tcp {
+		ctx = s.tcpGrant(ctx, r, peer, ok)
+	} else if ok {
 		ctx = access.WithGrant(ctx, access.Grant{Peer: peer, Level: s.b.Level(peer), Known: true})
 	}
 	r = r.WithContext(ctx)
@@ -158,13 +163,20 @@ func (s *Server) require(w http.ResponseWriter, r *http.Request, level access.Le
 	if s.obs != nil {
 		s.obs.Denied(level.String())
 	}
-	p := problem.Forbidden(fmt.Sprintf("%s needs the %s permission; uid %d has %s (see [access] in the config)", what, level, g.Peer.UID, g.Level))
+	who := fmt.Sprintf("uid %d", g.Peer.UID)
+	if !g.Known {
+		who = "a caller whose uid is unknown"
+	}
+	p := problem.Forbidden(fmt.Sprintf("%s needs the %s permission; %s has %s (see [access] in the config)", what, level, who, g.Level))
 	p.Title = "Permission denied"
 	problem.Write(w, p)
 	return false
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	if s.misdirected(w, r) {
+		return
+	}
 	if fromBrowser(r.Header) {
 		problem.Write(w, problem.Forbidden("requests from a browser (an Origin header, a Referer, or Sec-Fetch-Site other than none) are refused: the socket is for local programs"))
 		return
