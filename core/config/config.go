@@ -76,7 +76,10 @@ type Config struct {
 	Scheduler Scheduler `toml:"scheduler" json:"scheduler"`
 	Cache     Cache     `toml:"cache" json:"cache"`
 	Providers Providers `toml:"providers" json:"providers"`
-	Access    Access    `toml:"access" json:"access"`
+	// Fleet shares rate budgets with other daemons through Redis; absent,
+	// this daemon runs alone.
+	Fleet  Fleet  `toml:"fleet" json:"fleet"`
+	Access Access `toml:"access" json:"access"`
 }
 
 // Scheduler configures the per-upstream rate-limit scheduler.
@@ -105,6 +108,22 @@ type Providers struct {
 	Hellorf Hellorf `toml:"hellorf" json:"hellorf"`
 	Spotify Spotify `toml:"spotify" json:"spotify"`
 }
+
+// Fleet configures fleet mode (see core/fleet and docs/fleet.md).
+type Fleet struct {
+	// RedisURL is redis://, rediss:// or unix:///path?db=N; a secret (it
+	// may hold a password): inline, env: or file:.
+	RedisURL Secret `toml:"redis_url" json:"redis_url"`
+	// SentinelAddrs and MasterName select a Sentinel-managed master
+	// instead of RedisURL.
+	SentinelAddrs []string `toml:"sentinel_addrs" json:"sentinel_addrs,omitempty"`
+	MasterName    string   `toml:"master_name" json:"master_name,omitempty"`
+	// Name prefixes every key: two fleets can share one Redis.
+	Name string `toml:"name" json:"name"`
+}
+
+// Enabled reports whether a [fleet] store is configured.
+func (f Fleet) Enabled() bool { return f.RedisURL.IsSet() || len(f.SentinelAddrs) > 0 }
 
 // Ineo configures the iNeo provider (Spotify download links and Telegram
 // account management).
@@ -388,6 +407,7 @@ func (c *Config) secrets() []namedSecret {
 		{"providers.hellorf.client_secret", &p.Hellorf.ClientSecret, p.Hellorf.Enabled, true},
 		{"providers.spotify.client_id", &p.Spotify.ClientID, p.Spotify.Enabled, true},
 		{"providers.spotify.client_secret", &p.Spotify.ClientSecret, p.Spotify.Enabled, true},
+		{"fleet.redis_url", &c.Fleet.RedisURL, true, false},
 	}
 }
 

@@ -7,6 +7,7 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/sluice-dev/sluice/core/api"
 	"github.com/sluice-dev/sluice/core/cache"
 	"github.com/sluice-dev/sluice/core/config"
+	"github.com/sluice-dev/sluice/core/fleet"
 	"github.com/sluice-dev/sluice/core/gateway"
 	"github.com/sluice-dev/sluice/core/metrics"
 	"github.com/sluice-dev/sluice/core/pluginhost"
@@ -147,7 +149,18 @@ func Run(ctx context.Context, opts Options) error {
 		log.Info("sandbox state reset", "state_dir", cfg.StateDir)
 	}
 
-	d.sched, err = scheduler.New(scheduler.Options{StateDir: cfg.StateDir, Margin: cfg.Scheduler.Margin.Duration, Logger: log.With("component", "scheduler")})
+	var shared scheduler.Shared
+	if cfg.Fleet.Enabled() {
+		q, err := fleet.New(fleet.Options{URL: cfg.Fleet.RedisURL.Value(), SentinelAddrs: cfg.Fleet.SentinelAddrs,
+			MasterName: cfg.Fleet.MasterName, Name: cfg.Fleet.Name})
+		if err != nil {
+			return err
+		}
+		defer q.Close()
+		shared = q
+		log.Info("fleet mode: rate budgets are shared through Redis", "name", cmp.Or(cfg.Fleet.Name, "default"))
+	}
+	d.sched, err = scheduler.New(scheduler.Options{Shared: shared, StateDir: cfg.StateDir, Margin: cfg.Scheduler.Margin.Duration, Logger: log.With("component", "scheduler")})
 	if err != nil {
 		return fmt.Errorf("scheduler: %w", err)
 	}
@@ -171,8 +184,9 @@ func Run(ctx context.Context, opts Options) error {
 
 	ln := opts.Listener
 	activated := false
+	var httpLn net.Listener
 	if ln == nil {
-		if ln, err = activatedListener(); err != nil {
+		if ln, httpLn, err = activatedListeners(); err != nil {
 			return err
 		}
 		activated = ln != nil
@@ -187,6 +201,9 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	defer ln.Close()
+	if httpLn, err = openHTTP(cfg, httpLn); err != nil {
+		return err
+	}
 	lock.setSocket(d.socket)
 	d.socketGID = fileGID(d.socket)
 	d.policy.Store(access.NewPolicy(cfg.Access, uint32(os.Geteuid()), d.socketGID))
@@ -199,6 +216,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	apiSrv := api.NewServer(d, accessLog, d.metrics)
 	apiSrv.SetAccessLog(cfg.AccessLog)
+	apiSrv.SetTCPPolicy(tcpPolicy(cfg))
 	d.api = apiSrv
 	if !terminal {
 		apiSrv.SetAccessWriter(newJSONAccess(accessOut))
@@ -212,7 +230,13 @@ func Run(ctx context.Context, opts Options) error {
 	serveErr := make(chan error, 1)
 	front := apiSrv.NewFront(srv, maxConnections(cfg))
 	d.front = front
-	go func() { serveErr <- front.Serve(ln) }()
+	serving := ln
+	if httpLn != nil {
+		defer httpLn.Close()
+		serving = api.Listeners(ln, httpLn)
+		log.Info("sluiced listening on TCP", "addr", httpLn.Addr().String(), "http_level", cfg.HTTPLevel)
+	}
+	go func() { serveErr <- front.Serve(serving) }()
 	log.Info("sluiced listening", "socket", d.socket, "activated", activated, "config", cfg.Path, "version", opts.Version, "sandbox", opts.Sandbox != nil,
 		"max_connections", front.ConnStats().Max)
 
@@ -379,6 +403,7 @@ func (d *Daemon) apply(cfg *config.Config) {
 	old := d.cfg.Swap(cfg)
 	d.level.Set(cfg.Level())
 	d.api.SetAccessLog(cfg.AccessLog)
+	d.api.SetTCPPolicy(tcpPolicy(cfg))
 	d.front.SetMaxConns(maxConnections(cfg))
 	d.setMemoryLimit(cfg)
 	d.sched.SetMargin(cfg.Scheduler.Margin.Duration)
@@ -388,8 +413,8 @@ func (d *Daemon) apply(cfg *config.Config) {
 	specs, _ := providerSpecs(cfg)
 	d.host.Apply(specs)
 	d.purgeOutdated(old, cfg, specs)
-	if old.Socket != cfg.Socket || old.StateDir != cfg.StateDir || old.SocketMode != cfg.SocketMode {
-		d.log.Warn("socket, socket_mode and state_dir changes take effect at the next start")
+	if old.Socket != cfg.Socket || old.StateDir != cfg.StateDir || old.SocketMode != cfg.SocketMode || old.HTTPListen != cfg.HTTPListen {
+		d.log.Warn("socket, socket_mode, state_dir and http_listen changes take effect at the next start")
 	}
 }
 

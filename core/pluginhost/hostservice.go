@@ -58,7 +58,11 @@ func (h *hostService) Acquire(ctx context.Context, req *proto.AcquireRequest) (*
 	}
 	var be *scheduler.BudgetError
 	var ue *scheduler.UnwritableError
+	var fe *scheduler.FleetError
 	switch {
+	case errors.As(err, &fe):
+		return &proto.AcquireResponse{Denied: true, Denial: problem.ReasonFleetUnreachable, RetryAfterMs: fe.RetryAfter.Milliseconds(),
+			Reason: "the fleet's shared rate-limit store (Redis) does not answer, so sluice sends nothing upstream until it does (local limits would let the fleet's hosts together exceed the upstream's)"}, nil
 	case errors.As(err, &ue):
 		// Fail closed: the plugin answers 503 and sends nothing.
 		return &proto.AcquireResponse{Denied: true, Denial: problem.ReasonStateUnwritable,

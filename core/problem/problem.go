@@ -43,6 +43,10 @@ const (
 // cannot record grants (a full or read-only state_dir): sluice fails closed.
 const ReasonStateUnwritable = "state_unwritable"
 
+// ReasonFleetUnreachable is the reason of a 503 given because a fleet's
+// shared rate-limit store (Redis) does not answer: sluice fails closed.
+const ReasonFleetUnreachable = "fleet_unreachable"
+
 // Problem is an RFC 9457 problem detail. It is also an error, so code deep in
 // a call can return one and the edge renders it unchanged.
 type Problem struct {
@@ -215,6 +219,16 @@ func StateUnwritable(retryAfter time.Duration, detail string) *Problem {
 	p.Type = TypeUnwritable
 	p.Title = "Rate-limit state cannot be written"
 	p.Reason = ReasonStateUnwritable
+	p.RetryAfter = retryAfter
+	return p
+}
+
+// FleetUnreachable is the 503 while the fleet's shared store cannot be
+// reached: nothing was sent upstream.
+func FleetUnreachable(retryAfter time.Duration, detail string) *Problem {
+	p := New(http.StatusServiceUnavailable, detail)
+	p.Title = "Fleet rate-limit state unreachable"
+	p.Reason = ReasonFleetUnreachable
 	p.RetryAfter = retryAfter
 	return p
 }

@@ -361,8 +361,11 @@ func (u *Upstream) acquireOnce(ctx context.Context, bucket string) (grant, error
 	}
 	if g.GetDenied() {
 		retry := time.Duration(g.GetRetryAfterMs()) * time.Millisecond
-		if g.GetDenial() == problem.ReasonStateUnwritable {
+		switch g.GetDenial() {
+		case problem.ReasonStateUnwritable:
 			return grant{}, problem.StateUnwritable(retry, g.GetReason())
+		case problem.ReasonFleetUnreachable:
+			return grant{}, problem.FleetUnreachable(retry, g.GetReason())
 		}
 		return grant{}, problem.RateLimited(retry, g.GetReason())
 	}

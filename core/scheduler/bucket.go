@@ -43,8 +43,11 @@ type bucket struct {
 	granted     uint64
 	late        uint64 // grants handed out too late to use (see BucketStatus.Late)
 	unsaved     uint64 // grants withdrawn because their record could not be written
-	released    uint64 // grants given back unused (Scheduler.Release)
-	closed      bool
+	// shared maps a local grant time (Unix ns) to its entry in the
+	// fleet's log (fleet mode only).
+	shared   map[int64]sharedRef
+	released uint64 // grants given back unused (Scheduler.Release)
+	closed   bool
 	// savedRetain and savedCap are the retain and cap last recorded in the
 	// persister, so a retain record is written only when they change.
 	savedRetain time.Duration

@@ -162,6 +162,9 @@ type Options struct {
 	Logger *slog.Logger
 	// wallClock replaces time.Now for the clock-step check (tests only).
 	wallClock func() time.Time
+	// Shared, if set, is the fleet's authority for every bucket's grants
+	// and pauses (see Shared); the local journal then only mirrors them.
+	Shared Shared
 }
 
 // Scheduler gates upstream requests per bucket. It is safe for concurrent use.
@@ -185,6 +188,7 @@ type Scheduler struct {
 	kickCh   chan struct{}
 	stop     chan struct{}
 	loopDone chan struct{}
+	shared   Shared
 
 	// mu guards the fields below. Lock order: s.mu, then bucket.mu, then
 	// persister.mu; never the reverse.
@@ -213,6 +217,7 @@ func New(opts Options) (*Scheduler, error) {
 		buckets: make(map[string]*bucket),
 		pending: make(map[string]diskBucket),
 		wallNow: time.Now,
+		shared:  opts.Shared,
 		kickCh:  make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
@@ -318,6 +323,9 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 	b, err := s.lookup(name)
 	if err != nil {
 		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, err)
+	}
+	if s.shared != nil {
+		return s.acquireShared(ctx, b, name, maxWait)
 	}
 	w, err := s.wait(ctx, b, name, maxWait)
 	for {
@@ -458,6 +466,10 @@ func (s *Scheduler) Release(g Grant) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if ref, ok := b.sharedRefLocked(g.At); ok {
+		delete(b.shared, g.At.UnixNano())
+		s.sharedAsync(func(ctx context.Context) error { return s.shared.Release(ctx, b.name, ref.member) })
+	}
 	for i := len(b.log) - 1; i >= 0; i-- {
 		if b.log[i].Equal(g.At) {
 			b.log = slices.Delete(b.log, i, i+1)
@@ -488,6 +500,10 @@ func (s *Scheduler) Answered(name string, at, answeredAt time.Time) {
 	if now := time.Now(); answeredAt.After(now) {
 		answeredAt = now
 	}
+	if ref, ok := b.sharedRefLocked(at); ok && answeredAt.After(at) {
+		to := answeredAt.Add(ref.offset)
+		s.sharedAsync(func(ctx context.Context) error { return s.shared.Restamp(ctx, name, ref.member, to) })
+	}
 	if answeredAt.After(at) && !b.restampLocked(at, answeredAt).Equal(at) {
 		// The request has been counted upstream at its answer: until
 		// that is written, a restart would place it earlier than the
@@ -505,6 +521,15 @@ func (s *Scheduler) Pause(name string, until time.Time, reason string) {
 	now := time.Now()
 	if !until.After(now) {
 		return
+	}
+	if s.shared != nil {
+		// One pause for the fleet. If it cannot be written, this daemon's
+		// own pause below still holds it.
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		if err := s.shared.Pause(ctx, name, until, reason); err != nil {
+			s.log.Error("the fleet did not take the pause; this daemon holds it alone", "bucket", name, "err", err)
+		}
+		cancel()
 	}
 	s.mu.Lock()
 	if s.closed {

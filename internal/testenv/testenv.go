@@ -108,6 +108,10 @@ type Options struct {
 	// binaries shared by every test (a test that changes a plugin binary
 	// must copy it into a dir of its own).
 	PluginDir string
+	// Ineo and IneoURL, if set, are a simulator shared with other daemons
+	// (fleet tests); Start then neither starts nor closes one.
+	Ineo    *ineosim.Sim
+	IneoURL string
 	// Launcher is a command the daemon runs under, e.g.
 	// {"systemd-socket-activate", "-l", SOCKET}; the word SOCKET is
 	// replaced by the socket path.
@@ -153,11 +157,15 @@ func Start(t testing.TB, opts Options) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	sim, url, err := ineosim.Start(ineosim.Options{AccessKey: opts.AccessKey, TmanageAuth: opts.TmanageAuth, SpotifyLimit: opts.SpotifyLimit, TmanageLimit: opts.TmanageLimit, Prefix: opts.Prefix})
-	if err != nil {
-		t.Fatal(err)
+	sim, url := opts.Ineo, opts.IneoURL
+	if sim == nil {
+		var err error
+		sim, url, err = ineosim.Start(ineosim.Options{AccessKey: opts.AccessKey, TmanageAuth: opts.TmanageAuth, SpotifyLimit: opts.SpotifyLimit, TmanageLimit: opts.TmanageLimit, Prefix: opts.Prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sim.Close() })
 	}
-	t.Cleanup(func() { sim.Close() })
 	e := &Env{t: t, opts: opts, Dir: dir, Socket: filepath.Join(dir, "s.sock"), Config: filepath.Join(dir, "config.toml"),
 		LogPath: filepath.Join(dir, "daemon.log"), Ineo: sim, IneoURL: url}
 	e.Client = client.New(e.Socket)

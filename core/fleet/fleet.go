@@ -1,0 +1,210 @@
+// Package fleet shares sluice's rate budgets among several daemons through
+// Redis (or Valkey), for users whose hosts share one IP or one token: each
+// daemon keeping iNeo's 6 per 7 s on its own would send 12 or 18 together,
+// and iNeo bans. Redis is the authority for every bucket in fleet mode:
+// one Lua script per bucket trims its sliding-window log, checks its pause,
+// counts and adds the grant in one round trip, with Redis's TIME as the
+// only clock (hosts' clocks disagree; the window must not). Nothing here
+// falls back to local limits: a fleet that cannot be reached grants
+// nothing (fail closed), since local-only limits are exactly the ban.
+//
+// Keys of one bucket share a hash slot ({prefix:bucket}), so the scripts
+// work on Redis Cluster too; they carry a schema version, so a rolling
+// upgrade never mixes incompatible layouts.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dev/sluice/core/scheduler"
+)
+
+// schema versions the key layout and the scripts' contract.
+const schema = "v1"
+
+// Options configure New.
+type Options struct {
+	// URL is a redis://, rediss:// or unix:// URL (a secret: it may hold
+	// a password).
+	URL string
+	// SentinelAddrs and MasterName select a Sentinel-managed master
+	// instead of URL.
+	SentinelAddrs []string
+	MasterName    string
+	// Name prefixes every key, so two fleets can share one Redis.
+	Name string
+	// Timeout bounds one round trip (default 1 s): a fleet that does not
+	// answer must fail the caller promptly, not after its max wait.
+	Timeout time.Duration
+}
+
+// Quota is the fleet's shared rate budget; it implements scheduler.Shared.
+type Quota struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// New connects to the fleet's Redis. It does not wait for Redis to answer:
+// an unreachable fleet fails each grant (fail closed) until it is back.
+func New(opts Options) (*Quota, error) {
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	q := &Quota{prefix: keyPrefix(opts.Name)}
+	switch {
+	case len(opts.SentinelAddrs) > 0:
+		q.rdb = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: opts.SentinelAddrs, MasterName: opts.MasterName,
+			DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1})
+	case opts.URL != "":
+		o, err := redis.ParseURL(opts.URL)
+		if err != nil {
+			// The URL may hold a password: say what is wrong, not what it says.
+			return nil, errors.New("fleet: redis_url is not a redis://, rediss:// or unix:// URL")
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.MaxRetries = timeout, timeout, timeout, -1
+		q.rdb = redis.NewClient(o)
+	default:
+		return nil, errors.New("fleet: redis_url or sentinel_addrs is required")
+	}
+	return q, nil
+}
+
+func keyPrefix(name string) string {
+	if name == "" {
+		name = "default"
+	}
+	return "sluice:" + schema + ":" + name
+}
+
+// Close closes the connections.
+func (q *Quota) Close() error { return q.rdb.Close() }
+
+// keys of one bucket, in one hash slot.
+func (q *Quota) keys(bucket string) []string {
+	tag := "{" + q.prefix + ":" + bucket + "}"
+	return []string{tag + ":log", tag + ":pause", tag + ":seq", tag + ":epoch"}
+}
+
+// grantScript decides one grant. Window semantics are the scheduler's: a
+// grant at t needs fewer than limit grants in (t − span, t], span being
+// Window + margin. Times are Redis's TIME, in microseconds.
+//
+// A bucket whose epoch key is missing is one the store does not remember:
+// a fleet's first start, or a Redis restarted empty, which forgot the
+// grants of the last window. The bucket is held for one span from then.
+// No key of the scheduler's has a TTL, so a maxmemory-policy of
+// volatile-lru (or noeviction) never evicts them; the log is trimmed at
+// every grant instead.
+//
+//	ARGV[1] limit, ARGV[2] span µs
+//	returns {1, t_us, member} or {0, wait_us, reason}
+var grantScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local span = tonumber(ARGV[2])
+local ep = redis.call('GET', KEYS[4])
+if not ep then
+  redis.call('SET', KEYS[4], now)
+  ep = now
+end
+ep = tonumber(ep)
+if now < ep + span then return {0, ep + span - now, 'fleet store (re)started empty: holding one window'} end
+local p = redis.call('GET', KEYS[2])
+if p then
+  local sep = string.find(p, '|', 1, true)
+  local pu = tonumber(string.sub(p, 1, sep - 1))
+  if pu > now then return {0, pu - now, 'paused: ' .. string.sub(p, sep + 1)} end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= limit then
+  local e = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+  return {0, tonumber(e[2]) + span - now, 'full'}
+end
+local member = now .. '-' .. redis.call('INCR', KEYS[3])
+redis.call('ZADD', KEYS[1], now, member)
+return {1, now, member}
+`)
+
+// pauseScript extends a bucket's pause (never shortens it).
+//
+//	ARGV[1] until µs (Unix), ARGV[2] reason
+var pauseScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local u = tonumber(ARGV[1])
+if u <= now then return 0 end
+local p = redis.call('GET', KEYS[2])
+if p then
+  local pu = tonumber(string.sub(p, 1, string.find(p, '|', 1, true) - 1))
+  if pu >= u then return 0 end
+end
+redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[2])
+return 1
+`)
+
+// restampScript moves a grant later (only later) to when its answer came.
+//
+//	ARGV[1] member, ARGV[2] new score µs
+var restampScript = redis.NewScript(`
+return redis.call('ZADD', KEYS[1], 'XX', 'GT', tonumber(ARGV[2]), ARGV[1])
+`)
+
+// Grant implements scheduler.Shared.
+func (q *Quota) Grant(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration) (scheduler.SharedGrant, error) {
+	sent := time.Now()
+	res, err := grantScript.Run(ctx, q.rdb, q.keys(bucket), l.Requests, span.Microseconds()).Slice()
+	if err != nil {
+		return scheduler.SharedGrant{}, fmt.Errorf("fleet: %w", err)
+	}
+	back := time.Now()
+	if len(res) != 3 {
+		return scheduler.SharedGrant{}, fmt.Errorf("fleet: grant script answered %v", res)
+	}
+	ok, _ := res[0].(int64)
+	v, _ := res[1].(int64)
+	s, _ := res[2].(string)
+	if ok != 1 {
+		return scheduler.SharedGrant{Wait: time.Duration(v) * time.Microsecond, Reason: s}, nil
+	}
+	// The grant's time on the fleet's clock, and the offset that maps
+	// this host's clock onto it (taken at the middle of the round trip).
+	at := time.UnixMicro(v)
+	local := sent.Add(back.Sub(sent) / 2)
+	return scheduler.SharedGrant{Granted: true, At: at, Offset: at.Sub(local), Member: s}, nil
+}
+
+// Pause implements scheduler.Shared.
+func (q *Quota) Pause(ctx context.Context, bucket string, until time.Time, reason string) error {
+	reason = strings.ReplaceAll(reason, "|", "/")
+	if err := pauseScript.Run(ctx, q.rdb, q.keys(bucket), until.UnixMicro(), reason).Err(); err != nil {
+		return fmt.Errorf("fleet: pause: %w", err)
+	}
+	return nil
+}
+
+// Restamp implements scheduler.Shared.
+func (q *Quota) Restamp(ctx context.Context, bucket, member string, to time.Time) error {
+	if err := restampScript.Run(ctx, q.rdb, q.keys(bucket), member, strconv.FormatInt(to.UnixMicro(), 10)).Err(); err != nil {
+		return fmt.Errorf("fleet: restamp: %w", err)
+	}
+	return nil
+}
+
+// Release implements scheduler.Shared: a grant that was never sent leaves
+// the fleet's log.
+func (q *Quota) Release(ctx context.Context, bucket, member string) error {
+	if err := q.rdb.ZRem(ctx, q.keys(bucket)[0], member).Err(); err != nil {
+		return fmt.Errorf("fleet: release: %w", err)
+	}
+	return nil
+}
