@@ -114,6 +114,8 @@ type bench struct {
 	simURL string
 	main   *daemon
 	cores  int
+	// idleKB is the shared daemon's own idle RSS (row 5).
+	idleKB int64
 }
 
 func (b *bench) want(row string) bool { return slices.Contains(b.opts.rows, row) }
@@ -150,6 +152,9 @@ func (b *bench) runAll(ctx context.Context) error {
 	}
 	if b.want("5") || b.want("6") {
 		b.step(ctx, "5/6", "fill, hit scaling and loaded footprint", true, b.scaling)
+	}
+	if b.want("5") {
+		b.step(ctx, "5", "footprint with a full 32 MiB cache", false, b.boundedFootprint)
 	}
 	if b.main != nil {
 		b.main.stop()

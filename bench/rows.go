@@ -106,6 +106,7 @@ func (b *bench) startMain(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.idleKB, _ = rssKB(b.main.pid())
 	b.rep.add(line{section: "5", metric: "RSS idle, sluiced + running plugins", value: fmtMB(total), peer: parts,
 		target: "≤ 80 MB", verdict: verdict(float64(total)*1024 <= 80e6)})
 	b.rep.note("RSS counts sluiced and its three plugins (iNeo, hellorf and Spotify all run, against their simulators; the load is iNeo's). sluiced's Go heap \"in use\" can exceed its RSS: pages handed out but never touched (ristretto's admission counters, sized from max_size) are not resident.")
@@ -759,6 +760,9 @@ func (b *bench) scaling(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if own, err := rssKB(d.pid()); err == nil && b.idleKB > 0 && st.Bytes > 0 {
+		parts += fmt.Sprintf("; cache counts %s; sluiced's RSS over idle per cached MiB %.2f", fmtBytes(st.Bytes), float64(own-b.idleKB)*1024/float64(st.Bytes))
+	}
 	b.rep.add(line{section: "5", metric: fmt.Sprintf("RSS with %s answers cached, sluiced + running plugins", thousands(int64(st.Entries))),
 		value: fmtMB(total), peer: parts})
 	return nil
@@ -966,4 +970,62 @@ func fsName(path string) string {
 	default:
 		return fmt.Sprintf("fs 0x%x", uint64(st.Type))
 	}
+}
+
+// boundedSize is the max_size of row 5's bounded-cache daemon: small
+// enough that the fill overflows it several times.
+const boundedSize = 32 << 20
+
+// boundedFootprint is row 5's memory bound: a daemon of its own with
+// max_size = 32MiB, filled with distinct answers in stages past what it
+// holds. At each stage sluiced's own RSS must stay within its idle RSS
+// plus 1.5 × max_size: the cache charges entries what they hold in the
+// heap, and the soft memory limit (max_size + a quarter + the daemon's
+// own) keeps garbage from doubling it. RSS per cached MiB is the growth
+// over idle divided by what the cache counts.
+func (b *bench) boundedFootprint(ctx context.Context) error {
+	spec := b.mainSpec()
+	spec.name, spec.cacheSize, spec.stateDir = "bounded", "32MiB", ""
+	d, err := b.env.startDaemon(ctx, spec)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	time.Sleep(2 * time.Second)
+	idle, err := rssKB(d.pid())
+	if err != nil {
+		return err
+	}
+	limit := idle + int64(1.5*boundedSize/1024)
+	filled := 0
+	for _, n := range []int{10_000, 25_000, 50_000} {
+		urls := make([]string, 0, n-filled)
+		for i := filled; i < n; i++ {
+			urls = append(urls, "http://sluice"+trackPath(trackID('B', i)))
+		}
+		if err := fill(ctx, d, urls, 64); err != nil {
+			return fmt.Errorf("filling the bounded cache to %d: %w", n, err)
+		}
+		filled = n
+		st, err := d.cacheStats(ctx)
+		if err != nil {
+			return err
+		}
+		kb, err := rssKB(d.pid())
+		if err != nil {
+			return err
+		}
+		per := "-"
+		if st.Bytes > 0 {
+			per = fmt.Sprintf("%.2f", float64(kb-idle)*1024/float64(st.Bytes))
+		}
+		peer := fmt.Sprintf("idle %s; %s entries cached, counted %s; RSS per cached MiB over idle %s", fmtMB(idle),
+			thousands(int64(st.Entries)), fmtBytes(st.Bytes), per)
+		if heap, ok := d.heapStats(ctx); ok {
+			peer += "; Go heap " + heap
+		}
+		b.rep.add(line{section: "5", metric: fmt.Sprintf("sluiced RSS, max_size 32MiB, %s answers requested", thousands(int64(n))),
+			value: fmtMB(kb), peer: peer, target: "≤ idle + 1.5 × max_size (" + fmtMB(limit) + ")", verdict: verdict(kb <= limit)})
+	}
+	return nil
 }
