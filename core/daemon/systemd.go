@@ -13,24 +13,46 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// activatedListener returns the socket systemd passed (socket activation),
-// or nil when none was. The LISTEN_* variables are removed so nothing
-// started later inherits them.
-func activatedListener() (net.Listener, error) {
-	lns, err := activation.Listeners()
+// httpSocketName is the FileDescriptorName= of the socket unit that
+// passes the TCP listener (systemd/sluice-http.socket).
+const httpSocketName = "http"
+
+// activatedListeners returns the sockets systemd passed (socket
+// activation): the main socket and the TCP listener (the one named
+// httpSocketName), each nil when not passed. The LISTEN_* variables are
+// removed so nothing started later inherits them.
+func activatedListeners() (main, http net.Listener, err error) {
+	named, err := activation.ListenersWithNames()
 	if err != nil {
-		return nil, fmt.Errorf("socket activation: %w", err)
+		return nil, nil, fmt.Errorf("socket activation: %w", err)
 	}
-	switch len(lns) {
-	case 0:
-		return nil, nil
-	case 1:
-		if lns[0] == nil {
-			return nil, fmt.Errorf("socket activation: the passed socket is not a listening socket")
+	var mains []net.Listener
+	for name, lns := range named {
+		for _, ln := range lns {
+			if ln == nil {
+				return nil, nil, fmt.Errorf("socket activation: the socket named %q is not a listening socket", name)
+			}
+			if name != httpSocketName {
+				mains = append(mains, ln)
+				continue
+			}
+			if http != nil {
+				return nil, nil, fmt.Errorf("socket activation: more than one socket named %q passed, want 1", httpSocketName)
+			}
+			if _, ok := ln.Addr().(*net.TCPAddr); !ok {
+				return nil, nil, fmt.Errorf("socket activation: the socket named %q is %s, not TCP", httpSocketName, ln.Addr())
+			}
+			http = ln
 		}
-		return lns[0], nil
 	}
-	return nil, fmt.Errorf("socket activation: %d sockets passed, want 1", len(lns))
+	if len(mains) > 1 {
+		return nil, nil, fmt.Errorf("socket activation: %d sockets passed besides %q, want 1 (name the TCP one with FileDescriptorName=%s)",
+			len(mains), httpSocketName, httpSocketName)
+	}
+	if len(mains) == 1 {
+		main = mains[0]
+	}
+	return main, http, nil
 }
 
 // notify sends a state to systemd when NOTIFY_SOCKET is set; errors are not
