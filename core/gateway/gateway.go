@@ -179,7 +179,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	c.req.RequestId = requestID(r, api.NewRequestID)
 	w.Header().Set("Sluice-Request-Id", c.req.RequestId)
 	defer g.progress.Start(c.req.RequestId, provider, c.op.GetName())()
-	base := publicBase(r, provider)
+	base, bp := publicBase(r, provider)
+	if bp != nil {
+		return withOp(bp, provider, c.op.GetName())
+	}
 	c.req.PublicBase = base
 
 	cc := parseCacheControl(r.Header.Values("Cache-Control"))
@@ -543,17 +546,6 @@ func bodyForKey(c *call) []byte {
 	return c.req.GetBody()
 }
 
-// publicBase is the absolute URL under which the caller reached provider:
-// links in answers are written under it, so a client that follows them
-// literally stays on sluice.
-func publicBase(r *http.Request, provider string) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return baseURL(scheme, r.Host, provider)
-}
-
 func baseURL(scheme, host, provider string) string {
 	if host == "" {
 		host = "sluice"
@@ -629,7 +621,7 @@ func exhausted(err error) bool {
 	if !errors.As(err, &p) {
 		return false
 	}
-	return p.Status == http.StatusTooManyRequests || p.Reason == problem.ReasonStateUnwritable
+	return p.Status == http.StatusTooManyRequests || p.Reason == problem.ReasonStateUnwritable || p.Reason == problem.ReasonFleetUnreachable
 }
 
 // writeStale serves a stale answer with RFC 9211's negative ttl.
