@@ -165,6 +165,9 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("scheduler: %w", err)
 	}
 	defer d.sched.Close()
+	// The config's margin as written, as a reload applies it: New reads
+	// a zero margin as "the default", and margin = "0s" means none.
+	d.sched.SetMargin(cfg.Scheduler.Margin.Duration)
 	d.cache, err = cache.New(int64(cfg.Cache.MaxSize))
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
