@@ -31,6 +31,14 @@ const (
 	// SampleAlbumID is BTS's newest album, SampleTrackID its first track.
 	SampleAlbumID = "Q1l4dkyOeaU9mJ8I7kxNHr"
 	SampleTrackID = "2RzoBbbGTK7OgBSHci53be"
+
+	// The ids that sluice's documentation and sluicectl's help use, so
+	// every documented command works in the sandbox. The album and the
+	// Cut To The Feeling track are the examples of Spotify's own reference;
+	// DocTrackID is the track of iNeo's examples (and sluice's README).
+	DocAlbumID  = "4aawyAB9vmqN3uQ7FjRGTy" // Pitbull, Global Warming
+	DocTrackID  = "6fx5VOjqYNBHcDf5GIF5g5" // Global Warming's first track
+	DocTrack2ID = "11dFghVXANMlKmJXsNCbNl" // Carly Rae Jepsen, Cut To The Feeling
 )
 
 // Markets is where the simulated catalogue is sold: the markets accepted by
@@ -186,7 +194,61 @@ func newCatalogue() *catalogue {
 			c.addAlbum(a, various, n, s.albums)
 		}
 	}
+	c.addDocumented()
 	return c
+}
+
+// documentedSeeds are hand-made records whose ids the documentation uses.
+// They are added after the generated catalogue, so every generated id,
+// name and count (BTS's 95 albums) stays as it was.
+var documentedSeeds = []struct {
+	artistName, artistID string
+	genres               []string
+	popularity           int
+	albumName, albumID   string
+	albumType, released  string
+	label, upc           string
+	trackIDs             []string // fixed ids of the first tracks
+	trackNames           []string
+}{
+	{"Pitbull", "0TnOYISbd1XYRBk9myaseg", []string{"dance pop", "miami hip hop", "pop"}, 82,
+		"Global Warming", DocAlbumID, "album", "2012-11-16", "Mr.305/Polo Grounds Music/RCA Records", "886443671584",
+		[]string{DocTrackID},
+		[]string{"Global Warming", "Don't Stop the Party", "Feel This Moment", "Back in Time", "Hope We Meet Again",
+			"Party Ain't Over", "Drinks for You", "Have Some Fun", "Outta Nowhere", "Tchu Tchu Tcha",
+			"Last Night", "I'm Off That", "Echa Pa'lla", "Everybody Dance", "Timber", "11:59"}},
+	{"Carly Rae Jepsen", "6sFIWsNpZYqfjUpaCgueju", []string{"canadian pop", "dance pop", "pop"}, 74,
+		"Cut To The Feeling", "0tGPJ0bkWOUmH7MEOR77qc", "single", "2017-05-26", "School Boy/Interscope Records", "602557660473",
+		[]string{DocTrack2ID},
+		[]string{"Cut To The Feeling"}},
+}
+
+func (c *catalogue) addDocumented() {
+	for _, d := range documentedSeeds {
+		a := &artist{ID: d.artistID, Name: d.artistName, Genres: d.genres, Popularity: d.popularity,
+			Followers: d.popularity * d.popularity * 1000}
+		c.artists = append(c.artists, a)
+		c.byID[a.ID] = a
+		al := &album{ID: d.albumID, Name: d.albumName, Type: d.albumType, Artists: []*artist{a},
+			Released: d.released, Precision: "day", Markets: Markets, Label: d.label, UPC: d.upc,
+			Pop: d.popularity - 10, group: map[string]string{a.ID: d.albumType}}
+		r := newRNG("album:" + al.ID)
+		for n, name := range d.trackNames {
+			id := makeID(fmt.Sprintf("track:%s:%d", al.ID, n))
+			if n < len(d.trackIDs) {
+				id = d.trackIDs[n]
+			}
+			tr := &track{ID: id, Name: name, Album: al, Artists: al.Artists, Number: n + 1,
+				Duration: 150000 + r.intn(90000), Explicit: r.intn(5) == 0,
+				ISRC: fmt.Sprintf("USRC1%07d", r.intn(10_000_000)), Pop: max(0, al.Pop-r.intn(20))}
+			al.Tracks = append(al.Tracks, tr)
+			c.tracks[tr.ID] = tr
+			c.trackOrder = append(c.trackOrder, tr)
+		}
+		a.Albums = append(a.Albums, al)
+		c.albums[al.ID] = al
+		c.albumOrder = append(c.albumOrder, al)
+	}
 }
 
 // addAlbum generates the n-th (of total) album of a's discography. Groups

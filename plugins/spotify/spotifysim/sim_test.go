@@ -3,6 +3,7 @@ package spotifysim
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -450,6 +451,33 @@ func TestCatalogueIsDeterministic(t *testing.T) {
 	for what, ok := range checks {
 		if !ok {
 			t.Error(what)
+		}
+	}
+}
+
+// TestDocumentedIDs: every id the documentation and sluicectl's help use
+// resolves in the simulated catalogue (it answered 404 before), and adding
+// them left the generated catalogue's ids and counts as they were.
+func TestDocumentedIDs(t *testing.T) {
+	e := start(t, Options{})
+	auth := "Bearer " + e.token(t)
+	for _, tc := range []struct {
+		path, want string
+	}{
+		{"/v1/albums/" + DocAlbumID, `"name":"Global Warming"`},
+		{"/v1/albums/" + DocAlbumID + "/tracks", `"id":"` + DocTrackID + `"`},
+		{"/v1/tracks/" + DocTrackID, `"album_type":"album"`},
+		{"/v1/tracks/" + DocTrack2ID, `"name":"Cut To The Feeling"`},
+		{"/v1/artists/" + Artist95ID, `"name":"BTS"`},
+		{"/v1/albums/" + SampleAlbumID, `"id":"` + SampleAlbumID + `"`},
+		{"/v1/tracks/" + SampleTrackID, `"id":"` + SampleTrackID + `"`},
+		{"/v1/albums/" + MilesDavisCompleteSessions, `"total":63`},
+		{"/v1/artists/" + Artist95ID + "/albums?limit=1", fmt.Sprintf(`"total":%d`, Artist95Albums)},
+		{"/v1/artists/" + TaniaBowraID + "/albums", `"total":3`},
+	} {
+		status, _, b := e.get(t, tc.path, auth)
+		if status != 200 || !strings.Contains(string(b), tc.want) {
+			t.Errorf("GET %s: %d, want 200 with %s\n%.300s", tc.path, status, tc.want, b)
 		}
 	}
 }
