@@ -58,9 +58,11 @@ test:
 bench:
 	$(GO) run ./bench $(BENCHFLAGS)
 
-# Man pages for sluicectl's whole command tree (roff, into man/man1).
+# Man pages: sluicectl's whole command tree (man/man1), sluiced(8) from its
+# flags and sluice.toml(5) from config.toml, the config reference.
 man: build
 	$(BIN)/sluicectl gen-man man/man1
+	$(BIN)/sluicectl gen-man-ref config.toml man
 
 # The long chaos run (two minutes of mixed load with plugin kills and
 # config rewrites); make test runs a 20-second version.
@@ -104,6 +106,7 @@ install-files:
 	install -m 0644 systemd/sluice.tmpfiles $(DESTDIR)$(TMPFILESDIR)/sluice.conf
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1
 	$(BIN)/sluicectl gen-man $(DESTDIR)$(PREFIX)/share/man/man1
+	$(BIN)/sluicectl gen-man-ref config.toml $(DESTDIR)$(PREFIX)/share/man
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/sluice/config.toml ]; then \
 		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/sluice/config.toml"; \
 	else \
@@ -125,6 +128,7 @@ uninstall:
 	rm -f $(DESTDIR)$(USERUNITDIR)/sluice.service $(DESTDIR)$(USERUNITDIR)/sluice.socket
 	rm -f $(DESTDIR)$(SYSUSERSDIR)/sluice.conf $(DESTDIR)$(TMPFILESDIR)/sluice.conf
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man1/sluicectl*.1
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/sluiced.8 $(DESTDIR)$(PREFIX)/share/man/man5/sluice.toml.5
 
 clean:
 	rm -rf $(BIN)

@@ -174,6 +174,7 @@ func newRootCmd(o *options, getenv func(string) string) *cobra.Command {
 		newWatchCmd(o),
 		newCompletionCmd(o),
 		newGenManCmd(o, getenv),
+		newGenManRefCmd(o, getenv),
 	)
 	return root
 }

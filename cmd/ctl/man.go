@@ -11,6 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/sluice-dev/sluice/internal/daemonflags"
+	"github.com/sluice-dev/sluice/internal/manref"
 )
 
 // This file holds what integrates sluicectl with the shell and the manual:
@@ -106,6 +109,49 @@ func newGenManCmd(o *options, getenv func(string) string) *cobra.Command {
 				return err
 			}
 			return writeManPages(cmd.Root(), args[0], manHeader{date: date, version: ownVersion()})
+		},
+	}
+}
+
+// newGenManRefCmd is hidden like gen-man: it writes sluiced(8) from
+// sluiced's flag set and sluice.toml(5) from the commented example config
+// (internal/manref), so that make man and make install need no other tool.
+func newGenManRefCmd(o *options, getenv func(string) string) *cobra.Command {
+	return &cobra.Command{
+		Use:    "gen-man-ref CONFIG_TOML DIR",
+		Short:  "Write sluiced(8) and sluice.toml(5) under DIR (man8, man5)",
+		Long:   "Write DIR/man8/sluiced.8 from sluiced's flags and DIR/man5/sluice.toml.5 from CONFIG_TOML,\nthe commented example config that documents every key. Dated like gen-man.",
+		Hidden: true,
+		Args:   cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.started = true
+			date, err := manDate(getenv("SOURCE_DATE_EPOCH"), time.Now())
+			if err != nil {
+				return err
+			}
+			src, err := os.ReadFile(args[0])
+			if err != nil {
+				return fmt.Errorf("reading the config reference: %w", err)
+			}
+			ref, err := manref.ParseReference(src)
+			if err != nil {
+				return err
+			}
+			h := manref.Header{Date: date, Version: ownVersion()}
+			// Defaults as they are without anyone's environment.
+			fs, _ := daemonflags.New(func(string) string { return "" })
+			for _, p := range []struct{ path, text string }{
+				{filepath.Join(args[1], "man8", "sluiced.8"), manref.DaemonPage(fs, h)},
+				{filepath.Join(args[1], "man5", "sluice.toml.5"), manref.ConfigPage(ref, h)},
+			} {
+				if err := os.MkdirAll(filepath.Dir(p.path), 0o755); err != nil {
+					return fmt.Errorf("creating the man page directory: %w", err)
+				}
+				if err := os.WriteFile(p.path, []byte(p.text), 0o644); err != nil {
+					return fmt.Errorf("writing man page: %w", err)
+				}
+			}
+			return nil
 		},
 	}
 }

@@ -266,3 +266,25 @@ func TestCompletionFromDaemon(t *testing.T) {
 		t.Errorf("completion help does not say what bash needs: %s", r.stdout)
 	}
 }
+
+// TestGenManRef: the hidden gen-man-ref writes sluiced(8) and
+// sluice.toml(5) (from config.toml) where make man and make install look.
+func TestGenManRef(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "man")
+	r := runPlain(t, map[string]string{"SOURCE_DATE_EPOCH": "1795000000"}, "gen-man-ref", "../../config.toml", dir)
+	if r.code != 0 || r.stdout != "" || r.stderr != "" {
+		t.Fatalf("gen-man-ref: %+v", r)
+	}
+	for name, want := range map[string]string{
+		"man8/sluiced.8":     `.TH "SLUICED" 8 "2026\-11\-18"`,
+		"man5/sluice.toml.5": `.TH "SLUICE.TOML" 5 "2026\-11\-18"`,
+	} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || !strings.HasPrefix(string(b), want) {
+			t.Errorf("%s: %v\n%.200s", name, err, b)
+		}
+	}
+	if r := runPlain(t, nil, "gen-man-ref", "no-such.toml", dir); r.code == 0 || !strings.Contains(r.stderr, "config reference") {
+		t.Errorf("missing config reference: %+v", r)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-dev/sluice/core/config"
 	"github.com/sluice-dev/sluice/core/daemon"
 	"github.com/sluice-dev/sluice/internal/buildinfo"
+	"github.com/sluice-dev/sluice/internal/daemonflags"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -27,14 +28,9 @@ func main() {
 
 func run() int {
 	version := buildinfo.Version(version)
-	fs := flag.NewFlagSet("sluiced", flag.ContinueOnError)
-	cfgPath := fs.String("config", envOr("SLUICE_CONFIG", "/etc/sluice/config.toml"), "config file (env SLUICE_CONFIG)")
-	socket := fs.String("socket", os.Getenv("SLUICE_SOCKET"), "socket path, overriding the config (env SLUICE_SOCKET)")
-	sandbox := fs.Bool("sandbox", false, "run against built-in simulators of the upstreams with test credentials")
-	stateDir := fs.String("state-dir", os.Getenv("SLUICE_STATE_DIR"), "rate-limit and plugin state directory, overriding the config's state_dir (env SLUICE_STATE_DIR); one daemon per directory")
-	reset := fs.Bool("reset", false, "with --sandbox: empty the state dir first (rate-limit state, purchase guard); the cache starts empty anyway")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	check := fs.String("check-config", "", "validate a config file and exit (0 ok, 1 invalid)")
+	// The flags live in internal/daemonflags, which sluiced(8) is generated from.
+	fs, fl := daemonflags.New(os.Getenv)
+	cfgPath, socket, sandbox, stateDir, reset, showVersion, check := fl.Config, fl.Socket, fl.Sandbox, fl.StateDir, fl.Reset, fl.Version, fl.CheckConfig
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0 // asked for, and printed
@@ -80,11 +76,4 @@ func run() int {
 		return 1
 	}
 	return 0
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }

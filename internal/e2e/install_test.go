@@ -45,7 +45,8 @@ func TestInstallIntoDestdir(t *testing.T) {
 		"usr/lib/sluice/plugins/sluice-hellorf", "usr/lib/sluice/plugins/sluice-spotify",
 		"usr/lib/systemd/system/sluice.service", "usr/lib/systemd/system/sluice.socket",
 		"usr/share/systemd/user/sluice.service", "usr/share/systemd/user/sluice.socket",
-		"usr/lib/sysusers.d/sluice.conf", "usr/lib/tmpfiles.d/sluice.conf", "etc/sluice/config.toml"} {
+		"usr/lib/sysusers.d/sluice.conf", "usr/lib/tmpfiles.d/sluice.conf", "etc/sluice/config.toml",
+		"usr/share/man/man1/sluicectl.1", "usr/share/man/man8/sluiced.8", "usr/share/man/man5/sluice.toml.5"} {
 		if _, err := os.Stat(filepath.Join(dest, f)); err != nil {
 			t.Errorf("not installed: %s", f)
 		}
@@ -62,7 +63,7 @@ func TestInstallIntoDestdir(t *testing.T) {
 	}
 	makeIn(t, "uninstall", "DESTDIR="+dest, "PREFIX=/usr")
 	for _, f := range []string{"usr/bin/sluiced", "usr/lib/sluice/plugins/sluice-ineo", "usr/lib/systemd/system/sluice.service",
-		"usr/lib/tmpfiles.d/sluice.conf"} {
+		"usr/lib/tmpfiles.d/sluice.conf", "usr/share/man/man8/sluiced.8", "usr/share/man/man5/sluice.toml.5"} {
 		if _, err := os.Stat(filepath.Join(dest, f)); err == nil {
 			t.Errorf("uninstall left %s", f)
 		}
