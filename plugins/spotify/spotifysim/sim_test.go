@@ -474,6 +474,7 @@ func TestDocumentedIDs(t *testing.T) {
 		{"/v1/albums/" + MilesDavisCompleteSessions, `"total":63`},
 		{"/v1/artists/" + Artist95ID + "/albums?limit=1", fmt.Sprintf(`"total":%d`, Artist95Albums)},
 		{"/v1/artists/" + TaniaBowraID + "/albums", `"total":3`},
+		{"/v1/search?type=album&q=" + url.QueryEscape(`artist:"Miles Davis" year:1959`), `"total":2`},
 	} {
 		status, _, b := e.get(t, tc.path, auth)
 		if status != 200 || !strings.Contains(string(b), tc.want) {
