@@ -116,6 +116,14 @@ const (
 	// its name and value bytes: its []string, its slot in the map, and
 	// its line in the fast lane's memoised head (Entry.Wire).
 	headerValueOverhead = 64
+	// RouteCharge is each entry's share of the socket API's fast-lane
+	// route memo (core/gateway hitMemo), which keeps about as many routes
+	// as the cache holds entries: a row holds the request target as a
+	// key, the route, its own cache key (an evicted entry's key lives on
+	// in its route) and its slot in a map. Measured (core/gateway
+	// TestRouteChargeCoversMemoRow) at 236 bytes for a 43-byte target;
+	// charging it here is what makes max_size bound the memo too.
+	RouteCharge = 256
 	// baseSlack bounds how much longer each link gets when the caller's
 	// base replaces the marker in the memoised copy (basedBody): bases
 	// are a scheme, a host and a path of a few dozen bytes.
@@ -181,6 +189,9 @@ type Cache struct {
 	purgedAt    map[string]uint64
 	allPurgedAt uint64
 
+	// entries mirrors len(index) (written with mu held), for Len.
+	entries atomic.Int64
+
 	hits      atomic.Uint64
 	misses    atomic.Uint64
 	coalesced atomic.Uint64
@@ -237,7 +248,7 @@ func numCounters(maxBytes int64) int64 {
 // sluice counts its body a second time, for the copy with the caller's
 // base spliced in that BodyFor memoises.
 func costOf(key string, e *Entry) int64 {
-	n := int64(entryOverhead) + allocSize(len(key)) + allocSize(len(e.Provider)) + allocSize(cap(e.Body))
+	n := int64(entryOverhead+RouteCharge) + allocSize(len(key)) + allocSize(len(e.Provider)) + allocSize(cap(e.Body))
 	for name, values := range e.Header {
 		for _, v := range values {
 			n += int64(2*(len(name)+len(v)) + headerValueOverhead)
@@ -386,6 +397,7 @@ func (c *Cache) set(key string, e *Entry, since uint64, checkPurge bool) bool {
 		old.live.Store(false)
 	}
 	c.index[key] = s
+	c.entries.Store(int64(len(c.index)))
 	s.live.Store(true)
 	c.bytes += s.cost
 	c.mu.Unlock()
@@ -437,6 +449,7 @@ func (c *Cache) forget(s *stored) {
 // removeLocked deletes s's row, which must be current. c.mu must be held.
 func (c *Cache) removeLocked(s *stored) {
 	delete(c.index, s.key)
+	c.entries.Store(int64(len(c.index)))
 	s.live.Store(false)
 	c.bytes -= s.cost
 }
@@ -563,6 +576,11 @@ func (c *Cache) Stats() Stats {
 	return st
 }
 
+// Len is how many entries the cache holds now (live index rows, some of
+// them perhaps expired and not yet pruned). It takes no lock: what sizes
+// itself by the cache (the fast lane's route memo) reads it often.
+func (c *Cache) Len() int { return int(c.entries.Load()) }
+
 // Wait blocks until every Set accepted so far has been applied (admitted or
 // rejected) by ristretto. Get sees an accepted Set without it; it exists
 // for tests that need ristretto's own state (its admission, its cost
@@ -595,6 +613,7 @@ func (c *Cache) Close() {
 		s.live.Store(false)
 	}
 	clear(c.index)
+	c.entries.Store(0)
 	c.bytes = 0
 	c.mu.Unlock()
 }

@@ -59,12 +59,16 @@ type hitRoute struct {
 	key string
 }
 
-// hitMemo maps request targets to routes. Bounded: when a shard is full
-// it starts over, so callers cycling through more targets than that cost a
-// re-match, not memory. The bound covers a cache of 100,000 answers (the
-// bench's scaling row) at about 30 MB when full. Plain maps in shards
-// rather than a sync.Map: with 100,000 targets the sync.Map's trie costs
-// a cache miss per level on every hit, a map about one.
+// hitMemo maps request targets to routes. Bounded by the cache it serves
+// (routeCap): about as many routes as the cache holds entries, and the
+// cache charges each entry for one (cache.RouteCharge), so max_size
+// bounds the memo too. When a shard is full it starts over: callers
+// cycling through more targets than the cache holds cost a re-match, not
+// memory. (A fixed bound of 131,072 routes let a 32 MiB cache holding
+// 20,000 answers keep the routes of every one of 50,000 targets it had
+// seen: 14 MB beyond max_size.) Plain maps in shards rather than a
+// sync.Map: with 100,000 targets the sync.Map's trie costs a cache miss
+// per level on every hit, a map about one.
 type hitMemo struct {
 	seed   maphash.Seed
 	shards [memoShards]memoShard
@@ -90,7 +94,17 @@ func (m *hitMemo) load(mk string) (*hitRoute, bool) {
 	return r, ok
 }
 
-const maxHitRoutes = 1 << 17
+// minHitRoutes is the memo's bound however few entries the cache holds:
+// a small or empty cache still remembers the targets in use (some 300 KiB).
+const minHitRoutes = 1 << 10
+
+// routeCap is how many routes the memo keeps for a cache holding entries:
+// all of them, with room for a quarter more (a target seen before its
+// answer is stored, an answer named through two Hosts) before shards start
+// over. Read on a store only, never on a hit.
+func routeCap(entries int) int {
+	return max(minHitRoutes, entries+entries/4)
+}
 
 func (g *Gateway) hitRoute(desc *proto.Description, provider, rest, query, host string) *hitRoute {
 	mk := routeKey(provider, rest, query, host)
@@ -107,7 +121,7 @@ func (g *Gateway) hitRoute(desc *proto.Description, provider, rest, query, host 
 	if c.op.ReadOnly() {
 		route.key = cacheKey(c, rest)
 	}
-	g.hits.store(mk, route)
+	g.storeRoute(mk, route)
 	return route
 }
 
@@ -123,7 +137,13 @@ func (g *Gateway) rememberRoute(r *http.Request, desc *proto.Description, c *cal
 	if r, ok := g.hits.load(mk); ok && r.desc == desc {
 		return
 	}
-	g.hits.store(mk, &hitRoute{desc: desc, op: c.op.GetName(), bucket: c.op.GetBucket(), key: key})
+	g.storeRoute(mk, &hitRoute{desc: desc, op: c.op.GetName(), bucket: c.op.GetBucket(), key: key})
+}
+
+// storeRoute memoises route for the target mk, within what the cache's
+// entries pay for.
+func (g *Gateway) storeRoute(mk string, route *hitRoute) {
+	g.hits.store(mk, route, routeCap(g.cache.Len()))
 }
 
 // routeKey is a target's key in the memo: everything its route depends on
@@ -132,11 +152,13 @@ func routeKey(provider, rest, query, host string) string {
 	return provider + "\x00" + rest + "\x00" + query + "\x00" + host
 }
 
-func (m *hitMemo) store(mk string, route *hitRoute) {
+// store memoises route for mk, keeping at most about limit routes in all.
+func (m *hitMemo) store(mk string, route *hitRoute, limit int) {
+	perShard := (limit + memoShards - 1) / memoShards
 	sh := m.shard(mk)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.m == nil || len(sh.m) >= maxHitRoutes/memoShards {
+	if sh.m == nil || len(sh.m) >= perShard {
 		sh.m = make(map[string]*hitRoute)
 	}
 	sh.m[mk] = route
