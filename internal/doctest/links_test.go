@@ -1,0 +1,39 @@
+package doctest
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+
+// TestDocsStandAlone: the documentation stands on its own. Every relative
+// link names a file of the repository, and no page sends the reader to the
+// upstream notes that live outside it (../shared, originals/), which a user
+// of sluice never has.
+func TestDocsStandAlone(t *testing.T) {
+	for _, path := range documents(t) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(b)
+		for _, outside := range []string{"shared/upstream", "originals/", "../shared"} {
+			if strings.Contains(text, outside) {
+				t.Errorf("%s refers to %s, which is not in the repository", filepath.Base(path), outside)
+			}
+		}
+		for _, m := range mdLink.FindAllStringSubmatch(text, -1) {
+			target, _, _ := strings.Cut(m[1], "#")
+			if target == "" || strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(path), target)); err != nil {
+				t.Errorf("%s links to %s: %v", filepath.Base(path), m[1], err)
+			}
+		}
+	}
+}
