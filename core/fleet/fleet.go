@@ -135,20 +135,22 @@ redis.call('ZADD', KEYS[1], now, member)
 return {1, now, member}
 `)
 
-// pauseScript extends a bucket's pause (never shortens it).
+// pauseScript extends a bucket's pause (never shortens it). The pause is
+// sent as a duration and ends at the fleet's clock + it: a member whose
+// clock is behind Redis's must not write a pause that is over already.
 //
-//	ARGV[1] until µs (Unix), ARGV[2] reason
+//	ARGV[1] duration µs, ARGV[2] reason
 var pauseScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local u = tonumber(ARGV[1])
+local u = now + tonumber(ARGV[1])
 if u <= now then return 0 end
 local p = redis.call('GET', KEYS[2])
 if p then
   local pu = tonumber(string.sub(p, 1, string.find(p, '|', 1, true) - 1))
   if pu >= u then return 0 end
 end
-redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[2])
+redis.call('SET', KEYS[2], u .. '|' .. ARGV[2])
 return 1
 `)
 
@@ -186,7 +188,11 @@ func (q *Quota) Grant(ctx context.Context, bucket string, l scheduler.Limit, spa
 // Pause implements scheduler.Shared.
 func (q *Quota) Pause(ctx context.Context, bucket string, until time.Time, reason string) error {
 	reason = strings.ReplaceAll(reason, "|", "/")
-	if err := pauseScript.Run(ctx, q.rdb, q.keys(bucket), until.UnixMicro(), reason).Err(); err != nil {
+	d := time.Until(until)
+	if d <= 0 {
+		return nil
+	}
+	if err := pauseScript.Run(ctx, q.rdb, q.keys(bucket), d.Microseconds(), reason).Err(); err != nil {
 		return fmt.Errorf("fleet: pause: %w", err)
 	}
 	return nil
@@ -198,6 +204,34 @@ func (q *Quota) Restamp(ctx context.Context, bucket, member string, to time.Time
 		return fmt.Errorf("fleet: restamp: %w", err)
 	}
 	return nil
+}
+
+// budgetScript reads a bucket's budget without granting.
+//
+//	ARGV[1] limit, ARGV[2] span µs; returns {remaining, reset µs}
+var budgetScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local span = tonumber(ARGV[2])
+local p = redis.call('GET', KEYS[2])
+if p then
+  local pu = tonumber(string.sub(p, 1, string.find(p, '|', 1, true) - 1))
+  if pu > now then return {0, pu - now} end
+end
+local n = redis.call('ZCOUNT', KEYS[1], '(' .. (now - span), '+inf')
+if n < limit then return {limit - n, 0} end
+local e = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - span), '+inf', 'WITHSCORES', 'LIMIT', n - limit, 1)
+return {0, tonumber(e[2]) + span - now}
+`)
+
+// Budget implements scheduler.Shared: the fleet's remaining budget.
+func (q *Quota) Budget(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration) (remaining int, reset time.Duration, err error) {
+	res, err := budgetScript.Run(ctx, q.rdb, q.keys(bucket), l.Requests, span.Microseconds()).Int64Slice()
+	if err != nil || len(res) != 2 {
+		return 0, 0, fmt.Errorf("fleet: budget: %v", err)
+	}
+	return int(res[0]), time.Duration(res[1]) * time.Microsecond, nil
 }
 
 // Release implements scheduler.Shared: a grant that was never sent leaves

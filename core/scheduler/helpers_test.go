@@ -63,7 +63,7 @@ func bucketStatus(t *testing.T, s *Scheduler, name string) BucketStatus {
 
 func waitQueued(t *testing.T, s *Scheduler, name string, n int) {
 	t.Helper()
-	waitFor(t, 2*time.Second, "queue length", func() bool { return bucketStatus(t, s, name).Queued == n })
+	waitFor(t, 15*time.Second, "queue length", func() bool { return bucketStatus(t, s, name).Queued == n })
 }
 
 // result is what a background Acquire reports.

@@ -708,6 +708,19 @@ func (s *Scheduler) Budget(name string) (Budget, bool) {
 	if err != nil {
 		return Budget{}, false
 	}
+	if s.shared != nil {
+		// The fleet's budget, not this member's share of it.
+		b.mu.Lock()
+		l, span := b.limit, b.span()
+		b.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		defer cancel()
+		rem, reset, err := s.shared.Budget(ctx, name, l, span)
+		if err != nil {
+			return Budget{Limit: l, Reset: retryEvery}, true
+		}
+		return Budget{Limit: l, Remaining: rem, Reset: reset}, true
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := time.Now()

@@ -23,6 +23,8 @@ type Shared interface {
 	Restamp(ctx context.Context, bucket, member string, to time.Time) error
 	// Release forgets a grant that was never sent.
 	Release(ctx context.Context, bucket, member string) error
+	// Budget reads the fleet's remaining budget without granting.
+	Budget(ctx context.Context, bucket string, l Limit, span time.Duration) (remaining int, reset time.Duration, err error)
 }
 
 // SharedGrant is a fleet's answer to Grant.
@@ -75,6 +77,7 @@ const sharedTimeout = 2 * time.Second
 // daemons do not all ask at once) and ask again.
 func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, maxWait time.Duration) (Grant, error) {
 	start := time.Now()
+	lateInARow := 0
 	for {
 		b.mu.Lock()
 		if b.closed {
@@ -101,9 +104,37 @@ func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, m
 				return Grant{}, &FleetError{Bucket: name, RetryAfter: retryEvery, Err: err}
 			}
 		}
-		now := time.Now()
 		if g.Granted {
+			// Decided at the fleet's g.At, which is this host's g.At −
+			// Offset. Handed out later than the local scheduler allows (a
+			// slow reply, a starved process), it could land in a window
+			// the fleet has filled since: never sent, it leaves the log
+			// and the caller asks again.
+			decided := g.At.Add(-g.Offset)
+			if late := time.Since(decided); margin > 0 && late > max(margin/2, minLate) {
+				member := g.Member
+				s.sharedAsync(func(ctx context.Context) error { return s.shared.Release(ctx, name, member) })
+				b.mu.Lock()
+				b.late++
+				b.mu.Unlock()
+				s.log.Warn("fleet grant handed out too late to be used; asking again", "bucket", name, "late", late.Round(time.Microsecond))
+				if lateInARow++; lateInARow >= 3 {
+					// Every answer comes too late: no grant of this
+					// fleet's can be used safely here until the margin
+					// covers the round trip to Redis.
+					return Grant{}, &FleetError{Bucket: name, RetryAfter: retryEvery, Err: fmt.Errorf(
+						"the fleet's answers arrive %s after its grants, more than half the margin (%s): raise [scheduler] margin above the round trip to Redis",
+						late.Round(time.Millisecond), margin)}
+				}
+				continue
+			}
 			b.mu.Lock()
+			now := time.Now()
+			// Distinct, ascending local times: they name the fleet's
+			// entries for Answered and Release.
+			if n := len(b.log); n > 0 && !now.After(b.log[n-1]) {
+				now = b.log[n-1].Add(time.Nanosecond)
+			}
 			b.log = append(b.log, now)
 			b.granted++
 			if b.shared == nil {
@@ -119,11 +150,16 @@ func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, m
 			}
 			return Grant{Bucket: name, At: now, Seq: seq, UseBy: useBy}, nil
 		}
-		// Up to a tenth more, so the fleet's waiters spread out.
-		wait := g.Wait + time.Duration(rand.Int64N(int64(g.Wait/10)+1))
-		if maxWait < 0 || (maxWait > 0 && now.Add(wait).After(start.Add(maxWait))) {
+		now := time.Now()
+		if maxWait < 0 || (maxWait > 0 && now.Add(g.Wait).After(start.Add(maxWait).Add(deadlineSlack))) {
 			return Grant{}, &BudgetError{Bucket: name, RetryAfter: roundUp(g.Wait),
 				Reason: fmt.Sprintf("fleet limit %d per %s plus %s margin: %s", l.Requests, l.Window, margin, g.Reason)}
+		}
+		// Up to a tenth more, so the fleet's waiters spread out, but
+		// never past the caller's deadline.
+		wait := g.Wait + time.Duration(rand.Int64N(int64(g.Wait/10)+1))
+		if maxWait > 0 {
+			wait = min(wait, max(g.Wait, time.Until(start.Add(maxWait))))
 		}
 		t := time.NewTimer(wait)
 		select {
