@@ -153,6 +153,10 @@ type Grant struct {
 	// Known is false when the peer could not be identified (e.g. a
 	// listener that is not a Unix socket in tests).
 	Known bool
+	// TCP: the request came over the loopback TCP listener, where a web
+	// page can make a browser send a plain GET; Token: it carried the
+	// admin bearer token, which no page can make a browser send.
+	TCP, Token bool
 }
 
 // WithGrant stores g in ctx.

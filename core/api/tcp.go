@@ -117,12 +117,15 @@ func (s *Server) laneHostAllowed(c net.Conn, host string) bool {
 // nowhere else.
 func (s *Server) tcpGrant(ctx context.Context, r *http.Request, peer access.Peer, known bool) context.Context {
 	p := s.tcpPolicy()
-	g := access.Grant{Peer: peer, Level: p.level, Known: known}
+	// A peer the kernel cannot name gets http_level, but never admin: a
+	// client that closes its end before sluiced looks it up is one such
+	// peer, and admin is for a known uid or the token.
+	g := access.Grant{Peer: peer, Level: min(p.level, access.Read), Known: known, TCP: true}
 	if known {
 		g.Level = s.b.Level(peer)
 	}
 	if p.bearer(r.Header.Values("Authorization")) {
-		g.Level = access.Admin
+		g.Level, g.Token = access.Admin, true
 	}
 	r.Header.Del("Authorization")
 	return access.WithGrant(ctx, g)

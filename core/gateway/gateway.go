@@ -161,8 +161,19 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	g.setRateLimit(w.Header(), c.op.GetBucket())
 	// Destructive or paying operations need the admin tier, whatever the
 	// provider's own policy says.
+	if grant := access.FromContext(r.Context()); grant.TCP && !grant.Token && !c.op.ReadOnly() {
+		// On the TCP listener a web page can make a browser send a plain
+		// GET (an <img>) that older browsers mark with neither Origin nor
+		// Sec-Fetch-Site: an operation with side effects (a Telegram code
+		// sent, money spent, an account deleted) there takes the admin
+		// token, which no page can make a browser send.
+		p := problem.Forbidden(fmt.Sprintf("%s has side effects: on the TCP listener it needs the admin token (Authorization: Bearer <http_admin_token>); or use the Unix socket", c.op.GetName()))
+		p.Title = "Permission denied"
+		return withOp(p, provider, c.op.GetName())
+	}
 	if c.op.GetDestructive() {
-		if grant := access.FromContext(r.Context()); grant.Level < access.Admin {
+		grant := access.FromContext(r.Context())
+		if grant.Level < access.Admin {
 			p := problem.Forbidden(fmt.Sprintf("%s is destructive or spends money and needs the admin permission; uid %d has %s (see [access] in the config)",
 				c.op.GetName(), grant.Peer.UID, grant.Level))
 			p.Title = "Permission denied"

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/internal/testenv"
+	"github.com/sluice-dev/sluice/plugins/ineo/ineosim"
 	"github.com/sluice-dev/sluice/plugins/spotify/spotifysim"
 )
 
@@ -96,6 +97,22 @@ func TestTCPListener(t *testing.T) {
 	_, port, _ := net.SplitHostPort(e.Addr)
 	track := "/v1/spotify/v1/tracks/" + spotifysim.SampleTrackID
 	albums := "/v1/spotify/v1/artists/" + spotifysim.Artist95ID + "/albums?limit=10"
+
+	t.Run("side effects need the token", func(t *testing.T) {
+		// An <img> on a web page sends exactly this from an older
+		// browser: no Origin, no Sec-Fetch-Site, the browser user's uid.
+		target := "/v1/ineo/tmanage-v2.php?action=sendcode&phone=%2B989121234567"
+		before := e.Ineo.Requests(ineosim.ServiceTmanage)
+		if st, _, body := tcpGet(t, e.Addr, http.MethodGet, target, e.Addr); st != http.StatusForbidden || !strings.Contains(body, "admin token") {
+			t.Fatalf("sendcode over TCP without the token: %d %s, want 403", st, body)
+		}
+		if got := e.Ineo.Requests(ineosim.ServiceTmanage); got != before {
+			t.Fatalf("%d tmanage requests for a refused call", got-before)
+		}
+		if st, _, body := tcpGet(t, e.Addr, http.MethodGet, target, e.Addr, "Authorization: Bearer "+tcpToken); st == http.StatusForbidden {
+			t.Fatalf("sendcode over TCP with the token: %d %s", st, body)
+		}
+	})
 
 	t.Run("rebinding", func(t *testing.T) {
 		before := e.Sim.Counts().APIRequests
