@@ -50,13 +50,20 @@ func connsForLimit(limit uint64) int {
 // as the runtime's memory nears it, instead of letting the heap double as
 // GOGC would: max_size plus a quarter of it for entries evicted but not
 // yet collected, plus memBase for the daemon itself (the runtime, the
-// plugins' clients, buffers, answers in flight: about 15 MiB idle, with
-// room to collect in), plus memPerConn for each connection open now (an
-// idle one measured 13 KiB on the fast lane, 22 KiB under net/http;
+// plugins' clients, buffers, answers in flight, room to collect in: the
+// bench's 32 MiB daemon holds 5 MB of anonymous memory idle), plus
+// memPerConn for each connection open now (an idle one measured 13 KiB on the fast lane, 22 KiB under net/http;
 // refreshed every floodCheck). Soft means the daemon is never killed for
 // passing it: live data over it makes the GC run more, at most about half
 // the CPU, and the units' MemoryHigh/MemoryMax are the hard bounds. Below
-// a max_size of some 32 MiB, memBase dominates.
+// a max_size of some 32 MiB, memBase dominates. Why not lower, measured
+// on bench row 5 (a full 32 MiB cache, 64 clients filling it with new
+// answers): memBase 16 MiB took RSS from idle + 66 MB to idle + 56 MB
+// but cut the fill from 1,400-2,200 to 600-770 answers a second (the GC
+// running near the limit all the time), and 8 MiB took it no lower
+// (idle + 55 MB): what stays is live data (the cache, ~10 MB of the
+// daemon's own) and fragmentation (~10 MB of heap spans partly freed by
+// evictions), which no collection returns.
 const (
 	memBase    = 32 << 20
 	memPerConn = 32 << 10
