@@ -52,10 +52,11 @@ func connsForLimit(limit uint64) int {
 // yet collected, plus memBase for the daemon itself (the runtime, the
 // plugins' clients, buffers, answers in flight, room to collect in: the
 // bench's 32 MiB daemon holds 5 MB of anonymous memory idle), plus
-// memPerConn for each connection open now (an idle one measured 13 KiB on the fast lane, 22 KiB under net/http;
-// refreshed every floodCheck). Soft means the daemon is never killed for
-// passing it: live data over it makes the GC run more, at most about half
-// the CPU, and the units' MemoryHigh/MemoryMax are the hard bounds. Below
+// memPerConn for each connection open now (an idle one measured 13 KiB
+// on the fast lane, 22 KiB under net/http; refreshed every floodCheck).
+// Soft means the daemon is never killed for passing it: live data over it
+// makes the GC run more, at most about half the CPU, and the units'
+// MemoryHigh/MemoryMax are the hard bounds. Below
 // a max_size of some 32 MiB, memBase dominates. Why not lower, measured
 // on bench row 5 (a full 32 MiB cache, 64 clients filling it with new
 // answers): memBase 16 MiB took RSS from idle + 66 MB to idle + 56 MB
