@@ -36,11 +36,16 @@ func (g *Gateway) Hit(provider, rest, query, host string) (api.Hit, bool) {
 	if !ok {
 		return api.Hit{}, false
 	}
-	base := baseURL("http", host, provider)
 	hit := api.Hit{Operation: route.op, Status: e.Status, Head: e.Wire(renderHead), HasDate: len(e.Header["Date"]) > 0,
-		Body: e.BodyFor(base), StoredAt: e.StoredAt, ExpiresAt: e.ExpiresAt, Extra: g.rateLimitLines(route.bucket, time.Now())}
-	if e.HasBase() && e.Status/100 == 2 {
-		hit.ETag = e.ETagFor(base, etagOf)
+		Body: e.Body, StoredAt: e.StoredAt, ExpiresAt: e.ExpiresAt, Extra: g.rateLimitLines(route.bucket, time.Now())}
+	if e.HasBase() {
+		// Only answers with links to sluice depend on the caller's base:
+		// the others are served with no string built per hit.
+		base := baseURL("http", host, provider)
+		hit.Body = e.BodyFor(base)
+		if e.Status/100 == 2 {
+			hit.ETag = e.ETagFor(base, etagOf)
+		}
 	}
 	return hit, true
 }
