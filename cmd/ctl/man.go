@@ -215,21 +215,21 @@ func manPage(c *cobra.Command, h manHeader) string {
 
 	var b strings.Builder
 	name := manName(c)
-	fmt.Fprintf(&b, ".TH %s 1 %s %s %s\n", thArg(strings.ToUpper(name)), thArg(h.date.Format("2006-01-02")),
-		thArg("sluicectl "+h.version), thArg("sluicectl manual"))
+	fmt.Fprintf(&b, ".TH %s 1 %s %s %s\n", manref.QuoteArg(strings.ToUpper(name)), manref.QuoteArg(h.date.Format("2006-01-02")),
+		manref.QuoteArg("sluicectl "+h.version), manref.QuoteArg("sluicectl manual"))
 	// No hyphenation and a ragged right margin: command and flag names
 	// broken across lines, or spread apart, would be hard to copy.
 	b.WriteString(".nh\n.ad l\n")
 
 	b.WriteString(".SH NAME\n")
-	b.WriteString(roffLine(name+" - "+c.Short) + "\n")
+	b.WriteString(manref.RoffLine(name+" - "+c.Short) + "\n")
 
 	b.WriteString(".SH SYNOPSIS\n")
 	use := c.UseLine()
 	path := c.CommandPath()
-	b.WriteString(`\fB` + roffEscape(path) + `\fR` + roffEscape(strings.TrimPrefix(use, path)) + "\n")
+	b.WriteString(`\fB` + manref.RoffEscape(path) + `\fR` + manref.RoffEscape(strings.TrimPrefix(use, path)) + "\n")
 	if c.HasAvailableSubCommands() {
-		b.WriteString(".br\n" + `\fB` + roffEscape(path) + `\fR \fICOMMAND\fR` + "\n")
+		b.WriteString(".br\n" + `\fB` + manref.RoffEscape(path) + `\fR \fICOMMAND\fR` + "\n")
 	}
 
 	desc, exit := c.Long, ""
@@ -260,7 +260,7 @@ func manPage(c *cobra.Command, h manHeader) string {
 	case exit != "":
 		b.WriteString(roffExitStatus(exit))
 	case c.HasParent():
-		b.WriteString("See EXIT STATUS in\n.BR " + roffEscape(c.Root().Name()) + " (1).\n")
+		b.WriteString("See EXIT STATUS in\n.BR " + manref.RoffEscape(c.Root().Name()) + " (1).\n")
 	default:
 		b.WriteString("0 on success, non-zero on failure.\n")
 	}
@@ -281,7 +281,7 @@ func manPage(c *cobra.Command, h manHeader) string {
 			if i == len(also)-1 {
 				sep = ""
 			}
-			b.WriteString(".BR " + roffEscape(a) + " (1)" + sep + "\n")
+			b.WriteString(".BR " + manref.RoffEscape(a) + " (1)" + sep + "\n")
 		}
 	}
 	return b.String()
@@ -297,17 +297,17 @@ func roffFlags(fs *pflag.FlagSet) string {
 		arg, usage := pflag.UnquoteUsage(f)
 		b.WriteString(".TP\n")
 		if f.Shorthand != "" && f.ShorthandDeprecated == "" {
-			b.WriteString(`\fB` + roffEscape("-"+f.Shorthand) + `\fR, `)
+			b.WriteString(`\fB` + manref.RoffEscape("-"+f.Shorthand) + `\fR, `)
 		}
-		b.WriteString(`\fB` + roffEscape("--"+f.Name) + `\fR`)
+		b.WriteString(`\fB` + manref.RoffEscape("--"+f.Name) + `\fR`)
 		if arg != "" {
-			b.WriteString(` \fI` + roffEscape(arg) + `\fR`)
+			b.WriteString(` \fI` + manref.RoffEscape(arg) + `\fR`)
 		}
 		b.WriteString("\n")
 		if def := manDefault(f); def != "" {
 			usage += " (default: " + def + ")"
 		}
-		b.WriteString(roffLine(oneLine(usage)) + "\n")
+		b.WriteString(manref.RoffLine(oneLine(usage)) + "\n")
 	})
 	return b.String()
 }
@@ -356,14 +356,14 @@ func roffText(s string) string {
 					b.WriteString("\n")
 					continue
 				}
-				b.WriteString(roffLine(l[indent:]) + "\n")
+				b.WriteString(manref.RoffLine(l[indent:]) + "\n")
 			}
 			b.WriteString(".fi\n.RE\n")
 			i = j
 		default:
 			b.WriteString(".PP\n")
 			for i < len(lines) && strings.TrimSpace(lines[i]) != "" && lines[i][0] != ' ' && lines[i][0] != '\t' {
-				b.WriteString(roffLine(strings.TrimSpace(lines[i])) + "\n")
+				b.WriteString(manref.RoffLine(strings.TrimSpace(lines[i])) + "\n")
 				i++
 			}
 		}
@@ -410,7 +410,7 @@ func roffExitStatus(s string) string {
 	items := 0
 	for _, line := range strings.Split(trimLines(s), "\n") {
 		if m := exitItem.FindStringSubmatch(line); m != nil {
-			b.WriteString(".TP\n.B " + m[1] + "\n" + roffLine(m[2]) + "\n")
+			b.WriteString(".TP\n.B " + m[1] + "\n" + manref.RoffLine(m[2]) + "\n")
 			items++
 			continue
 		}
@@ -418,32 +418,8 @@ func roffExitStatus(s string) string {
 			return roffText(s)
 		}
 		if t := strings.TrimSpace(line); t != "" {
-			b.WriteString(roffLine(t) + "\n")
+			b.WriteString(manref.RoffLine(t) + "\n")
 		}
 	}
 	return b.String()
-}
-
-// roffEscape makes text literal for roff: a backslash is roff's escape
-// character, and "-" must be \- to stay an ASCII hyphen-minus that can be
-// copied from the page into a shell (groff may render a bare "-" as a
-// typographic hyphen).
-func roffEscape(s string) string {
-	s = strings.ReplaceAll(s, `\`, `\e`)
-	return strings.ReplaceAll(s, "-", `\-`)
-}
-
-// roffLine escapes one text line. A line starting with "." or "'" would be
-// read as a request; \& is a zero-width character that prevents that.
-func roffLine(s string) string {
-	s = roffEscape(s)
-	if strings.HasPrefix(s, ".") || strings.HasPrefix(s, "'") {
-		s = `\&` + s
-	}
-	return s
-}
-
-// thArg quotes an argument of .TH.
-func thArg(s string) string {
-	return `"` + strings.ReplaceAll(roffEscape(s), `"`, `\(dq`) + `"`
 }

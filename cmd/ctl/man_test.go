@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/sluice-dev/sluice/internal/manref"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,7 +66,7 @@ func TestCompletion(t *testing.T) {
 // with "." (or any starting with "'") would be text roff misreads.
 var roffRequest = regexp.MustCompile(`^\.(TH|SH|PP|TP|RS|RE|nf|fi|nh|ad|br|B|BR)( |$)`)
 
-// unescapedHyphen finds a "-" not written as \- (see roffEscape).
+// unescapedHyphen finds a "-" not written as \- (see manref.RoffEscape).
 var unescapedHyphen = regexp.MustCompile(`(^|[^\\])-`)
 
 func TestGenMan(t *testing.T) {
@@ -191,7 +192,7 @@ func TestRoffLine(t *testing.T) {
 		{"--flag -s a-b", `\-\-flag \-s a\-b`},
 		{`.\`, `\&.\e`},
 	} {
-		if got := roffLine(tc.in); got != tc.want {
+		if got := manref.RoffLine(tc.in); got != tc.want {
 			t.Errorf("roffLine(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}

@@ -153,9 +153,9 @@ func ConfigPage(ref *Reference, h Header) string {
 	title(&b, "SLUICE.TOML", "5", h, "File formats")
 	b.WriteString(".SH NAME\nsluice.toml \\- configuration file of sluiced\n")
 	b.WriteString(".SH SYNOPSIS\n")
-	b.WriteString(roffLine("/etc/sluice/config.toml, or the file named by --config or $SLUICE_CONFIG") + "\n")
+	b.WriteString(RoffLine("/etc/sluice/config.toml, or the file named by --config or $SLUICE_CONFIG") + "\n")
 	b.WriteString(".SH DESCRIPTION\n")
-	b.WriteString(".PP\n" + roffLine("sluiced(8) reads its configuration from a TOML file. This page is generated from the example config shipped with sluice (config.toml), which lists every key with its default; the same file is installed as /etc/sluice/config.toml.") + "\n")
+	b.WriteString(".PP\n" + RoffLine("sluiced(8) reads its configuration from a TOML file. This page is generated from the example config shipped with sluice (config.toml), which lists every key with its default; the same file is installed as /etc/sluice/config.toml.") + "\n")
 	b.WriteString(paragraphs(ref.Intro))
 	b.WriteString(".SH KEYS\n")
 	for _, s := range ref.Sections {
@@ -166,7 +166,7 @@ func ConfigPage(ref *Reference, h Header) string {
 				name += " (optional)"
 			}
 		}
-		b.WriteString(".SS " + quoteArg(name) + "\n")
+		b.WriteString(".SS " + QuoteArg(name) + "\n")
 		b.WriteString(paragraphs(s.Text))
 		for _, it := range s.Items {
 			if len(it.Keys) == 0 {
@@ -183,7 +183,7 @@ func ConfigPage(ref *Reference, h Header) string {
 				if k.Commented {
 					what = "e.g."
 				}
-				b.WriteString(`\fB` + roffEscape(k.Name) + `\fR = \fI` + roffEscape(k.Value) + `\fR (` + what + ")\n")
+				b.WriteString(`\fB` + RoffEscape(k.Name) + `\fR = \fI` + RoffEscape(k.Value) + `\fR (` + what + ")\n")
 			}
 			b.WriteString(filled(it.Text))
 			for i, k := range it.Keys {
@@ -193,7 +193,7 @@ func ConfigPage(ref *Reference, h Header) string {
 				if i > 0 || len(it.Text) > 0 {
 					b.WriteString(".br\n")
 				}
-				b.WriteString(roffLine(k.Name+": "+k.Note) + "\n")
+				b.WriteString(RoffLine(k.Name+": "+k.Note) + "\n")
 			}
 		}
 	}
@@ -217,15 +217,15 @@ func DaemonPage(fs *flag.FlagSet, h Header) string {
 	b.WriteString(".SH OPTIONS\n")
 	fs.VisitAll(func(f *flag.Flag) {
 		arg, usage := flag.UnquoteUsage(f)
-		b.WriteString(".TP\n\\fB" + roffEscape("--"+f.Name) + "\\fR")
+		b.WriteString(".TP\n\\fB" + RoffEscape("--"+f.Name) + "\\fR")
 		if arg != "" {
-			b.WriteString(" \\fI" + roffEscape(arg) + "\\fR")
+			b.WriteString(" \\fI" + RoffEscape(arg) + "\\fR")
 		}
 		b.WriteString("\n")
 		if f.DefValue != "" && f.DefValue != "false" {
 			usage += " (default: " + f.DefValue + ")"
 		}
-		b.WriteString(roffLine(usage) + "\n")
+		b.WriteString(RoffLine(usage) + "\n")
 	})
 	b.WriteString(".SH ENVIRONMENT\n")
 	for _, e := range [][2]string{
@@ -236,7 +236,7 @@ func DaemonPage(fs *flag.FlagSet, h Header) string {
 		{"CREDENTIALS_DIRECTORY", "set by systemd's LoadCredential=: where relative file: secrets are looked up"},
 		{"XDG_RUNTIME_DIR, XDG_STATE_HOME", "the default socket and state directory of a daemon not run as root"},
 	} {
-		b.WriteString(".TP\n.B " + roffEscape(e[0]) + "\n" + roffLine(e[1]) + "\n")
+		b.WriteString(".TP\n.B " + RoffEscape(e[0]) + "\n" + RoffLine(e[1]) + "\n")
 	}
 	b.WriteString(".SH EXIT STATUS\n.TP\n.B 0\nstopped by SIGINT or SIGTERM, or --version, --check-config with a valid config, or --help\n" +
 		".TP\n.B 1\nfailed to start or run, or --check-config with an invalid config\n.TP\n.B 2\nbad usage\n")
@@ -246,7 +246,7 @@ func DaemonPage(fs *flag.FlagSet, h Header) string {
 }
 
 func title(b *strings.Builder, name, section string, h Header, manual string) {
-	fmt.Fprintf(b, ".TH %s %s %s %s %s\n", quoteArg(name), section, quoteArg(h.Date.Format("2006-01-02")), quoteArg("sluice "+h.Version), quoteArg(manual))
+	fmt.Fprintf(b, ".TH %s %s %s %s %s\n", QuoteArg(name), section, QuoteArg(h.Date.Format("2006-01-02")), QuoteArg("sluice "+h.Version), QuoteArg(manual))
 	// No hyphenation and a ragged right margin: key and flag names broken
 	// across lines would be hard to copy.
 	b.WriteString(".nh\n.ad l\n")
@@ -263,13 +263,13 @@ func paragraphs(lines []string) string {
 		case strings.HasPrefix(l, " "):
 			b.WriteString(".PP\n.RS 4\n.nf\n")
 			for ; i < len(lines) && (strings.HasPrefix(lines[i], " ") || strings.TrimSpace(lines[i]) == "" && i+1 < len(lines) && strings.HasPrefix(lines[i+1], " ")); i++ {
-				b.WriteString(roffLine(lines[i]) + "\n")
+				b.WriteString(RoffLine(lines[i]) + "\n")
 			}
 			b.WriteString(".fi\n.RE\n")
 		default:
 			b.WriteString(".PP\n")
 			for ; i < len(lines) && strings.TrimSpace(lines[i]) != "" && !strings.HasPrefix(lines[i], " "); i++ {
-				b.WriteString(roffLine(lines[i]) + "\n")
+				b.WriteString(RoffLine(lines[i]) + "\n")
 			}
 		}
 	}
@@ -284,28 +284,30 @@ func filled(lines []string) string {
 			b.WriteString(".IP\n")
 			continue
 		}
-		b.WriteString(roffLine(strings.TrimSpace(l)) + "\n")
+		b.WriteString(RoffLine(strings.TrimSpace(l)) + "\n")
 	}
 	return b.String()
 }
 
-// roffEscape makes text literal for roff: "\" is its escape character, and
-// "-" must be \- to stay a hyphen-minus that can be copied into a shell.
-func roffEscape(s string) string {
+// RoffEscape makes text literal for roff: "\" is its escape character, and
+// "-" must be \- to stay a hyphen-minus that can be copied into a shell
+// (groff may render a bare "-" as a typographic hyphen).
+func RoffEscape(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\e`)
 	return strings.ReplaceAll(s, "-", `\-`)
 }
 
-// roffLine escapes one text line; a line starting with "." or "'" would be
-// read as a request.
-func roffLine(s string) string {
-	s = roffEscape(s)
+// RoffLine escapes one text line; a line starting with "." or "'" would be
+// read as a request (\& is a zero-width character that prevents that).
+func RoffLine(s string) string {
+	s = RoffEscape(s)
 	if strings.HasPrefix(s, ".") || strings.HasPrefix(s, "'") {
 		s = `\&` + s
 	}
 	return s
 }
 
-func quoteArg(s string) string {
-	return `"` + strings.ReplaceAll(roffEscape(s), `"`, `\(dq`) + `"`
+// QuoteArg quotes a request's argument (e.g. of .TH).
+func QuoteArg(s string) string {
+	return `"` + strings.ReplaceAll(RoffEscape(s), `"`, `\(dq`) + `"`
 }

@@ -87,7 +87,7 @@ func TestConfigPageHasEveryKey(t *testing.T) {
 		if i := strings.LastIndex(k, "."); i >= 0 {
 			table, name = k[:i], k[i+1:]
 		}
-		if !strings.Contains(sub[table], `\fB`+roffEscape(name)+`\fR = `) {
+		if !strings.Contains(sub[table], `\fB`+RoffEscape(name)+`\fR = `) {
 			t.Errorf("key %s is not in sluice.toml(5) under [%s]", k, table)
 		}
 	}
@@ -118,7 +118,7 @@ func TestDaemonPageHasEveryFlag(t *testing.T) {
 	n := 0
 	fs.VisitAll(func(f *flag.Flag) {
 		n++
-		if !strings.Contains(page, ".TP\n\\fB"+roffEscape("--"+f.Name)+"\\fR") {
+		if !strings.Contains(page, ".TP\n\\fB"+RoffEscape("--"+f.Name)+"\\fR") {
 			t.Errorf("sluiced(8) lacks --%s", f.Name)
 		}
 	})
