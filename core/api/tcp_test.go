@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,3 +217,30 @@ func TestTCPTiersAndToken(t *testing.T) {
 }
 
 func currentUID() int { return os.Getuid() }
+
+// TestTCPUnnamedPeerNeverAdmin: a peer the kernel cannot name (a client
+// that closed its end before the lookup) gets http_level, but never admin,
+// even where http_level says admin: admin over TCP is for a known uid or
+// the token. (Found by review.)
+func TestTCPUnnamedPeerNeverAdmin(t *testing.T) {
+	for _, tc := range []struct {
+		level access.Level
+		want  access.Level
+	}{
+		{access.None, access.None},
+		{access.Read, access.Read},
+		{access.Admin, access.Read},
+	} {
+		s := NewServer(&tcpBackend{}, nil, nil)
+		s.SetTCPPolicy(NewTCPPolicy(nil, tc.level, "tok"))
+		r := httptest.NewRequest(http.MethodGet, "/v1/health", nil)
+		g := access.FromContext(s.tcpGrant(context.Background(), r, access.Peer{}, false))
+		if g.Level != tc.want || !g.TCP || g.Token {
+			t.Errorf("http_level %v, unnamed peer: %+v, want level %v", tc.level, g, tc.want)
+		}
+		r.Header.Set("Authorization", "Bearer tok")
+		if g := access.FromContext(s.tcpGrant(context.Background(), r, access.Peer{}, false)); g.Level != access.Admin || !g.Token {
+			t.Errorf("http_level %v, unnamed peer with the token: %+v, want admin", tc.level, g)
+		}
+	}
+}
