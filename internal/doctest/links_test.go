@@ -37,3 +37,37 @@ func TestDocsStandAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestSourcesStandAlone: no source file, comment or test sends its reader
+// to the upstream notes outside the repository either; docs/upstreams.md
+// says what each vendor documents.
+func TestSourcesStandAlone(t *testing.T) {
+	root := filepath.Join("..", "..")
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if name := d.Name(); name == "node_modules" || name == ".git" || name == "testdata" || name == "bin" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "links_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, outside := range []string{"shared/upstream", "originals/", "../shared"} {
+			if strings.Contains(string(b), outside) {
+				t.Errorf("%s refers to %s, which is not in the repository", path, outside)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

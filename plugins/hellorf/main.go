@@ -1,6 +1,6 @@
 // Command sluice-hellorf is sluice's provider plugin for the hellorf (zcool)
-// music licensing API: the eight audio endpoints of
-// shared/upstream/README.md §2 (categories, search, detail, purchase,
+// music licensing API: the eight audio endpoints docs/upstreams.md describes
+// (categories, search, detail, purchase,
 // my-purchases, purchase-detail, download-warrant, purchase-download).
 //
 // What it adds on top of the upstream:

@@ -6,8 +6,8 @@ import (
 	"github.com/sluice-dev/sluice/core/provider"
 )
 
-// codes is iNeo's status-code table (shared/upstream/README.md §1c and the
-// service tables of §1a/§1b). The "stop now" codes pause the bucket: an
+// codes is iNeo's status-code table (docs/upstreams.md, "iNeo": the general
+// table and the two services' own codes). The "stop now" codes pause the bucket: an
 // explicit ban or block for an hour (a human must look), maintenance and
 // offline for a few minutes, 429 for half a minute.
 //

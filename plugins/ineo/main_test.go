@@ -99,7 +99,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestCodeTableStopCodes(t *testing.T) {
-	// shared/upstream/README.md §1c: codes that mean "stop sending now".
+	// docs/upstreams.md, "iNeo": codes that mean "stop sending now".
 	for _, c := range []int{10, 408, 429, 12, 66, 2001, 6} {
 		if got := codes.Lookup(c); got.Class != provider.Stop || got.Pause <= 0 {
 			t.Errorf("code %d: %+v, want a Stop code with a pause", c, got)

@@ -1,7 +1,7 @@
 // Package hellorfsim is an in-process HTTP simulator of the hellorf (zcool)
-// music licensing API, for sluice's tests and sandbox mode. It follows
-// shared/upstream/README.md §2 and the Chinese original
-// (originals/hellorf-audio.zh.txt) strictly, since a lenient simulator would
+// music licensing API, for sluice's tests and sandbox mode. It follows the
+// vendor's documentation (summed up in docs/upstreams.md, "hellorf")
+// strictly, since a lenient simulator would
 // hide exactly the bugs that make the real service refuse sluice:
 //
 //   - Every API request must carry client_id, nonce_str and sign. nonce_str

@@ -2,8 +2,8 @@
 // services sluice fronts: spotify.php (track download links) and
 // tmanage-v2.php (Telegram developer-account management).
 //
-// It follows the vendor's Persian originals (see
-// /work/shared/upstream/originals/ineo-*.fa.txt) strictly, bans included:
+// It follows the vendor's documentation (summed up in docs/upstreams.md,
+// "iNeo") strictly, bans included:
 // tests and sandbox mode run against it, so a lenient simulator would hide
 // exactly the bugs that get a real token blocked. In particular:
 //

@@ -1,7 +1,7 @@
 package ineosim
 
-// iNeo status codes (originals/ineo-status-codes.fa.txt plus the per-service
-// tables of ineo-spotify.fa.txt and ineo-tmanage-v2.fa.txt). The vendor puts
+// iNeo status codes (the general table and the per-service tables of
+// spotify.php and tmanage-v2.php; docs/upstreams.md, "iNeo"). The vendor puts
 // the outcome in the body's status_code; HTTP is 200 for every JSON answer.
 const (
 	codeOK             = 200

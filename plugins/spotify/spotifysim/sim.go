@@ -4,8 +4,8 @@
 // albums, album, album tracks, track, and several tracks, albums or
 // artists by ids) of the Web API.
 //
-// It follows shared/upstream/README.md §3, the Korean tutorial and the
-// OpenAPI description (a copy is in testdata/), strictly: tests and sandbox
+// It follows Spotify's documentation (summed up in docs/upstreams.md,
+// "Spotify") and its OpenAPI description (a copy is in testdata/), strictly: tests and sandbox
 // mode run against it, so a lenient simulator would hide exactly the bugs
 // that break against the real service. In particular:
 //
