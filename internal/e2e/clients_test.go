@@ -150,6 +150,13 @@ func walkZmb3(t *testing.T, ctx context.Context, socket, artist, track string) c
 // (where python3-requests-unixsocket installs them; a pyenv or virtualenv
 // python3 first on PATH does not see Debian's packages).
 func walkPython(t *testing.T, ctx context.Context, socket, artist, track string) clientWalk {
+	return walkPythonEnv(t, ctx, socket, artist, track)
+}
+
+// walkPythonEnv is walkPython with more of walk.py's environment
+// (SLUICE_BASE=1: send Sluice-Base and follow links literally).
+func walkPythonEnv(t *testing.T, ctx context.Context, socket, artist, track string, env ...string) clientWalk {
+	t.Helper()
 	var reasons []string
 	var python string
 	for _, cand := range []string{"python3", "/usr/bin/python3"} {
@@ -170,7 +177,7 @@ func walkPython(t *testing.T, ctx context.Context, socket, artist, track string)
 		t.Skipf("no python3 with requests and requests-unixsocket (Debian: apt-get install python3-requests python3-requests-unixsocket; .ci/run does): %s",
 			strings.Join(reasons, "; "))
 	}
-	return runClientScript(t, ctx, socket, python, filepath.Join(clientsDir, "python", "walk.py"), artist, track)
+	return runClientScript(t, ctx, socket, python, filepath.Join(clientsDir, "python", "walk.py"), artist, track, env...)
 }
 
 // walkNode runs one of the Node scripts, which needs the packages named.
@@ -199,10 +206,10 @@ func walkNode(script string, packages ...string) func(t *testing.T, ctx context.
 
 // runClientScript runs a client script with SLUICE_SOCKET set and decodes
 // the JSON line it prints last.
-func runClientScript(t *testing.T, ctx context.Context, socket, interp, script, artist, track string) clientWalk {
+func runClientScript(t *testing.T, ctx context.Context, socket, interp, script, artist, track string, env ...string) clientWalk {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, interp, script, artist, track)
-	cmd.Env = append(os.Environ(), "SLUICE_SOCKET="+socket)
+	cmd.Env = append(append(os.Environ(), "SLUICE_SOCKET="+socket), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

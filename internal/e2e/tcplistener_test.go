@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -356,21 +354,7 @@ func TestSluiceBaseOverSocket(t *testing.T) {
 	}
 
 	t.Run("requests-unixsocket", func(t *testing.T) {
-		python := "/usr/bin/python3"
-		if out, err := exec.CommandContext(ctx, python, "-c", "import requests, requests_unixsocket").CombinedOutput(); err != nil {
-			t.Skipf("no %s with requests and requests-unixsocket (Debian: apt-get install python3-requests python3-requests-unixsocket): %s", python, lastLine(out))
-		}
-		cmd := exec.CommandContext(ctx, python, filepath.Join(clientsDir, "python", "walk_base.py"), spotifysim.Artist95ID, spotifysim.SampleTrackID)
-		cmd.Env = append(os.Environ(), "SLUICE_SOCKET="+e.Socket)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("walk_base.py: %v\n%s%s", err, stdout.Bytes(), stderr.Bytes())
-		}
-		var w clientWalk
-		if err := json.Unmarshal([]byte(lastLine(stdout.Bytes())), &w); err != nil {
-			t.Fatalf("walk_base.py printed %q", stdout.Bytes())
-		}
+		w := walkPythonEnv(t, ctx, e.Socket, spotifysim.Artist95ID, spotifysim.SampleTrackID, "SLUICE_BASE=1")
 		if w.Pages != 10 || w.Distinct != spotifysim.Artist95Albums || w.Total != spotifysim.Artist95Albums || w.Track == "" {
 			t.Fatalf("walked %+v", w)
 		}
