@@ -26,7 +26,7 @@ func (g *Gateway) SetProgress(t *progress.Tracker) { g.progress = t }
 // Progress is the tracked state of call id, with its bucket's live budget.
 func (g *Gateway) Progress(id string) (progress.State, bool) { return g.progress.Get(id) }
 
-// callerID accepts a caller's request id when it is a plain token (it is
+// requestID accepts a caller's request id when it is a plain token (it is
 // echoed in headers and logs), else makes one.
 var callerIDPattern = regexp.MustCompile(`^[A-Za-z0-9._~-]{1,64}$`)
 

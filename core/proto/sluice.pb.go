@@ -577,8 +577,9 @@ type CallRequest struct {
 	Headers []*KV `protobuf:"bytes,7,rep,name=headers,proto3" json:"headers,omitempty"`
 	// How long the caller is willing to wait for rate budget; 0 = default.
 	MaxWaitMs int64 `protobuf:"varint,8,opt,name=max_wait_ms,json=maxWaitMs,proto3" json:"max_wait_ms,omitempty"`
-	// Absolute URL prefix under which the caller reaches this provider through
-	// sluice, e.g. "http://sluice/v1/spotify" (for rewriting links).
+	// Base to write links to sluice under, e.g. "http://sluice/v1/spotify".
+	// For read-only lookups (cached once for every caller) it is a marker the
+	// host replaces with each caller's own base when serving.
 	PublicBase string `protobuf:"bytes,9,opt,name=public_base,json=publicBase,proto3" json:"public_base,omitempty"`
 	RequestId  string `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// A grant the host obtained for the operation's bucket just before this

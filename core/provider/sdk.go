@@ -60,8 +60,10 @@ type Request struct {
 	Body        []byte
 	ContentType string
 	Header      http.Header
-	// PublicBase is the absolute URL under which the caller reaches this
-	// provider through sluice (for rewriting links in answers).
+	// PublicBase is the base to write links to sluice under in the answer
+	// (…/v1/<provider>). For read-only lookups, whose answers are cached
+	// once for every caller, it is a marker the host replaces with each
+	// caller's own base when serving (cache.Entry.BodyFor); write it as is.
 	PublicBase string
 	MaxWait    time.Duration
 
