@@ -104,6 +104,9 @@ func (d *Daemon) metricSources() metrics.Sources {
 				out = append(out, metrics.BucketStats{Name: b.Name, Requests: b.Requests, Window: b.Window,
 					InWindow: b.InWindow, Queued: b.Queued, Granted: b.Granted, PausedUntil: b.PausedUntil, PauseReason: b.PauseReason,
 					Held: b.Held != "", HeldErrno: b.HeldErrno})
+				if bud, ok := d.sched.Budget(b.Name); ok {
+					out[len(out)-1].Remaining = bud.Remaining
+				}
 			}
 			return out
 		},

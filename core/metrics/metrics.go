@@ -39,6 +39,9 @@ type BucketStats struct {
 	// Held: the bucket grants nothing because grants cannot be recorded.
 	Held      bool
 	HeldErrno string
+	// Remaining is what the bucket would grant at once now (the
+	// scheduler's Budget: the fleet's in fleet mode).
+	Remaining int
 }
 
 // ProviderStats describes one plugin.
@@ -260,11 +263,7 @@ func (l *live) Collect(ch chan<- prometheus.Metric) {
 		for _, b := range l.src.Buckets() {
 			gauge(descQueue, float64(b.Queued), b.Name)
 			gauge(descInWindow, float64(b.InWindow), b.Name)
-			remaining := max(0, b.Requests-b.InWindow-b.Queued)
-			if b.Held || b.PausedUntil.After(now) {
-				remaining = 0
-			}
-			gauge(descRemaining, float64(remaining), b.Name)
+			gauge(descRemaining, float64(b.Remaining), b.Name)
 			gauge(descLimit, float64(b.Requests), b.Name)
 			gauge(descWindow, b.Window.Seconds(), b.Name)
 			counter(descGrants, float64(b.Granted), b.Name)
