@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/durable"
 	"github.com/sluice-dev/sluice/internal/jsonstr"
 )
 
@@ -761,51 +762,13 @@ func (p *persister) write(st diskState) error {
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return fmt.Errorf("saving scheduler state: %w", err)
 	}
-	// A fixed temp name is safe because writes are serialised, and it keeps
-	// error messages identical across attempts (see the warn-once above).
-	tmp := p.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("saving scheduler state: %w", err)
-	}
-	// O_CREATE keeps the mode of a temp file that already existed.
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(data)
-	}
 	// Snapshots are fsynced, file and directory: they are rare (startup,
 	// compaction, failures, Close) and they carry pauses, which a power
 	// loss must not forget.
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p.path)
-	}
-	if err == nil {
-		err = syncDir(p.dir)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := durable.ReplaceFile(p.path, data); err != nil {
 		return fmt.Errorf("saving scheduler state: %w", err)
 	}
 	return nil
-}
-
-// syncDir fsyncs a directory, so a rename inside it survives a power loss.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func (p *persister) errString() string {

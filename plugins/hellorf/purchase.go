@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-dev/sluice/core/problem"
 	"github.com/sluice-dev/sluice/core/provider"
+	"github.com/sluice-dev/sluice/internal/durable"
 )
 
 // ConfirmRepeat is the Sluice-Confirm value with which a caller buys again,
@@ -135,26 +136,7 @@ func writeDurable(path string, b []byte) error {
 	if err := mkdirDurable(dir); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp) // a partial temporary file is no record; best effort
-		return err
-	}
-	return syncDir(dir)
+	return durable.ReplaceFile(path, b)
 }
 
 // mkdirDurable creates dir and any missing parents (mode 0700), and fsyncs
@@ -187,25 +169,9 @@ func mkdirDurable(dir string) error {
 		return err
 	}
 	for i := len(missing) - 1; i >= 0; i-- {
-		if err := syncDir(filepath.Dir(missing[i])); err != nil {
+		if err := durable.SyncDir(filepath.Dir(missing[i])); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// syncDir fsyncs a directory, making the entries in it durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
 }
