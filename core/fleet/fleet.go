@@ -45,20 +45,22 @@ type Options struct {
 	Timeout time.Duration
 }
 
-// Quota is the fleet's shared rate budget; it implements scheduler.Shared.
-type Quota struct {
+// Client is one daemon's connection to its fleet's Redis: the shared rate
+// budget (it implements scheduler.Shared) and, beside it, the other shared
+// records.
+type Client struct {
 	rdb    redis.UniversalClient
 	prefix string
 }
 
 // New connects to the fleet's Redis. It does not wait for Redis to answer:
 // an unreachable fleet fails each grant (fail closed) until it is back.
-func New(opts Options) (*Quota, error) {
+func New(opts Options) (*Client, error) {
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	q := &Quota{prefix: keyPrefix(opts.Name)}
+	q := &Client{prefix: keyPrefix(opts.Name)}
 	switch {
 	case len(opts.SentinelAddrs) > 0:
 		q.rdb = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: opts.SentinelAddrs, MasterName: opts.MasterName,
@@ -85,10 +87,10 @@ func keyPrefix(name string) string {
 }
 
 // Close closes the connections.
-func (q *Quota) Close() error { return q.rdb.Close() }
+func (q *Client) Close() error { return q.rdb.Close() }
 
 // keys of one bucket, in one hash slot.
-func (q *Quota) keys(bucket string) []string {
+func (q *Client) keys(bucket string) []string {
 	tag := "{" + q.prefix + ":" + bucket + "}"
 	return []string{tag + ":log", tag + ":pause", tag + ":seq", tag + ":epoch"}
 }
@@ -162,7 +164,7 @@ return redis.call('ZADD', KEYS[1], 'XX', 'GT', tonumber(ARGV[2]), ARGV[1])
 `)
 
 // Grant implements scheduler.Shared.
-func (q *Quota) Grant(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration) (scheduler.SharedGrant, error) {
+func (q *Client) Grant(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration) (scheduler.SharedGrant, error) {
 	sent := time.Now()
 	res, err := grantScript.Run(ctx, q.rdb, q.keys(bucket), l.Requests, span.Microseconds()).Slice()
 	if err != nil {
@@ -186,7 +188,7 @@ func (q *Quota) Grant(ctx context.Context, bucket string, l scheduler.Limit, spa
 }
 
 // Pause implements scheduler.Shared.
-func (q *Quota) Pause(ctx context.Context, bucket string, until time.Time, reason string) error {
+func (q *Client) Pause(ctx context.Context, bucket string, until time.Time, reason string) error {
 	reason = strings.ReplaceAll(reason, "|", "/")
 	d := time.Until(until)
 	if d <= 0 {
@@ -199,7 +201,7 @@ func (q *Quota) Pause(ctx context.Context, bucket string, until time.Time, reaso
 }
 
 // Restamp implements scheduler.Shared.
-func (q *Quota) Restamp(ctx context.Context, bucket, member string, to time.Time) error {
+func (q *Client) Restamp(ctx context.Context, bucket, member string, to time.Time) error {
 	if err := restampScript.Run(ctx, q.rdb, q.keys(bucket), member, strconv.FormatInt(to.UnixMicro(), 10)).Err(); err != nil {
 		return fmt.Errorf("fleet: restamp: %w", err)
 	}
@@ -226,7 +228,7 @@ return {0, tonumber(e[2]) + span - now}
 `)
 
 // Budget implements scheduler.Shared: the fleet's remaining budget.
-func (q *Quota) Budget(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration) (remaining int, reset time.Duration, err error) {
+func (q *Client) Budget(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration) (remaining int, reset time.Duration, err error) {
 	res, err := budgetScript.Run(ctx, q.rdb, q.keys(bucket), l.Requests, span.Microseconds()).Int64Slice()
 	if err != nil || len(res) != 2 {
 		return 0, 0, fmt.Errorf("fleet: budget: %v", err)
@@ -236,7 +238,7 @@ func (q *Quota) Budget(ctx context.Context, bucket string, l scheduler.Limit, sp
 
 // Release implements scheduler.Shared: a grant that was never sent leaves
 // the fleet's log.
-func (q *Quota) Release(ctx context.Context, bucket, member string) error {
+func (q *Client) Release(ctx context.Context, bucket, member string) error {
 	if err := q.rdb.ZRem(ctx, q.keys(bucket)[0], member).Err(); err != nil {
 		return fmt.Errorf("fleet: release: %w", err)
 	}

@@ -11,7 +11,7 @@ import (
 
 // grantUntil asks until granted or the deadline passes, sleeping the wait
 // the store names (as the scheduler does).
-func grantUntil(t *testing.T, q *Quota, bucket string, l scheduler.Limit, span time.Duration) scheduler.SharedGrant {
+func grantUntil(t *testing.T, q *Client, bucket string, l scheduler.Limit, span time.Duration) scheduler.SharedGrant {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -75,7 +75,7 @@ func TestSlowReplyNeverOverfillsWindow(t *testing.T) {
 	defer qSlow.Close()
 	l := scheduler.Limit{Requests: 1, Window: 300 * time.Millisecond}
 	margin := 50 * time.Millisecond
-	mk := func(q *Quota) *scheduler.Scheduler {
+	mk := func(q *Client) *scheduler.Scheduler {
 		s, err := scheduler.New(scheduler.Options{Shared: q, Margin: margin})
 		if err != nil {
 			t.Fatal(err)
