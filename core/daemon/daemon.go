@@ -69,7 +69,9 @@ type Daemon struct {
 	started time.Time
 	socket  string
 
-	sched   *scheduler.Scheduler
+	sched *scheduler.Scheduler
+	// fleet is the connection to the fleet's Redis; nil on a single host.
+	fleet   *fleet.Client
 	cache   *cache.Cache
 	host    *pluginhost.Host
 	gw      *gateway.Gateway
@@ -157,7 +159,7 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 		defer q.Close()
-		shared = q
+		d.fleet, shared = q, q
 		log.Info("fleet mode: rate budgets are shared through Redis", "name", cmp.Or(cfg.Fleet.Name, "default"))
 	}
 	d.sched, err = scheduler.New(scheduler.Options{Shared: shared, StateDir: cfg.StateDir, Margin: cfg.Scheduler.Margin.Duration, Logger: log.With("component", "scheduler")})
