@@ -102,6 +102,9 @@ install-files:
 		sed -e 's|/usr/local/bin|$(BINDIR)|g' -e 's|/etc/sluice|$(SYSCONFDIR)/sluice|g' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u; \
 		sed -e 's|/usr/local/bin|$(BINDIR)|g' systemd/user/$$u > $(DESTDIR)$(USERUNITDIR)/$$u; \
 	done
+# The optional loopback TCP listener: installed, not enabled (enable it
+# beside sluice.socket to use it). System units only: one port per host.
+	install -m 0644 systemd/sluice-http.socket $(DESTDIR)$(UNITDIR)/sluice-http.socket
 	install -m 0644 systemd/sluice.sysusers $(DESTDIR)$(SYSUSERSDIR)/sluice.conf
 	install -m 0644 systemd/sluice.tmpfiles $(DESTDIR)$(TMPFILESDIR)/sluice.conf
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1
@@ -124,7 +127,7 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sluiced $(DESTDIR)$(BINDIR)/sluicectl
 	@for p in $(PLUGINS); do rm -f $(DESTDIR)$(PLUGINDIR)/sluice-$$p; done
 	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(PREFIX)/lib/sluice 2>/dev/null
-	rm -f $(DESTDIR)$(UNITDIR)/sluice.service $(DESTDIR)$(UNITDIR)/sluice.socket
+	rm -f $(DESTDIR)$(UNITDIR)/sluice.service $(DESTDIR)$(UNITDIR)/sluice.socket $(DESTDIR)$(UNITDIR)/sluice-http.socket
 	rm -f $(DESTDIR)$(USERUNITDIR)/sluice.service $(DESTDIR)$(USERUNITDIR)/sluice.socket
 	rm -f $(DESTDIR)$(SYSUSERSDIR)/sluice.conf $(DESTDIR)$(TMPFILESDIR)/sluice.conf
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man1/sluicectl*.1

@@ -44,6 +44,7 @@ func TestInstallIntoDestdir(t *testing.T) {
 	for _, f := range []string{"usr/bin/sluiced", "usr/bin/sluicectl", "usr/lib/sluice/plugins/sluice-ineo",
 		"usr/lib/sluice/plugins/sluice-hellorf", "usr/lib/sluice/plugins/sluice-spotify",
 		"usr/lib/systemd/system/sluice.service", "usr/lib/systemd/system/sluice.socket",
+		"usr/lib/systemd/system/sluice-http.socket",
 		"usr/share/systemd/user/sluice.service", "usr/share/systemd/user/sluice.socket",
 		"usr/lib/sysusers.d/sluice.conf", "usr/lib/tmpfiles.d/sluice.conf", "etc/sluice/config.toml",
 		"usr/share/man/man1/sluicectl.1", "usr/share/man/man8/sluiced.8", "usr/share/man/man5/sluice.toml.5"} {
@@ -63,7 +64,7 @@ func TestInstallIntoDestdir(t *testing.T) {
 	}
 	makeIn(t, "uninstall", "DESTDIR="+dest, "PREFIX=/usr")
 	for _, f := range []string{"usr/bin/sluiced", "usr/lib/sluice/plugins/sluice-ineo", "usr/lib/systemd/system/sluice.service",
-		"usr/lib/tmpfiles.d/sluice.conf", "usr/share/man/man8/sluiced.8", "usr/share/man/man5/sluice.toml.5"} {
+		"usr/lib/systemd/system/sluice-http.socket", "usr/lib/tmpfiles.d/sluice.conf", "usr/share/man/man8/sluiced.8", "usr/share/man/man5/sluice.toml.5"} {
 		if _, err := os.Stat(filepath.Join(dest, f)); err == nil {
 			t.Errorf("uninstall left %s", f)
 		}
@@ -117,7 +118,10 @@ func TestInstalledDaemonRunsAndUnitsVerify(t *testing.T) {
 		t.Skip("systemd-analyze not installed (Debian package systemd; .ci/run installs it)")
 	}
 	sys := filepath.Join(prefix, "lib/systemd/system")
-	if out, err := exec.Command(analyze, "verify", filepath.Join(sys, "sluice.service"), filepath.Join(sys, "sluice.socket")).CombinedOutput(); err != nil || len(out) > 0 {
+	// sluice-http.socket (the optional TCP listener) names sluice.service
+	// as its Service=: verified beside it.
+	if out, err := exec.Command(analyze, "verify", filepath.Join(sys, "sluice.service"), filepath.Join(sys, "sluice.socket"),
+		filepath.Join(sys, "sluice-http.socket")).CombinedOutput(); err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify (system units): %v\n%s", err, out)
 	}
 	// User units are looked up in the user's search path.
