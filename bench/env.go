@@ -120,6 +120,12 @@ type daemonSpec struct {
 	stateDir  string // "" means <dir>/state, on the temp dir's file system
 	cacheSize string
 	logLevel  string // "" means info, what a user runs
+	// httpListen, when set, is the loopback TCP listener (http_listen),
+	// for row 1's TCP variant.
+	httpListen string
+	// fleetURL, when set, puts the daemon in fleet mode ([fleet]
+	// redis_url, name fleetName) for row 7.
+	fleetURL, fleetName string
 }
 
 // daemon is one running sluiced.
@@ -155,13 +161,21 @@ func (e *env) configText(s daemonSpec, dir string) string {
 		// the real iNeo's threshold, so they must be allowed explicitly.
 		limits = fmt.Sprintf("\n[providers.ineo.limits.spotify]\nrequests = %d\nwindow = %q\nallow_over_vendor_limit = true\n", s.limit.Requests, s.limit.Window.String())
 	}
+	listen := ""
+	if s.httpListen != "" {
+		listen = fmt.Sprintf("http_listen = %q\n", s.httpListen)
+	}
+	fleet := ""
+	if s.fleetURL != "" {
+		fleet = fmt.Sprintf("\n[fleet]\nredis_url = %q\nname = %q\n", s.fleetURL, s.fleetName)
+	}
 	// hellorf and Spotify run against their simulators so the footprint and
 	// start-up figures include all three plugins; the load is iNeo's.
 	return fmt.Sprintf(`socket = %q
 state_dir = %q
 plugin_dir = %q
 log_level = %q
-
+%s
 [scheduler]
 margin = %q
 max_wait = "2m"
@@ -187,10 +201,10 @@ api_url = %q
 accounts_url = %q
 client_id = %q
 client_secret = %q
-`, filepath.Join(dir, "s.sock"), stateDir, e.bin, level, s.margin, s.cacheSize, s.simURL,
+%s`, filepath.Join(dir, "s.sock"), stateDir, e.bin, level, listen, s.margin, s.cacheSize, s.simURL,
 		ineosim.DefaultAccessKey, ineosim.DefaultTmanageAuth, limits,
 		e.hellorfURL, hellorfsim.DefaultClientID, hellorfsim.DefaultClientSecret,
-		e.spotifyAPI, e.spotifyAccounts, spotifysim.DefaultClientID, spotifysim.DefaultClientSecret)
+		e.spotifyAPI, e.spotifyAccounts, spotifysim.DefaultClientID, spotifysim.DefaultClientSecret, fleet)
 }
 
 // startDaemon writes the spec's config (once per name; a restart reuses it

@@ -83,7 +83,10 @@ func lastLine(s string) string {
 // same request path, the credential added by the proxy, answers cached for
 // 10 minutes. Everything nginx writes stays in dir; no system file is read
 // or written.
-func nginxConf(dir, simURL string) (string, error) {
+//
+// tcpAddr, when set, is a loopback TCP address nginx listens on as well,
+// for row 1's TCP variant.
+func nginxConf(dir, simURL, tcpAddr string) (string, error) {
 	u, err := url.Parse(simURL)
 	if err != nil {
 		return "", err
@@ -93,6 +96,10 @@ func nginxConf(dir, simURL string) (string, error) {
 		// Workers would otherwise run as nobody and could not write the
 		// cache into the bench's 0700 temp dir.
 		user = "user root;"
+	}
+	tcpListen := ""
+	if tcpAddr != "" {
+		tcpListen = "listen " + tcpAddr + ";"
 	}
 	return fmt.Sprintf(`daemon off;
 master_process on;
@@ -116,6 +123,7 @@ http {
     keepalive_timeout 75s;
     server {
         listen unix:%[2]s/nginx.sock;
+        %[6]s
         location = /v1/ineo/spotify.php {
             proxy_pass http://%[3]s%[4]s/spotify.php?trackId=$arg_trackId&accessKey=%[5]s;
             proxy_http_version 1.1;
@@ -128,25 +136,27 @@ http {
         }
     }
 }
-`, user, dir, u.Host, u.Path, url.QueryEscape(ineosim.DefaultAccessKey)), nil
+`, user, dir, u.Host, u.Path, url.QueryEscape(ineosim.DefaultAccessKey), tcpListen), nil
 }
 
 // nginxServer is a running nginx with a warm cache entry for path.
 type nginxServer struct {
 	p       *proc
 	socket  string
+	tcp     string // loopback TCP address, "" if none
 	client  *http.Client
 	version string
 }
 
 // startNginx starts nginx in dir and warms its cache with one request for
-// warmPath; it returns once a second request is a cache HIT.
-func (e *env) startNginx(ctx context.Context, bin, simURL, warmPath string) (*nginxServer, error) {
+// warmPath; it returns once a second request is a cache HIT. With tcpAddr
+// set it listens there too, serving the same cache.
+func (e *env) startNginx(ctx context.Context, bin, simURL, warmPath, tcpAddr string) (*nginxServer, error) {
 	dir := filepath.Join(e.tmp, "nginx")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	conf, err := nginxConf(dir, simURL)
+	conf, err := nginxConf(dir, simURL, tcpAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +174,7 @@ func (e *env) startNginx(ctx context.Context, bin, simURL, warmPath string) (*ng
 	if err != nil {
 		return nil, err
 	}
-	n := &nginxServer{p: p, socket: filepath.Join(dir, "nginx.sock"), version: version}
+	n := &nginxServer{p: p, socket: filepath.Join(dir, "nginx.sock"), tcp: tcpAddr, version: version}
 	n.client = loadgen.UnixClient(n.socket, 64)
 	// The first request is the miss that fills the cache.
 	if err := waitAnswer(ctx, n.client, "http://nginx"+warmPath, p, 10*time.Second, nil); err != nil {

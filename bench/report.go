@@ -94,7 +94,7 @@ func (r *report) markdown(m machine, elapsed time.Duration) string {
 	}
 	fmt.Fprintf(&b, "- bench run time: %s (`make bench`; see bench/README.md)\n", elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "- other processes on the machine used %.0f%% of its CPU during the measurements (hypervisor steal %.0f%%)\n", m.foreignShare*100, m.steal*100)
-	fmt.Fprintf(&b, "- load: closed-loop HTTP/1.1 keep-alive clients over Unix sockets, exact percentiles from all samples; load generator, daemon, plugin and peers share the same cores\n\n")
+	fmt.Fprintf(&b, "- load: closed-loop HTTP/1.1 keep-alive clients over Unix sockets (row 1 also over loopback TCP), exact percentiles from all samples; load generator, daemon, plugin and peers share the same cores\n\n")
 
 	header := []string{"#", "measurement", "sluice", "peer", "ratio", "target", "result"}
 	rows := [][]string{header}

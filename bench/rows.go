@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -81,8 +82,19 @@ func (b *bench) mainSpec() daemonSpec {
 func (b *bench) startMain(ctx context.Context) error {
 	const starts = 5
 	var times []time.Duration
+	spec := b.mainSpec()
+	if b.want("1") {
+		// Row 1's TCP variant: the shared daemon's loopback listener.
+		// Only the shared daemon gets it (the other daemons copy
+		// mainSpec and run beside it).
+		addr, err := freeTCPAddr()
+		if err != nil {
+			return err
+		}
+		spec.httpListen = addr
+	}
 	for i := range starts {
-		d, err := b.env.startDaemon(ctx, b.mainSpec())
+		d, err := b.env.startDaemon(ctx, spec)
 		if err != nil {
 			return err
 		}
@@ -179,50 +191,33 @@ const hitRounds = 3
 
 // hits is row 1: one cached answer served over the socket by sluiced, by a
 // bare Go server answering the same bytes and headers, and by nginx serving
-// the same upstream answer from proxy_cache, at 1, 16 and 64 clients.
+// the same upstream answer from proxy_cache, at 1, 16 and 64 clients; then
+// the same three over loopback TCP (sluiced's http_listen, the bare server
+// and nginx each on a TCP port), with the same load generator.
 func (b *bench) hits(ctx context.Context) error {
 	d := b.main
 	path := trackPath(trackID('H', 0))
 	if _, _, _, err := loadgen.Once(ctx, d.client, "http://sluice"+path, nil, sluiceStored); err != nil {
 		return fmt.Errorf("warm-up miss: %w", err)
 	}
-	_, resp, body, err := loadgen.Once(ctx, d.client, "http://sluice"+path, nil, sluiceHit)
-	if err != nil {
-		return fmt.Errorf("second request: %w", err)
-	}
-
-	// The bare server replays exactly this hit: same status, headers and
-	// body, so both servers write the same bytes.
-	ansPath := filepath.Join(b.env.tmp, "bare.json")
-	ans, err := json.Marshal(struct {
-		Status int                 `json:"status"`
-		Header map[string][]string `json:"header"`
-		Body   []byte              `json:"body"`
-	}{resp.StatusCode, resp.Header, body})
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(ansPath, ans, 0o600); err != nil {
-		return err
-	}
 	bareSock := filepath.Join(b.env.tmp, "bare.sock")
-	bare, err := b.env.startProc("bareserver", syscall.SIGTERM, filepath.Join(b.env.tmp, "bare.log"),
-		filepath.Join(b.env.bin, "bareserver"), "-socket", bareSock, "-answer", ansPath)
+	bare, err := b.startBare(ctx, d.client, "http://sluice"+path, "bare", "-socket", bareSock)
 	if err != nil {
 		return err
 	}
 	defer bare.stop()
-	bc := loadgen.UnixClient(bareSock, 1)
-	if err := waitAnswer(ctx, bc, "http://bare"+path, bare, 10*time.Second, nil); err != nil {
-		return err
-	}
-	bc.CloseIdleConnections()
 
 	var ng *nginxServer
 	nginxSkip := ""
+	nginxTCP := ""
+	if d.spec.httpListen != "" {
+		if nginxTCP, err = freeTCPAddr(); err != nil {
+			return err
+		}
+	}
 	if bin, reason := b.env.findNginx(ctx); reason != "" {
 		nginxSkip = reason
-	} else if ng, err = b.env.startNginx(ctx, bin, b.simURL, path); err != nil {
+	} else if ng, err = b.env.startNginx(ctx, bin, b.simURL, path, nginxTCP); err != nil {
 		nginxSkip = "nginx did not start: " + strings.SplitN(err.Error(), "\n", 2)[0]
 		ng = nil
 	} else {
@@ -234,38 +229,49 @@ func (b *bench) hits(ctx context.Context) error {
 		b.rep.note("nginx comparison skipped: %s", nginxSkip)
 	}
 
-	targets := []hitTarget{{"sluice", d.socket, sluiceHit}, {"bare", bareSock, nil}}
+	targets := []hitTarget{{name: "sluice", socket: d.socket, check: sluiceHit}, {name: "bare", socket: bareSock}}
 	if ng != nil {
-		targets = append(targets, hitTarget{"nginx", ng.socket, nginxHit})
+		targets = append(targets, hitTarget{name: "nginx", socket: ng.socket, check: nginxHit})
 	}
 	for _, c := range []int{1, 16, 64} {
 		res, err := b.hitCell(ctx, targets, path, c)
 		if err != nil {
 			return err
 		}
-		s, bs := res["sluice"], res["bare"]
-		ss, bss := s.Summary(), bs.Summary()
-		clients := fmt.Sprintf("%d client", c)
-		if c > 1 {
-			clients += "s"
+		b.hitLines("", res, c)
+	}
+
+	// The TCP variant: sluiced's loopback listener (its fast lane, Host
+	// check and peer-uid lookup included) against the bare server and
+	// nginx on TCP. The bare server replays sluiced's TCP hit, whose
+	// headers may differ from the socket's (links are written for the
+	// listener).
+	if tcp := d.spec.httpListen; tcp != "" {
+		bareTCP, err := freeTCPAddr()
+		if err != nil {
+			return err
 		}
-		tr := s.Throughput() / bs.Throughput()
-		b.rep.add(line{section: "1", metric: "hit throughput, " + clients, value: fmtRate(s.Throughput()),
-			peer: "bare Go " + fmtRate(bs.Throughput()), ratio: fmtRatio(tr), target: "≥ 0.80× bare", verdict: verdict(tr >= 0.8)})
-		latPeer := "bare " + fmtP50P99(bss.P50, bss.P99)
-		if n, ok := res["nginx"]; ok {
-			ns := n.Summary()
-			tn := s.Throughput() / n.Throughput()
-			b.rep.add(line{section: "1", metric: "hit throughput vs nginx, " + clients, value: fmtRate(s.Throughput()),
-				peer: "nginx " + fmtRate(n.Throughput()), ratio: fmtRatio(tn), target: "≥ 1.00× nginx", verdict: verdict(tn >= 1.0)})
-			latPeer += "; nginx " + fmtP50P99(ns.P50, ns.P99)
-		} else {
-			b.rep.add(line{section: "1", metric: "hit throughput vs nginx, " + clients, value: fmtRate(s.Throughput()),
-				peer: "nginx: skipped", target: "≥ 1.00× nginx", verdict: "SKIP"})
+		tc := loadgen.TCPClient(1)
+		if _, _, _, err := loadgen.Once(ctx, tc, "http://"+tcp+path, nil, sluiceHit); err != nil {
+			return fmt.Errorf("hit over TCP (http_listen %s): %w", tcp, err)
 		}
-		pr := float64(ss.P99) / float64(bss.P99)
-		b.rep.add(line{section: "1", metric: "hit latency p50 / p99, " + clients, value: fmtP50P99(ss.P50, ss.P99),
-			peer: latPeer, ratio: "p99 " + fmtRatio(pr), target: "p99 ≤ 1.50× bare", verdict: verdict(pr <= 1.5)})
+		bt, err := b.startBare(ctx, tc, "http://"+tcp+path, "bare-tcp", "-listen", bareTCP)
+		tc.CloseIdleConnections()
+		if err != nil {
+			return err
+		}
+		defer bt.stop()
+		tcpTargets := []hitTarget{{name: "sluice", tcp: tcp, check: sluiceHit}, {name: "bare", tcp: bareTCP}}
+		if ng != nil {
+			tcpTargets = append(tcpTargets, hitTarget{name: "nginx", tcp: ng.tcp, check: nginxHit})
+		}
+		for _, c := range []int{1, 16, 64} {
+			res, err := b.hitCell(ctx, tcpTargets, path, c)
+			if err != nil {
+				return fmt.Errorf("TCP: %w", err)
+			}
+			b.hitLines("TCP: ", res, c)
+		}
 	}
 
 	// Diagnostic: the 16-client cell again with log_level warn, which
@@ -292,9 +298,104 @@ func (b *bench) hits(ctx context.Context) error {
 	return nil
 }
 
+// startBare fetches sluiced's hit at url through c and starts a bare server
+// (named name, listening per listenArgs) that replays exactly that hit:
+// same status, headers and body, so both servers write the same bytes.
+func (b *bench) startBare(ctx context.Context, c *http.Client, url, name string, listenArgs ...string) (*proc, error) {
+	_, resp, body, err := loadgen.Once(ctx, c, url, nil, sluiceHit)
+	if err != nil {
+		return nil, fmt.Errorf("sluiced's hit to replay: %w", err)
+	}
+	ansPath := filepath.Join(b.env.tmp, name+".json")
+	ans, err := json.Marshal(struct {
+		Status int                 `json:"status"`
+		Header map[string][]string `json:"header"`
+		Body   []byte              `json:"body"`
+	}{resp.StatusCode, resp.Header, body})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(ansPath, ans, 0o600); err != nil {
+		return nil, err
+	}
+	args := append([]string{filepath.Join(b.env.bin, "bareserver"), "-answer", ansPath}, listenArgs...)
+	p, err := b.env.startProc(name, syscall.SIGTERM, filepath.Join(b.env.tmp, name+".log"), args...)
+	if err != nil {
+		return nil, err
+	}
+	t := hitTarget{name: "bare"}
+	if listenArgs[0] == "-listen" {
+		t.tcp = listenArgs[1]
+	} else {
+		t.socket = listenArgs[1]
+	}
+	bc := t.client(1)
+	defer bc.CloseIdleConnections()
+	if err := waitAnswer(ctx, bc, t.url(trackPath(trackID('H', 0))), p, 10*time.Second, nil); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// hitLines adds one concurrency level's row-1 lines; prefix names the
+// transport ("" for the socket).
+func (b *bench) hitLines(prefix string, res map[string]loadgen.Result, c int) {
+	s, bs := res["sluice"], res["bare"]
+	ss, bss := s.Summary(), bs.Summary()
+	clients := fmt.Sprintf("%d client", c)
+	if c > 1 {
+		clients += "s"
+	}
+	tr := s.Throughput() / bs.Throughput()
+	b.rep.add(line{section: "1", metric: prefix + "hit throughput, " + clients, value: fmtRate(s.Throughput()),
+		peer: "bare Go " + fmtRate(bs.Throughput()), ratio: fmtRatio(tr), target: "≥ 0.80× bare", verdict: verdict(tr >= 0.8)})
+	latPeer := "bare " + fmtP50P99(bss.P50, bss.P99)
+	if n, ok := res["nginx"]; ok {
+		ns := n.Summary()
+		tn := s.Throughput() / n.Throughput()
+		b.rep.add(line{section: "1", metric: prefix + "hit throughput vs nginx, " + clients, value: fmtRate(s.Throughput()),
+			peer: "nginx " + fmtRate(n.Throughput()), ratio: fmtRatio(tn), target: "≥ 1.00× nginx", verdict: verdict(tn >= 1.0)})
+		latPeer += "; nginx " + fmtP50P99(ns.P50, ns.P99)
+	} else {
+		b.rep.add(line{section: "1", metric: prefix + "hit throughput vs nginx, " + clients, value: fmtRate(s.Throughput()),
+			peer: "nginx: skipped", target: "≥ 1.00× nginx", verdict: "SKIP"})
+	}
+	pr := float64(ss.P99) / float64(bss.P99)
+	b.rep.add(line{section: "1", metric: prefix + "hit latency p50 / p99, " + clients, value: fmtP50P99(ss.P50, ss.P99),
+		peer: latPeer, ratio: "p99 " + fmtRatio(pr), target: "p99 ≤ 1.50× bare", verdict: verdict(pr <= 1.5)})
+}
+
+// hitTarget is one server of a hit cell, on a Unix socket or, with tcp
+// set, on a loopback TCP address (sent as the Host, which sluiced's
+// listener accepts as its own).
 type hitTarget struct {
-	name, socket string
-	check        loadgen.Check
+	name, socket, tcp string
+	check             loadgen.Check
+}
+
+func (t hitTarget) client(conns int) *http.Client {
+	if t.tcp != "" {
+		return loadgen.TCPClient(conns)
+	}
+	return loadgen.UnixClient(t.socket, conns)
+}
+
+func (t hitTarget) url(path string) string {
+	if t.tcp != "" {
+		return "http://" + t.tcp + path
+	}
+	return "http://" + t.name + path
+}
+
+// freeTCPAddr picks a free loopback port for a server the bench starts.
+func freeTCPAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // hitCell measures one concurrency level against each target. Each target
@@ -306,7 +407,7 @@ func (b *bench) hitCell(ctx context.Context, targets []hitTarget, path string, c
 	rounds := make(map[string][]loadgen.Result)
 	conns := make(map[string]*http.Client)
 	for _, t := range targets {
-		conns[t.name] = loadgen.UnixClient(t.socket, c)
+		conns[t.name] = t.client(c)
 	}
 	for r := range hitRounds {
 		for _, t := range targets {
@@ -314,7 +415,7 @@ func (b *bench) hitCell(ctx context.Context, targets []hitTarget, path string, c
 			if r > 0 {
 				warm = min(warm, 100*time.Millisecond)
 			}
-			u := "http://" + t.name + path
+			u := t.url(path)
 			rounds[t.name] = append(rounds[t.name], loadgen.Run(ctx, loadgen.Config{Client: conns[t.name], Concurrency: c,
 				Warmup: warm, Duration: b.opts.cell / hitRounds, URL: func(int, int) string { return u }, Check: t.check}))
 		}

@@ -1,5 +1,5 @@
 // Command bareserver is the bench's reference point for cache hits: a bare
-// net/http server on a Unix socket that answers every request with one fixed
+// net/http server on a Unix socket (or loopback TCP) that answers every request with one fixed
 // answer (the exact bytes and headers sluiced sends for a cache hit). It is
 // what "serving a cached answer over the socket" costs with nothing but Go's
 // HTTP stack, so sluiced's hit path is judged against it.
@@ -40,6 +40,7 @@ func main() {
 func run() error {
 	fs := flag.NewFlagSet("bareserver", flag.ContinueOnError)
 	socket := fs.String("socket", "", "Unix socket to listen on")
+	listen := fs.String("listen", "", "TCP address to listen on instead (row 1's TCP variant)")
 	answerPath := fs.String("answer", "", "JSON file holding the answer to send")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
@@ -57,8 +58,13 @@ func run() error {
 	delete(a.Header, "Date")
 	delete(a.Header, "Content-Length")
 
-	_ = os.Remove(*socket)
-	ln, err := net.Listen("unix", *socket)
+	var ln net.Listener
+	if *listen != "" {
+		ln, err = net.Listen("tcp", *listen)
+	} else {
+		_ = os.Remove(*socket)
+		ln, err = net.Listen("unix", *socket)
+	}
 	if err != nil {
 		return err
 	}
