@@ -1,0 +1,108 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A bucket with max_in_flight = n (Spotify's: one request on its way at
+// a time, so a 429 is always read before the next request leaves) has n
+// turns fleet-wide: n lease keys, each taken with SET NX PX by one member
+// for one request and renewed while the request runs. A member that dies
+// holding one loses it when the lease expires; a release deletes it only
+// if it is still the holder's (compare-and-delete), so a lease that
+// expired and was taken by another member is never freed by mistake.
+
+// leaseKeys are a bucket's turn keys, in the bucket's hash slot.
+func (q *Client) leaseKeys(bucket string, slots int) []string {
+	tag := "{" + q.prefix + ":" + bucket + "}"
+	keys := make([]string, max(slots, 1))
+	for i := range keys {
+		keys[i] = tag + ":turn:" + strconv.Itoa(i)
+	}
+	return keys
+}
+
+// takeLeaseScript takes the first free turn.
+//
+//	ARGV[1] token, ARGV[2] ttl ms
+//	returns {slot} (0-based) or {-1, ms until the first lease expires}
+var takeLeaseScript = redis.NewScript(`
+local least = -1
+for i, k in ipairs(KEYS) do
+  if redis.call('SET', k, ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then return {i - 1} end
+  local p = redis.call('PTTL', k)
+  if p >= 0 and (least < 0 or p < least) then least = p end
+end
+return {-1, least}
+`)
+
+// renewLeaseScript extends a lease, if it is still the holder's.
+//
+//	ARGV[1] token, ARGV[2] ttl ms
+var renewLeaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return 0
+`)
+
+// releaseLeaseScript deletes a lease, if it is still the holder's.
+var releaseLeaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// Lease is one turn held in a bucket.
+type Lease struct {
+	Slot  int
+	Token string
+}
+
+// TakeLease takes one of bucket's slots turns for ttl, in one round trip.
+// ok is false when all are held; wait is then how long until the first
+// lease expires by itself (an upper bound on when to ask again; a
+// holder's release frees it sooner).
+func (q *Client) TakeLease(ctx context.Context, bucket string, slots int, ttl time.Duration) (l Lease, ok bool, wait time.Duration, err error) {
+	token := newToken()
+	res, err := takeLeaseScript.Run(ctx, q.rdb, q.leaseKeys(bucket, slots), token, max(ttl.Milliseconds(), 1)).Int64Slice()
+	if err != nil || len(res) == 0 {
+		return Lease{}, false, 0, fmt.Errorf("fleet: in-flight lease: %v", errOr(err, res))
+	}
+	if res[0] >= 0 {
+		return Lease{Slot: int(res[0]), Token: token}, true, 0, nil
+	}
+	if len(res) > 1 && res[1] > 0 {
+		wait = time.Duration(res[1]) * time.Millisecond
+	}
+	return Lease{}, false, wait, nil
+}
+
+// RenewLease extends a held lease to ttl from now; false if it is no
+// longer the holder's (it expired, and may be another member's now).
+func (q *Client) RenewLease(ctx context.Context, bucket string, l Lease, ttl time.Duration) (bool, error) {
+	n, err := renewLeaseScript.Run(ctx, q.rdb, []string{q.leaseKeys(bucket, l.Slot+1)[l.Slot]}, l.Token, max(ttl.Milliseconds(), 1)).Int64()
+	if err != nil {
+		return false, fmt.Errorf("fleet: in-flight lease: %w", err)
+	}
+	return n == 1, nil
+}
+
+// ReleaseLease gives a lease back, if it is still the holder's.
+func (q *Client) ReleaseLease(ctx context.Context, bucket string, l Lease) error {
+	if err := releaseLeaseScript.Run(ctx, q.rdb, []string{q.leaseKeys(bucket, l.Slot+1)[l.Slot]}, l.Token).Err(); err != nil {
+		return fmt.Errorf("fleet: in-flight lease: %w", err)
+	}
+	return nil
+}
+
+func errOr(err error, res []int64) any {
+	if err != nil {
+		return err
+	}
+	return fmt.Sprintf("script answered %v", res)
+}
