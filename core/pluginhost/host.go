@@ -79,6 +79,10 @@ type Options struct {
 	// is made, and where stale ones of crashed daemons are removed
 	// (default <tmp>/sluice-<uid>-plugins).
 	SocketParent string
+	// Guard and Leases, in fleet mode, make plugins' purchase guards and
+	// max_in_flight turns fleet-wide; nil on a single host.
+	Guard  GuardStore
+	Leases LeaseStore
 }
 
 // Host owns every plugin supervisor.

@@ -176,7 +176,8 @@ func (s *supervisor) start() (*instance, error) {
 	var run *pluginRunner
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig: provider.Handshake,
-		Plugins:         plugin.PluginSet{provider.PluginName: &provider.GRPCPlugin{Host: &hostService{name: s.spec.Name, sched: s.host.opts.Scheduler, log: s.log, observe: s.host.opts.ObserveWait, progress: s.host.opts.Progress}}},
+		Plugins: plugin.PluginSet{provider.PluginName: &provider.GRPCPlugin{Host: &hostService{name: s.spec.Name, sched: s.host.opts.Scheduler, log: s.log, observe: s.host.opts.ObserveWait, progress: s.host.opts.Progress,
+			guard: s.host.opts.Guard, leases: s.host.opts.Leases}}},
 		// A runner of our own, not Cmd: only then does go-plugin put the
 		// plugin's and the broker's sockets in a 0700 directory under
 		// TempDir (see pluginRunner). It also checks the SHA256 pin.
@@ -229,7 +230,8 @@ func (s *supervisor) start() (*instance, error) {
 			s.log.Warn("plugin state directory unavailable; its state will not survive restarts", "dir", s.spec.StateDir, "err", err)
 		}
 	}
-	if _, err := pc.Configure(ctx, &proto.ConfigureRequest{HostBrokerId: pc.HostBrokerID, ConfigJson: s.spec.ConfigJSON, StateDir: s.spec.StateDir}); err != nil {
+	if _, err := pc.Configure(ctx, &proto.ConfigureRequest{HostBrokerId: pc.HostBrokerID, ConfigJson: s.spec.ConfigJSON, StateDir: s.spec.StateDir,
+		Fleet: s.host.opts.Leases != nil}); err != nil {
 		return fail(fmt.Errorf("configure: %w (%w)", err, errPermanent))
 	}
 	return &instance{client: client, rpc: pc, desc: desc, pid: run.pid}, nil

@@ -419,7 +419,11 @@ type ConfigureRequest struct {
 	ConfigJson []byte `protobuf:"bytes,2,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
 	// A private directory (0700) the plugin may keep state in across
 	// restarts; empty when the daemon has none.
-	StateDir      string `protobuf:"bytes,3,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
+	StateDir string `protobuf:"bytes,3,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
+	// The daemon is a member of a fleet (several hosts sharing budgets
+	// through Redis): max_in_flight turns and purchase guards are then
+	// fleet-wide, reached through Host.Turn and Host.GuardClaim.
+	Fleet         bool `protobuf:"varint,4,opt,name=fleet,proto3" json:"fleet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +477,13 @@ func (x *ConfigureRequest) GetStateDir() string {
 		return x.StateDir
 	}
 	return ""
+}
+
+func (x *ConfigureRequest) GetFleet() bool {
+	if x != nil {
+		return x.Fleet
+	}
+	return false
 }
 
 type ConfigureResponse struct {
@@ -1462,6 +1473,495 @@ func (*ProgressResponse) Descriptor() ([]byte, []int) {
 	return file_sluice_proto_rawDescGZIP(), []int{18}
 }
 
+type TurnRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Bucket string                 `protobuf:"bytes,1,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	// The bucket's max_in_flight: how many turns the fleet shares.
+	MaxInFlight int32 `protobuf:"varint,2,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	// How long the caller is willing to wait for a turn; 0 = no bound.
+	MaxWaitMs     int64  `protobuf:"varint,3,opt,name=max_wait_ms,json=maxWaitMs,proto3" json:"max_wait_ms,omitempty"`
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TurnRequest) Reset() {
+	*x = TurnRequest{}
+	mi := &file_sluice_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TurnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TurnRequest) ProtoMessage() {}
+
+func (x *TurnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TurnRequest.ProtoReflect.Descriptor instead.
+func (*TurnRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *TurnRequest) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *TurnRequest) GetMaxInFlight() int32 {
+	if x != nil {
+		return x.MaxInFlight
+	}
+	return 0
+}
+
+func (x *TurnRequest) GetMaxWaitMs() int64 {
+	if x != nil {
+		return x.MaxWaitMs
+	}
+	return 0
+}
+
+func (x *TurnRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type TurnResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Held  bool                   `protobuf:"varint,1,opt,name=held,proto3" json:"held,omitempty"`
+	// Set instead of held when no turn could be had: "fleet_unreachable"
+	// (the fleet's store did not answer) or "" (none came free within the
+	// max wait).
+	Denied       bool   `protobuf:"varint,2,opt,name=denied,proto3" json:"denied,omitempty"`
+	Denial       string `protobuf:"bytes,3,opt,name=denial,proto3" json:"denial,omitempty"`
+	RetryAfterMs int64  `protobuf:"varint,4,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	Reason       string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The turn was lost after it was held (its lease could not be renewed):
+	// nothing more may be sent under it.
+	Lost          bool `protobuf:"varint,6,opt,name=lost,proto3" json:"lost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TurnResponse) Reset() {
+	*x = TurnResponse{}
+	mi := &file_sluice_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TurnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TurnResponse) ProtoMessage() {}
+
+func (x *TurnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TurnResponse.ProtoReflect.Descriptor instead.
+func (*TurnResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TurnResponse) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
+}
+
+func (x *TurnResponse) GetDenied() bool {
+	if x != nil {
+		return x.Denied
+	}
+	return false
+}
+
+func (x *TurnResponse) GetDenial() string {
+	if x != nil {
+		return x.Denial
+	}
+	return ""
+}
+
+func (x *TurnResponse) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
+func (x *TurnResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *TurnResponse) GetLost() bool {
+	if x != nil {
+		return x.Lost
+	}
+	return false
+}
+
+type GuardClaimRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hex SHA-256 of the operation's canonical parameters: no secret and no
+	// caller data reaches the fleet's store.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// How long an identical operation is refused after this one.
+	WindowMs int64 `protobuf:"varint,2,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
+	// The caller confirmed a deliberate repeat: a finished (or unknown)
+	// earlier record is overridden, never one still in flight.
+	Confirm       bool `protobuf:"varint,3,opt,name=confirm,proto3" json:"confirm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuardClaimRequest) Reset() {
+	*x = GuardClaimRequest{}
+	mi := &file_sluice_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuardClaimRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuardClaimRequest) ProtoMessage() {}
+
+func (x *GuardClaimRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuardClaimRequest.ProtoReflect.Descriptor instead.
+func (*GuardClaimRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GuardClaimRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *GuardClaimRequest) GetWindowMs() int64 {
+	if x != nil {
+		return x.WindowMs
+	}
+	return 0
+}
+
+func (x *GuardClaimRequest) GetConfirm() bool {
+	if x != nil {
+		return x.Confirm
+	}
+	return false
+}
+
+type GuardClaimResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// false: this daemon is not in a fleet; there is no fleet guard.
+	Fleet   bool `protobuf:"varint,1,opt,name=fleet,proto3" json:"fleet,omitempty"`
+	Claimed bool `protobuf:"varint,2,opt,name=claimed,proto3" json:"claimed,omitempty"`
+	// Names the claim for GuardSettle.
+	Token string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	// When not claimed: the fleet's record that blocks the operation.
+	Prev *GuardRecord `protobuf:"bytes,4,opt,name=prev,proto3" json:"prev,omitempty"`
+	// The record could not be written or read (the fleet's store did not
+	// answer): the operation must not be sent.
+	Unavailable   bool   `protobuf:"varint,5,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuardClaimResponse) Reset() {
+	*x = GuardClaimResponse{}
+	mi := &file_sluice_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuardClaimResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuardClaimResponse) ProtoMessage() {}
+
+func (x *GuardClaimResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuardClaimResponse.ProtoReflect.Descriptor instead.
+func (*GuardClaimResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GuardClaimResponse) GetFleet() bool {
+	if x != nil {
+		return x.Fleet
+	}
+	return false
+}
+
+func (x *GuardClaimResponse) GetClaimed() bool {
+	if x != nil {
+		return x.Claimed
+	}
+	return false
+}
+
+func (x *GuardClaimResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *GuardClaimResponse) GetPrev() *GuardRecord {
+	if x != nil {
+		return x.Prev
+	}
+	return nil
+}
+
+func (x *GuardClaimResponse) GetUnavailable() bool {
+	if x != nil {
+		return x.Unavailable
+	}
+	return false
+}
+
+func (x *GuardClaimResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type GuardRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "in_flight", "done" or "unknown".
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// When the earlier operation started, on this host's clock (Unix ms).
+	StartedAtUnixMs int64  `protobuf:"varint,2,opt,name=started_at_unix_ms,json=startedAtUnixMs,proto3" json:"started_at_unix_ms,omitempty"`
+	PurchaseId      string `protobuf:"bytes,3,opt,name=purchase_id,json=purchaseId,proto3" json:"purchase_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GuardRecord) Reset() {
+	*x = GuardRecord{}
+	mi := &file_sluice_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuardRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuardRecord) ProtoMessage() {}
+
+func (x *GuardRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuardRecord.ProtoReflect.Descriptor instead.
+func (*GuardRecord) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GuardRecord) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *GuardRecord) GetStartedAtUnixMs() int64 {
+	if x != nil {
+		return x.StartedAtUnixMs
+	}
+	return 0
+}
+
+func (x *GuardRecord) GetPurchaseId() string {
+	if x != nil {
+		return x.PurchaseId
+	}
+	return ""
+}
+
+type GuardSettleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Token string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	// "done" or "unknown"; ignored with release.
+	State      string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	PurchaseId string `protobuf:"bytes,4,opt,name=purchase_id,json=purchaseId,proto3" json:"purchase_id,omitempty"`
+	// The operation certainly did not happen: free the record.
+	Release       bool `protobuf:"varint,5,opt,name=release,proto3" json:"release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuardSettleRequest) Reset() {
+	*x = GuardSettleRequest{}
+	mi := &file_sluice_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuardSettleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuardSettleRequest) ProtoMessage() {}
+
+func (x *GuardSettleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuardSettleRequest.ProtoReflect.Descriptor instead.
+func (*GuardSettleRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GuardSettleRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *GuardSettleRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *GuardSettleRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *GuardSettleRequest) GetPurchaseId() string {
+	if x != nil {
+		return x.PurchaseId
+	}
+	return ""
+}
+
+func (x *GuardSettleRequest) GetRelease() bool {
+	if x != nil {
+		return x.Release
+	}
+	return false
+}
+
+type GuardSettleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuardSettleResponse) Reset() {
+	*x = GuardSettleResponse{}
+	mi := &file_sluice_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuardSettleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuardSettleResponse) ProtoMessage() {}
+
+func (x *GuardSettleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuardSettleResponse.ProtoReflect.Descriptor instead.
+func (*GuardSettleResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{25}
+}
+
 var File_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_proto_rawDesc = "" +
@@ -1501,12 +2001,13 @@ const file_sluice_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x05R\brequests\x12\x1b\n" +
 	"\twindow_ms\x18\x03 \x01(\x03R\bwindowMs\x12\"\n" +
-	"\rmax_in_flight\x18\x04 \x01(\x05R\vmaxInFlight\"v\n" +
+	"\rmax_in_flight\x18\x04 \x01(\x05R\vmaxInFlight\"\x8c\x01\n" +
 	"\x10ConfigureRequest\x12$\n" +
 	"\x0ehost_broker_id\x18\x01 \x01(\rR\fhostBrokerId\x12\x1f\n" +
 	"\vconfig_json\x18\x02 \x01(\fR\n" +
 	"configJson\x12\x1b\n" +
-	"\tstate_dir\x18\x03 \x01(\tR\bstateDir\"\x13\n" +
+	"\tstate_dir\x18\x03 \x01(\tR\bstateDir\x12\x14\n" +
+	"\x05fleet\x18\x04 \x01(\bR\x05fleet\"\x13\n" +
 	"\x11ConfigureResponse\".\n" +
 	"\x02KV\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -1582,15 +2083,56 @@ const file_sluice_proto_rawDesc = "" +
 	"\x05stage\x18\x02 \x01(\tR\x05stage\x12\x16\n" +
 	"\x06bucket\x18\x03 \x01(\tR\x06bucket\x12\"\n" +
 	"\runtil_unix_ms\x18\x04 \x01(\x03R\vuntilUnixMs\"\x12\n" +
-	"\x10ProgressResponse2\xca\x01\n" +
+	"\x10ProgressResponse\"\x88\x01\n" +
+	"\vTurnRequest\x12\x16\n" +
+	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\"\n" +
+	"\rmax_in_flight\x18\x02 \x01(\x05R\vmaxInFlight\x12\x1e\n" +
+	"\vmax_wait_ms\x18\x03 \x01(\x03R\tmaxWaitMs\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\xa4\x01\n" +
+	"\fTurnResponse\x12\x12\n" +
+	"\x04held\x18\x01 \x01(\bR\x04held\x12\x16\n" +
+	"\x06denied\x18\x02 \x01(\bR\x06denied\x12\x16\n" +
+	"\x06denial\x18\x03 \x01(\tR\x06denial\x12$\n" +
+	"\x0eretry_after_ms\x18\x04 \x01(\x03R\fretryAfterMs\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04lost\x18\x06 \x01(\bR\x04lost\"\\\n" +
+	"\x11GuardClaimRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n" +
+	"\twindow_ms\x18\x02 \x01(\x03R\bwindowMs\x12\x18\n" +
+	"\aconfirm\x18\x03 \x01(\bR\aconfirm\"\xc0\x01\n" +
+	"\x12GuardClaimResponse\x12\x14\n" +
+	"\x05fleet\x18\x01 \x01(\bR\x05fleet\x12\x18\n" +
+	"\aclaimed\x18\x02 \x01(\bR\aclaimed\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12*\n" +
+	"\x04prev\x18\x04 \x01(\v2\x16.sluice.v1.GuardRecordR\x04prev\x12 \n" +
+	"\vunavailable\x18\x05 \x01(\bR\vunavailable\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"q\n" +
+	"\vGuardRecord\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12+\n" +
+	"\x12started_at_unix_ms\x18\x02 \x01(\x03R\x0fstartedAtUnixMs\x12\x1f\n" +
+	"\vpurchase_id\x18\x03 \x01(\tR\n" +
+	"purchaseId\"\x8d\x01\n" +
+	"\x12GuardSettleRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1f\n" +
+	"\vpurchase_id\x18\x04 \x01(\tR\n" +
+	"purchaseId\x12\x18\n" +
+	"\arelease\x18\x05 \x01(\bR\arelease\"\x15\n" +
+	"\x13GuardSettleResponse2\xca\x01\n" +
 	"\bProvider\x12>\n" +
 	"\bDescribe\x12\x1a.sluice.v1.DescribeRequest\x1a\x16.sluice.v1.Description\x12F\n" +
 	"\tConfigure\x12\x1b.sluice.v1.ConfigureRequest\x1a\x1c.sluice.v1.ConfigureResponse\x126\n" +
-	"\x04Call\x12\x16.sluice.v1.CallRequest\x1a\x14.sluice.v1.CallChunk0\x012\xc9\x01\n" +
+	"\x04Call\x12\x16.sluice.v1.CallRequest\x1a\x14.sluice.v1.CallChunk0\x012\x9f\x03\n" +
 	"\x04Host\x12@\n" +
 	"\aAcquire\x12\x19.sluice.v1.AcquireRequest\x1a\x1a.sluice.v1.AcquireResponse\x12:\n" +
 	"\x05Pause\x12\x17.sluice.v1.PauseRequest\x1a\x18.sluice.v1.PauseResponse\x12C\n" +
-	"\bProgress\x12\x1a.sluice.v1.ProgressRequest\x1a\x1b.sluice.v1.ProgressResponseB/Z-github.com/sluice-dev/sluice/core/proto;protob\x06proto3"
+	"\bProgress\x12\x1a.sluice.v1.ProgressRequest\x1a\x1b.sluice.v1.ProgressResponse\x12;\n" +
+	"\x04Turn\x12\x16.sluice.v1.TurnRequest\x1a\x17.sluice.v1.TurnResponse(\x010\x01\x12I\n" +
+	"\n" +
+	"GuardClaim\x12\x1c.sluice.v1.GuardClaimRequest\x1a\x1d.sluice.v1.GuardClaimResponse\x12L\n" +
+	"\vGuardSettle\x12\x1d.sluice.v1.GuardSettleRequest\x1a\x1e.sluice.v1.GuardSettleResponseB/Z-github.com/sluice-dev/sluice/core/proto;protob\x06proto3"
 
 var (
 	file_sluice_proto_rawDescOnce sync.Once
@@ -1604,33 +2146,40 @@ func file_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_proto_rawDescData
 }
 
-var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_sluice_proto_goTypes = []any{
-	(*DescribeRequest)(nil),   // 0: sluice.v1.DescribeRequest
-	(*Description)(nil),       // 1: sluice.v1.Description
-	(*Operation)(nil),         // 2: sluice.v1.Operation
-	(*Param)(nil),             // 3: sluice.v1.Param
-	(*Bucket)(nil),            // 4: sluice.v1.Bucket
-	(*ConfigureRequest)(nil),  // 5: sluice.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 6: sluice.v1.ConfigureResponse
-	(*KV)(nil),                // 7: sluice.v1.KV
-	(*CallRequest)(nil),       // 8: sluice.v1.CallRequest
-	(*Pregrant)(nil),          // 9: sluice.v1.Pregrant
-	(*CallChunk)(nil),         // 10: sluice.v1.CallChunk
-	(*ResponseHead)(nil),      // 11: sluice.v1.ResponseHead
-	(*Problem)(nil),           // 12: sluice.v1.Problem
-	(*AcquireRequest)(nil),    // 13: sluice.v1.AcquireRequest
-	(*AcquireResponse)(nil),   // 14: sluice.v1.AcquireResponse
-	(*PauseRequest)(nil),      // 15: sluice.v1.PauseRequest
-	(*PauseResponse)(nil),     // 16: sluice.v1.PauseResponse
-	(*ProgressRequest)(nil),   // 17: sluice.v1.ProgressRequest
-	(*ProgressResponse)(nil),  // 18: sluice.v1.ProgressResponse
-	nil,                       // 19: sluice.v1.Operation.MatchEntry
+	(*DescribeRequest)(nil),     // 0: sluice.v1.DescribeRequest
+	(*Description)(nil),         // 1: sluice.v1.Description
+	(*Operation)(nil),           // 2: sluice.v1.Operation
+	(*Param)(nil),               // 3: sluice.v1.Param
+	(*Bucket)(nil),              // 4: sluice.v1.Bucket
+	(*ConfigureRequest)(nil),    // 5: sluice.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),   // 6: sluice.v1.ConfigureResponse
+	(*KV)(nil),                  // 7: sluice.v1.KV
+	(*CallRequest)(nil),         // 8: sluice.v1.CallRequest
+	(*Pregrant)(nil),            // 9: sluice.v1.Pregrant
+	(*CallChunk)(nil),           // 10: sluice.v1.CallChunk
+	(*ResponseHead)(nil),        // 11: sluice.v1.ResponseHead
+	(*Problem)(nil),             // 12: sluice.v1.Problem
+	(*AcquireRequest)(nil),      // 13: sluice.v1.AcquireRequest
+	(*AcquireResponse)(nil),     // 14: sluice.v1.AcquireResponse
+	(*PauseRequest)(nil),        // 15: sluice.v1.PauseRequest
+	(*PauseResponse)(nil),       // 16: sluice.v1.PauseResponse
+	(*ProgressRequest)(nil),     // 17: sluice.v1.ProgressRequest
+	(*ProgressResponse)(nil),    // 18: sluice.v1.ProgressResponse
+	(*TurnRequest)(nil),         // 19: sluice.v1.TurnRequest
+	(*TurnResponse)(nil),        // 20: sluice.v1.TurnResponse
+	(*GuardClaimRequest)(nil),   // 21: sluice.v1.GuardClaimRequest
+	(*GuardClaimResponse)(nil),  // 22: sluice.v1.GuardClaimResponse
+	(*GuardRecord)(nil),         // 23: sluice.v1.GuardRecord
+	(*GuardSettleRequest)(nil),  // 24: sluice.v1.GuardSettleRequest
+	(*GuardSettleResponse)(nil), // 25: sluice.v1.GuardSettleResponse
+	nil,                         // 26: sluice.v1.Operation.MatchEntry
 }
 var file_sluice_proto_depIdxs = []int32{
 	2,  // 0: sluice.v1.Description.operations:type_name -> sluice.v1.Operation
 	4,  // 1: sluice.v1.Description.buckets:type_name -> sluice.v1.Bucket
-	19, // 2: sluice.v1.Operation.match:type_name -> sluice.v1.Operation.MatchEntry
+	26, // 2: sluice.v1.Operation.match:type_name -> sluice.v1.Operation.MatchEntry
 	3,  // 3: sluice.v1.Operation.params:type_name -> sluice.v1.Param
 	7,  // 4: sluice.v1.CallRequest.params:type_name -> sluice.v1.KV
 	7,  // 5: sluice.v1.CallRequest.headers:type_name -> sluice.v1.KV
@@ -1638,23 +2187,30 @@ var file_sluice_proto_depIdxs = []int32{
 	11, // 7: sluice.v1.CallChunk.head:type_name -> sluice.v1.ResponseHead
 	12, // 8: sluice.v1.CallChunk.problem:type_name -> sluice.v1.Problem
 	7,  // 9: sluice.v1.ResponseHead.headers:type_name -> sluice.v1.KV
-	0,  // 10: sluice.v1.Provider.Describe:input_type -> sluice.v1.DescribeRequest
-	5,  // 11: sluice.v1.Provider.Configure:input_type -> sluice.v1.ConfigureRequest
-	8,  // 12: sluice.v1.Provider.Call:input_type -> sluice.v1.CallRequest
-	13, // 13: sluice.v1.Host.Acquire:input_type -> sluice.v1.AcquireRequest
-	15, // 14: sluice.v1.Host.Pause:input_type -> sluice.v1.PauseRequest
-	17, // 15: sluice.v1.Host.Progress:input_type -> sluice.v1.ProgressRequest
-	1,  // 16: sluice.v1.Provider.Describe:output_type -> sluice.v1.Description
-	6,  // 17: sluice.v1.Provider.Configure:output_type -> sluice.v1.ConfigureResponse
-	10, // 18: sluice.v1.Provider.Call:output_type -> sluice.v1.CallChunk
-	14, // 19: sluice.v1.Host.Acquire:output_type -> sluice.v1.AcquireResponse
-	16, // 20: sluice.v1.Host.Pause:output_type -> sluice.v1.PauseResponse
-	18, // 21: sluice.v1.Host.Progress:output_type -> sluice.v1.ProgressResponse
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	23, // 10: sluice.v1.GuardClaimResponse.prev:type_name -> sluice.v1.GuardRecord
+	0,  // 11: sluice.v1.Provider.Describe:input_type -> sluice.v1.DescribeRequest
+	5,  // 12: sluice.v1.Provider.Configure:input_type -> sluice.v1.ConfigureRequest
+	8,  // 13: sluice.v1.Provider.Call:input_type -> sluice.v1.CallRequest
+	13, // 14: sluice.v1.Host.Acquire:input_type -> sluice.v1.AcquireRequest
+	15, // 15: sluice.v1.Host.Pause:input_type -> sluice.v1.PauseRequest
+	17, // 16: sluice.v1.Host.Progress:input_type -> sluice.v1.ProgressRequest
+	19, // 17: sluice.v1.Host.Turn:input_type -> sluice.v1.TurnRequest
+	21, // 18: sluice.v1.Host.GuardClaim:input_type -> sluice.v1.GuardClaimRequest
+	24, // 19: sluice.v1.Host.GuardSettle:input_type -> sluice.v1.GuardSettleRequest
+	1,  // 20: sluice.v1.Provider.Describe:output_type -> sluice.v1.Description
+	6,  // 21: sluice.v1.Provider.Configure:output_type -> sluice.v1.ConfigureResponse
+	10, // 22: sluice.v1.Provider.Call:output_type -> sluice.v1.CallChunk
+	14, // 23: sluice.v1.Host.Acquire:output_type -> sluice.v1.AcquireResponse
+	16, // 24: sluice.v1.Host.Pause:output_type -> sluice.v1.PauseResponse
+	18, // 25: sluice.v1.Host.Progress:output_type -> sluice.v1.ProgressResponse
+	20, // 26: sluice.v1.Host.Turn:output_type -> sluice.v1.TurnResponse
+	22, // 27: sluice.v1.Host.GuardClaim:output_type -> sluice.v1.GuardClaimResponse
+	25, // 28: sluice.v1.Host.GuardSettle:output_type -> sluice.v1.GuardSettleResponse
+	20, // [20:29] is the sub-list for method output_type
+	11, // [11:20] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_sluice_proto_init() }
@@ -1673,7 +2229,7 @@ func file_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_proto_rawDesc), len(file_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

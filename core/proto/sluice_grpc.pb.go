@@ -226,9 +226,12 @@ var Provider_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Host_Acquire_FullMethodName  = "/sluice.v1.Host/Acquire"
-	Host_Pause_FullMethodName    = "/sluice.v1.Host/Pause"
-	Host_Progress_FullMethodName = "/sluice.v1.Host/Progress"
+	Host_Acquire_FullMethodName     = "/sluice.v1.Host/Acquire"
+	Host_Pause_FullMethodName       = "/sluice.v1.Host/Pause"
+	Host_Progress_FullMethodName    = "/sluice.v1.Host/Progress"
+	Host_Turn_FullMethodName        = "/sluice.v1.Host/Turn"
+	Host_GuardClaim_FullMethodName  = "/sluice.v1.Host/GuardClaim"
+	Host_GuardSettle_FullMethodName = "/sluice.v1.Host/GuardSettle"
 )
 
 // HostClient is the client API for Host service.
@@ -246,6 +249,23 @@ type HostClient interface {
 	// be shown. Best effort: a host that does not know it answers
 	// Unimplemented, and the call goes on.
 	Progress(ctx context.Context, in *ProgressRequest, opts ...grpc.CallOption) (*ProgressResponse, error)
+	// Turn holds one of a max_in_flight bucket's turns fleet-wide (fleet
+	// mode only: a leased Redis lock, renewed by the host while the stream
+	// is open). The plugin sends one TurnRequest; the host answers one
+	// TurnResponse (held, or denied); it may later send one with lost set
+	// (the lease could not be renewed: send nothing more under it). The
+	// plugin gives the turn back by closing its side; the host releases the
+	// lease and then ends the stream, so once the plugin has read the end
+	// the turn is free for the next member. A broken stream (the plugin
+	// died) releases it too; a dead host's lease expires by itself.
+	Turn(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TurnRequest, TurnResponse], error)
+	// GuardClaim claims a paying operation's fleet-wide duplicate guard (a
+	// Redis record written before the operation is sent). On a single host
+	// it answers fleet = false and the plugin relies on its own guard.
+	GuardClaim(ctx context.Context, in *GuardClaimRequest, opts ...grpc.CallOption) (*GuardClaimResponse, error)
+	// GuardSettle records how a claimed operation ended (or frees the claim
+	// when it certainly did not happen).
+	GuardSettle(ctx context.Context, in *GuardSettleRequest, opts ...grpc.CallOption) (*GuardSettleResponse, error)
 }
 
 type hostClient struct {
@@ -286,6 +306,39 @@ func (c *hostClient) Progress(ctx context.Context, in *ProgressRequest, opts ...
 	return out, nil
 }
 
+func (c *hostClient) Turn(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TurnRequest, TurnResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Host_ServiceDesc.Streams[0], Host_Turn_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TurnRequest, TurnResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_TurnClient = grpc.BidiStreamingClient[TurnRequest, TurnResponse]
+
+func (c *hostClient) GuardClaim(ctx context.Context, in *GuardClaimRequest, opts ...grpc.CallOption) (*GuardClaimResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GuardClaimResponse)
+	err := c.cc.Invoke(ctx, Host_GuardClaim_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) GuardSettle(ctx context.Context, in *GuardSettleRequest, opts ...grpc.CallOption) (*GuardSettleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GuardSettleResponse)
+	err := c.cc.Invoke(ctx, Host_GuardSettle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -301,6 +354,23 @@ type HostServer interface {
 	// be shown. Best effort: a host that does not know it answers
 	// Unimplemented, and the call goes on.
 	Progress(context.Context, *ProgressRequest) (*ProgressResponse, error)
+	// Turn holds one of a max_in_flight bucket's turns fleet-wide (fleet
+	// mode only: a leased Redis lock, renewed by the host while the stream
+	// is open). The plugin sends one TurnRequest; the host answers one
+	// TurnResponse (held, or denied); it may later send one with lost set
+	// (the lease could not be renewed: send nothing more under it). The
+	// plugin gives the turn back by closing its side; the host releases the
+	// lease and then ends the stream, so once the plugin has read the end
+	// the turn is free for the next member. A broken stream (the plugin
+	// died) releases it too; a dead host's lease expires by itself.
+	Turn(grpc.BidiStreamingServer[TurnRequest, TurnResponse]) error
+	// GuardClaim claims a paying operation's fleet-wide duplicate guard (a
+	// Redis record written before the operation is sent). On a single host
+	// it answers fleet = false and the plugin relies on its own guard.
+	GuardClaim(context.Context, *GuardClaimRequest) (*GuardClaimResponse, error)
+	// GuardSettle records how a claimed operation ended (or frees the claim
+	// when it certainly did not happen).
+	GuardSettle(context.Context, *GuardSettleRequest) (*GuardSettleResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -319,6 +389,15 @@ func (UnimplementedHostServer) Pause(context.Context, *PauseRequest) (*PauseResp
 }
 func (UnimplementedHostServer) Progress(context.Context, *ProgressRequest) (*ProgressResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Progress not implemented")
+}
+func (UnimplementedHostServer) Turn(grpc.BidiStreamingServer[TurnRequest, TurnResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Turn not implemented")
+}
+func (UnimplementedHostServer) GuardClaim(context.Context, *GuardClaimRequest) (*GuardClaimResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GuardClaim not implemented")
+}
+func (UnimplementedHostServer) GuardSettle(context.Context, *GuardSettleRequest) (*GuardSettleResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GuardSettle not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -395,6 +474,49 @@ func _Host_Progress_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_Turn_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HostServer).Turn(&grpc.GenericServerStream[TurnRequest, TurnResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_TurnServer = grpc.BidiStreamingServer[TurnRequest, TurnResponse]
+
+func _Host_GuardClaim_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GuardClaimRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).GuardClaim(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_GuardClaim_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).GuardClaim(ctx, req.(*GuardClaimRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_GuardSettle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GuardSettleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).GuardSettle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_GuardSettle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).GuardSettle(ctx, req.(*GuardSettleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -414,7 +536,22 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Progress",
 			Handler:    _Host_Progress_Handler,
 		},
+		{
+			MethodName: "GuardClaim",
+			Handler:    _Host_GuardClaim_Handler,
+		},
+		{
+			MethodName: "GuardSettle",
+			Handler:    _Host_GuardSettle_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Turn",
+			Handler:       _Host_Turn_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "sluice.proto",
 }

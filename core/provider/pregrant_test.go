@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/sluice-dev/sluice/core/problem"
 	"github.com/sluice-dev/sluice/core/proto"
@@ -150,6 +152,19 @@ func (h *fakeHost) Pause(context.Context, *proto.PauseRequest, ...grpc.CallOptio
 
 func (h *fakeHost) Progress(context.Context, *proto.ProgressRequest, ...grpc.CallOption) (*proto.ProgressResponse, error) {
 	return &proto.ProgressResponse{}, nil
+}
+
+// The fleet's RPCs: a fake host is a single host.
+func (h *fakeHost) Turn(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[proto.TurnRequest, proto.TurnResponse], error) {
+	return nil, status.Error(codes.FailedPrecondition, "not a fleet member")
+}
+
+func (h *fakeHost) GuardClaim(context.Context, *proto.GuardClaimRequest, ...grpc.CallOption) (*proto.GuardClaimResponse, error) {
+	return &proto.GuardClaimResponse{}, nil
+}
+
+func (h *fakeHost) GuardSettle(context.Context, *proto.GuardSettleRequest, ...grpc.CallOption) (*proto.GuardSettleResponse, error) {
+	return nil, status.Error(codes.FailedPrecondition, "not a fleet member")
 }
 
 func callWith(pg *proto.Pregrant) (context.Context, *Request) {

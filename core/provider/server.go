@@ -41,6 +41,7 @@ func (s *server) Configure(ctx context.Context, req *proto.ConfigureRequest) (*p
 		}
 		s.up = newUpstream(proto.NewHostClient(conn), s.impl.Describe())
 	}
+	s.up.fleet.Store(req.GetFleet())
 	s.mu.Unlock()
 	if err := s.impl.Configure(context.WithValue(ctx, stateDirKey{}, req.GetStateDir()), req.GetConfigJson()); err != nil {
 		return nil, err

@@ -34,6 +34,9 @@ type Upstream struct {
 	paused   map[string]int64
 
 	turns turns
+	// fleet: the daemon is a fleet member, and max_in_flight turns are
+	// the fleet's (takeFleet).
+	fleet atomic.Bool
 }
 
 func newUpstream(host proto.HostClient, desc *proto.Description) *Upstream {
@@ -143,6 +146,11 @@ func (u *Upstream) granted(ctx context.Context, bucket string, build Builder,
 			cancel()
 			continue
 		}
+		if err := turnLost(ctx, bucket); err != nil {
+			// The grant stays counted, unsent: fail closed.
+			cancel()
+			return nil, nil, func() {}, grant{}, err
+		}
 		if u.pausedNow(bucket) {
 			// A 429 arrived for another request since the grant.
 			cancel()
@@ -187,6 +195,23 @@ func (u *Upstream) take(ctx context.Context, bucket string) (context.Context, fu
 	ctx, done, err := u.turns.take(ctx, bucket, func() { u.report(ctx, "turn", bucket, time.Time{}) })
 	if err != nil {
 		return nil, nil, err
+	}
+	if u.fleet.Load() {
+		fctx, give, err := u.takeFleet(ctx, bucket, u.turns[bucket].n)
+		if err != nil {
+			done()
+			return nil, nil, err
+		}
+		local := done
+		ctx, done = fctx, func() {
+			// Off the caller's path: the answer is not held up by the
+			// release, and this host's next caller gets the local turn
+			// only once the fleet's is free.
+			go func() {
+				give()
+				local()
+			}()
+		}
 	}
 	if ctx, err = u.waitPause(ctx, bucket); err != nil {
 		done()
@@ -366,6 +391,8 @@ func (u *Upstream) acquireOnce(ctx context.Context, bucket string) (grant, error
 			return grant{}, problem.StateUnwritable(retry, g.GetReason())
 		case problem.ReasonFleetUnreachable:
 			return grant{}, problem.FleetUnreachable(retry, g.GetReason())
+		case problem.ReasonFleetLimitMismatch:
+			return grant{}, problem.FleetLimitMismatch(retry, g.GetReason())
 		}
 		return grant{}, problem.RateLimited(retry, g.GetReason())
 	}
@@ -390,7 +417,17 @@ func (u *Upstream) send(ctx context.Context, bucket string, req *http.Request, g
 		// head arrives, before the provider has read the body and paused
 		// the bucket for every caller: a request racing the 429 (or a
 		// 503's Retry-After) would arrive inside the Retry-After.
-		u.pauseLocal(bucket, time.Now().Add(min(RetryAfter(resp.Header, time.Second), maxLocalPause)))
+		until := time.Now().Add(min(RetryAfter(resp.Header, time.Second), maxLocalPause))
+		u.pauseLocal(bucket, until)
+		if t, _ := ctx.Value(fleetTurnKey{}).(*fleetTurn); t != nil {
+			// The fleet's turn is given back when this returns, and the
+			// next member's request must find the bucket paused: the
+			// provider's own Pause, after it has read the body, would
+			// come too late for another host. Written before the turn
+			// is released; the provider's Pause then only extends it.
+			_, _ = u.host.Pause(context.WithoutCancel(ctx), &proto.PauseRequest{Bucket: bucket, UntilUnixMs: until.UnixMilli(),
+				Reason: fmt.Sprintf("upstream answered %d with Retry-After", resp.StatusCode)})
+		}
 	}
 	return resp, err
 }
