@@ -177,8 +177,12 @@ func Run(ctx context.Context, opts Options) error {
 	defer d.cache.Close()
 	d.metrics = metrics.New(d.metricSources())
 	tracker := progress.New()
-	d.host, err = pluginhost.New(pluginhost.Options{Scheduler: d.sched, Logger: log.With("component", "plugins"),
-		ObserveWait: d.metrics.ObserveWait, Progress: tracker})
+	hostOpts := pluginhost.Options{Scheduler: d.sched, Logger: log.With("component", "plugins"),
+		ObserveWait: d.metrics.ObserveWait, Progress: tracker}
+	if d.fleet != nil {
+		hostOpts.Guard, hostOpts.Leases = d.fleet, d.fleet // purchase guards and max_in_flight turns fleet-wide
+	}
+	d.host, err = pluginhost.New(hostOpts)
 	if err != nil {
 		return err
 	}
