@@ -60,6 +60,8 @@ type Entry struct {
 	marker string
 	baseAt []int
 	based  atomic.Pointer[basedBody]
+	// fromFleet: read from the remote tier (FromFleet).
+	fromFleet bool
 }
 
 // keep is when the entry leaves the cache: its KeepUntil, or ExpiresAt.
@@ -99,6 +101,10 @@ type Stats struct {
 	// ristretto's policy or by SetMaxBytes shrinking the cache); expiries and
 	// purges are not evictions.
 	Evictions uint64
+	// RemoteHits counts misses answered by the remote tier (another
+	// member's answer, fleet mode), RemoteErrors the remote tier's
+	// failures (each one treated as a miss there).
+	RemoteHits, RemoteErrors uint64
 }
 
 // ErrClosed is returned by Do after Close.
@@ -196,6 +202,11 @@ type Cache struct {
 	misses    atomic.Uint64
 	coalesced atomic.Uint64
 	evictions atomic.Uint64
+
+	// remote is the fleet's shared tier (SetRemote); nil on a single host.
+	remote       Remote
+	remoteHits   atomic.Uint64
+	remoteErrors atomic.Uint64
 
 	// testHookJoined, if set, is called by Do once the caller has joined the
 	// singleflight call for its key. Tests use it to know when concurrent
@@ -501,14 +512,34 @@ func (c *Cache) SetMaxBytes(n int64) {
 // Purge removes every entry of provider and returns how many live entries it
 // removed. Gets miss them from the moment Purge returns, and an in-flight Do
 // for that provider that started before the purge will not store its answer.
+// With a remote tier, the fleet's copies go too (and the other members are
+// told to purge theirs).
 func (c *Cache) Purge(provider string) int {
+	n := c.PurgeLocal(provider)
+	c.purgeRemote(provider)
+	return n
+}
+
+// PurgeLocal is Purge of this cache alone ("" for every provider): what a
+// member does when another member purged the fleet.
+func (c *Cache) PurgeLocal(provider string) int {
+	if provider == "" {
+		return c.purgeAll()
+	}
 	return c.purge(func(s *stored) bool { return s.entry.Provider == provider }, func() {
 		c.purgedAt[provider] = c.epoch
 	})
 }
 
-// PurgeAll removes every entry and returns how many live entries it removed.
+// PurgeAll removes every entry and returns how many live entries it removed,
+// from the remote tier too.
 func (c *Cache) PurgeAll() int {
+	n := c.purgeAll()
+	c.purgeRemote("")
+	return n
+}
+
+func (c *Cache) purgeAll() int {
 	return c.purge(func(*stored) bool { return true }, func() {
 		c.allPurgedAt = c.epoch
 		// Per-provider marks are subsumed by allPurgedAt; dropping them
@@ -573,6 +604,8 @@ func (c *Cache) Stats() Stats {
 	st.Misses = c.misses.Load()
 	st.Coalesced = c.coalesced.Load()
 	st.Evictions = c.evictions.Load()
+	st.RemoteHits = c.remoteHits.Load()
+	st.RemoteErrors = c.remoteErrors.Load()
 	return st
 }
 

@@ -36,6 +36,11 @@ type fetchResult struct {
 // answers. Callers that join an in-flight fetch share its store
 // decision.
 //
+// With a remote tier (SetRemote, fleet mode), the leader of a local key
+// first looks for another member's answer, or waits for another member's
+// fetch of it, and shares its own answer when it fetches; followers stay
+// local. A ctx marked NoRemote skips the looking and the waiting.
+//
 // The fetch runs with a context detached from the caller's cancellation
 // (values are kept), so one caller hanging up does not fail the others;
 // Close cancels it. Each caller still returns ctx.Err() as soon as its own
@@ -104,6 +109,9 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch FetchFunc) (res any
 			res, err = nil, fmt.Errorf("%w: %v\n%s", ErrFetchPanicked, p, debug.Stack())
 		}
 	}()
+	if c.remote != nil {
+		return c.fetchShared(fctx, key, since, fetch, ctx.Value(noRemote{}) == nil)
+	}
 	e, store, err := fetch(fctx)
 	if err == nil && store && e != nil {
 		c.set(key, e, since, true)

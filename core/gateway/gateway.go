@@ -232,7 +232,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	}
 	var head *proto.ResponseHead
 	stopInterim := g.interim(w, r, c.req.RequestId)
-	e, shared, err := g.cache.Do(r.Context(), key, func(ctx context.Context) (*cache.Entry, bool, error) {
+	dctx := r.Context()
+	if cc.noCache {
+		// A fresh answer asked for: not another fleet member's copy.
+		dctx = cache.NoRemote(dctx)
+	}
+	e, shared, err := g.cache.Do(dctx, key, func(ctx context.Context) (*cache.Entry, bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, maxWait+g.timeout(provider)+readyWait)
 		defer cancel()
 		var entry *cache.Entry
@@ -276,11 +281,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	}
 	if shared {
 		status += "; collapsed"
+	} else if e.FromFleet() {
+		// Another fleet member's answer, from the fleet's cache.
+		status = fmt.Sprintf("sluice; hit; ttl=%d; detail=fleet", max(0, int(time.Until(e.ExpiresAt).Seconds())))
+		info.Outcome = "hit"
 	} else if !e.ExpiresAt.IsZero() {
 		status += "; stored"
 	}
 	info.Cache = status
-	writeEntry(w, e, status, false, base)
+	writeEntry(w, e, status, !shared && e.FromFleet(), base)
 	return nil
 }
 
