@@ -34,7 +34,10 @@ func (q *Client) guardKey(name string) string {
 // a confirmed repeat may replace a record that is not in flight. The value
 // is "state|claimed_at_ms|token|purchase_id"; the clock is Redis's.
 //
-//	ARGV[1] window ms, ARGV[2] confirm "1"/"0", ARGV[3] token
+// A record in flight for longer than ARGV[4] belongs to a member that
+// died mid-operation: it is reported (and treated) as unknown.
+//
+//	ARGV[1] window ms, ARGV[2] confirm "1"/"0", ARGV[3] token, ARGV[4] in-flight bound ms
 //	returns {1} or {0, state, age_ms, purchase_id}
 var claimScript = redis.NewScript(`
 local t = redis.call('TIME')
@@ -42,6 +45,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = redis.call('GET', KEYS[1])
 if v then
   local s, at, _, id = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  if s == 'in_flight' and now - tonumber(at) > tonumber(ARGV[4]) then s = 'unknown' end
   if s == 'in_flight' or ARGV[2] ~= '1' then
     return {0, s, now - tonumber(at), id}
   end
@@ -73,17 +77,21 @@ return 1
 // operation holds the record (prev says what the fleet knows of it); an
 // error means nothing is known, and the operation must not be sent. A
 // confirmed repeat replaces a record that is done or unknown, never one
-// in flight. token names the claim for SettleGuard.
-func (q *Client) ClaimGuard(ctx context.Context, name string, window time.Duration, confirm bool) (claimed bool, token string, prev GuardRecord, err error) {
+// in flight. A record in flight for longer than inFlight (0: the window)
+// is a dead member's: unknown. token names the claim for SettleGuard.
+func (q *Client) ClaimGuard(ctx context.Context, name string, window, inFlight time.Duration, confirm bool) (claimed bool, token string, prev GuardRecord, err error) {
 	if window < time.Millisecond {
 		window = time.Millisecond
+	}
+	if inFlight <= 0 {
+		inFlight = window
 	}
 	token = newToken()
 	c := "0"
 	if confirm {
 		c = "1"
 	}
-	res, err := claimScript.Run(ctx, q.rdb, []string{q.guardKey(name)}, window.Milliseconds(), c, token).Slice()
+	res, err := claimScript.Run(ctx, q.rdb, []string{q.guardKey(name)}, window.Milliseconds(), c, token, inFlight.Milliseconds()).Slice()
 	if err != nil {
 		return false, "", GuardRecord{}, fmt.Errorf("fleet: purchase guard: %w", err)
 	}

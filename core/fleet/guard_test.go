@@ -35,7 +35,7 @@ func TestGuardClaim(t *testing.T) {
 	var tokens []string
 	for range 8 {
 		wg.Go(func() {
-			ok, tok, _, err := q.ClaimGuard(ctx, "hellorf:a", time.Minute, false)
+			ok, tok, _, err := q.ClaimGuard(ctx, "hellorf:a", time.Minute, 0, false)
 			if err != nil {
 				t.Error(err)
 			}
@@ -69,7 +69,7 @@ func TestGuardClaim(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		ok, newTok, prev, err := q.ClaimGuard(ctx, "hellorf:a", time.Minute, tc.confirm)
+		ok, newTok, prev, err := q.ClaimGuard(ctx, "hellorf:a", time.Minute, 0, tc.confirm)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +88,7 @@ func TestGuardClaim(t *testing.T) {
 			if err := q.SettleGuard(ctx, "hellorf:a", tok, "", "", true); err != nil {
 				t.Fatal(err)
 			}
-			if ok, _, prev, _ := q.ClaimGuard(ctx, "hellorf:a", time.Minute, false); ok || prev.State != GuardInFlight {
+			if ok, _, prev, _ := q.ClaimGuard(ctx, "hellorf:a", time.Minute, 0, false); ok || prev.State != GuardInFlight {
 				t.Fatalf("a stale claim's release freed the new claim: claimed %v, %+v", ok, prev)
 			}
 			tok = newTok
@@ -99,13 +99,13 @@ func TestGuardClaim(t *testing.T) {
 	if err := q.SettleGuard(ctx, "hellorf:a", tok, "", "", true); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _, prev, err := q.ClaimGuard(ctx, "hellorf:a", 200*time.Millisecond, false); !ok || err != nil {
+	if ok, _, prev, err := q.ClaimGuard(ctx, "hellorf:a", 200*time.Millisecond, 0, false); !ok || err != nil {
 		t.Fatalf("after release: claimed %v, %+v, %v", ok, prev, err)
 	}
 	// The window expires by itself (PX), also for an unknown outcome.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ok, _, _, err := q.ClaimGuard(ctx, "hellorf:a", time.Minute, false)
+		ok, _, _, err := q.ClaimGuard(ctx, "hellorf:a", time.Minute, 0, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,13 +117,26 @@ func TestGuardClaim(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// A member that died mid-purchase: its record, in flight for longer
+	// than a purchase can be, reads unknown, and a confirmed repeat may
+	// replace it.
+	if ok, _, _, err := q.ClaimGuard(ctx, "hellorf:dead", time.Minute, 0, false); !ok || err != nil {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	time.Sleep(20 * time.Millisecond) // the record's age, on Redis's clock
+	if ok, _, prev, err := q.ClaimGuard(ctx, "hellorf:dead", time.Minute, 10*time.Millisecond, false); ok || err != nil || prev.State != GuardUnknown {
+		t.Fatalf("a dead member's record: claimed %v, %+v, %v; want blocked as unknown", ok, prev, err)
+	}
+	if ok, _, _, err := q.ClaimGuard(ctx, "hellorf:dead", time.Minute, 10*time.Millisecond, true); !ok || err != nil {
+		t.Fatalf("confirmed repeat over a dead member's record: %v %v", ok, err)
+	}
 	// Another fleet name is another guard.
 	q2, err := New(Options{URL: rd.URL, Name: "other"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q2.Close()
-	if ok, _, _, err := q2.ClaimGuard(ctx, "hellorf:a", time.Minute, false); !ok || err != nil {
+	if ok, _, _, err := q2.ClaimGuard(ctx, "hellorf:a", time.Minute, 0, false); !ok || err != nil {
 		t.Fatalf("another fleet's claim: %v %v", ok, err)
 	}
 }
@@ -135,7 +148,7 @@ func TestGuardUnreachable(t *testing.T) {
 	rd.Kill()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if ok, _, _, err := q.ClaimGuard(ctx, "hellorf:b", time.Minute, false); ok || err == nil {
+	if ok, _, _, err := q.ClaimGuard(ctx, "hellorf:b", time.Minute, 0, false); ok || err == nil {
 		t.Fatalf("claim with Redis gone: %v, %v; want an error", ok, err)
 	}
 	if _, ok, _, err := q.TakeLease(ctx, "spotify.api", 1, time.Second); ok || err == nil {

@@ -136,7 +136,7 @@ func (h *hostService) Pause(ctx context.Context, req *proto.PauseRequest) (*prot
 // a plugin's duplicate guard: claimed before an operation is sent, settled
 // after its answer. nil on a single host.
 type GuardStore interface {
-	ClaimGuard(ctx context.Context, name string, window time.Duration, confirm bool) (claimed bool, token string, prev fleet.GuardRecord, err error)
+	ClaimGuard(ctx context.Context, name string, window, inFlight time.Duration, confirm bool) (claimed bool, token string, prev fleet.GuardRecord, err error)
 	SettleGuard(ctx context.Context, name, token, state, purchaseID string, release bool) error
 }
 
@@ -292,7 +292,8 @@ func (h *hostService) GuardClaim(ctx context.Context, req *proto.GuardClaimReque
 	}
 	rctx, cancel := context.WithTimeout(ctx, fleetRoundTrip)
 	defer cancel()
-	ok, token, prev, err := h.guard.ClaimGuard(rctx, name, time.Duration(req.GetWindowMs())*time.Millisecond, req.GetConfirm())
+	ok, token, prev, err := h.guard.ClaimGuard(rctx, name, time.Duration(req.GetWindowMs())*time.Millisecond,
+		time.Duration(req.GetInFlightMs())*time.Millisecond, req.GetConfirm())
 	if err != nil {
 		h.log.Error("fleet purchase guard could not be written: the purchase is refused", "err", err)
 		return &proto.GuardClaimResponse{Fleet: true, Unavailable: true,

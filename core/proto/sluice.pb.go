@@ -1641,7 +1641,11 @@ type GuardClaimRequest struct {
 	WindowMs int64 `protobuf:"varint,2,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
 	// The caller confirmed a deliberate repeat: a finished (or unknown)
 	// earlier record is overridden, never one still in flight.
-	Confirm       bool `protobuf:"varint,3,opt,name=confirm,proto3" json:"confirm,omitempty"`
+	Confirm bool `protobuf:"varint,3,opt,name=confirm,proto3" json:"confirm,omitempty"`
+	// How long an operation may stay in flight (its waits and exchange): a
+	// record in flight for longer is one whose member died mid-operation,
+	// reported as "unknown" (it may have happened), which confirm overrides.
+	InFlightMs    int64 `protobuf:"varint,4,opt,name=in_flight_ms,json=inFlightMs,proto3" json:"in_flight_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1695,6 +1699,13 @@ func (x *GuardClaimRequest) GetConfirm() bool {
 		return x.Confirm
 	}
 	return false
+}
+
+func (x *GuardClaimRequest) GetInFlightMs() int64 {
+	if x != nil {
+		return x.InFlightMs
+	}
+	return 0
 }
 
 type GuardClaimResponse struct {
@@ -2096,11 +2107,13 @@ const file_sluice_proto_rawDesc = "" +
 	"\x06denial\x18\x03 \x01(\tR\x06denial\x12$\n" +
 	"\x0eretry_after_ms\x18\x04 \x01(\x03R\fretryAfterMs\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x12\n" +
-	"\x04lost\x18\x06 \x01(\bR\x04lost\"\\\n" +
+	"\x04lost\x18\x06 \x01(\bR\x04lost\"~\n" +
 	"\x11GuardClaimRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n" +
 	"\twindow_ms\x18\x02 \x01(\x03R\bwindowMs\x12\x18\n" +
-	"\aconfirm\x18\x03 \x01(\bR\aconfirm\"\xc0\x01\n" +
+	"\aconfirm\x18\x03 \x01(\bR\aconfirm\x12 \n" +
+	"\fin_flight_ms\x18\x04 \x01(\x03R\n" +
+	"inFlightMs\"\xc0\x01\n" +
 	"\x12GuardClaimResponse\x12\x14\n" +
 	"\x05fleet\x18\x01 \x01(\bR\x05fleet\x12\x18\n" +
 	"\aclaimed\x18\x02 \x01(\bR\aclaimed\x12\x14\n" +

@@ -131,6 +131,13 @@ func (f *fakeUp) Pause(_ context.Context, bucket string, until time.Time, reason
 
 func (f *fakeUp) SetTimeout(time.Duration) {}
 
+// A single host: no fleet guard.
+func (f *fakeUp) ClaimGuard(context.Context, string, time.Duration, time.Duration, bool) (provider.GuardClaim, error) {
+	return provider.GuardClaim{Claimed: true}, nil
+}
+
+func (f *fakeUp) SettleGuard(context.Context, provider.GuardClaim, string, string, bool) error { return nil }
+
 func (f *fakeUp) grantCount() int { f.mu.Lock(); defer f.mu.Unlock(); return f.grants }
 
 type cancelOnClose struct {

@@ -189,7 +189,10 @@ func parseDuration(s string, def time.Duration) time.Duration {
 // directly.
 type (
 	answerWriter = provider.AnswerWriter
-	upstream     = provider.StreamSender
+	upstream     interface {
+		provider.StreamSender
+		provider.Guarder
+	}
 )
 
 func (p *hellorf) Call(ctx context.Context, req *provider.Request, w *provider.ResponseWriter, up *provider.Upstream) error {

@@ -320,21 +320,46 @@ func (p *hellorf) purchase(ctx context.Context, req *provider.Request, w answerW
 	if prev != nil {
 		return writeProblem(w, duplicateProblem(op, params, prev, s.purchaseGuard, p.now()))
 	}
+	// In a fleet, the fleet's record too: another host may have made the
+	// same purchase. Both guards must pass.
+	claim, err := up.ClaimGuard(ctx, key, s.purchaseGuard, req.MaxWait+s.timeout+time.Minute, confirmed(req.Header))
+	if err != nil {
+		p.settle(key, ticket, 0, "", true) // nothing was sent
+		p.log.Error("purchase refused before sending: the fleet's purchase guard cannot record it", "err", err,
+			"audio_id", params.Get("audio_id"), "permission_id", params.Get("permission_id"))
+		return fleetGuardProblem(op, err)
+	}
+	if !claim.Claimed {
+		p.settle(key, ticket, 0, "", true)
+		prev := &guardEntry{state: fleetState(claim.Prev.State), at: claim.Prev.StartedAt, purchaseID: json.Number(claim.Prev.ID)}
+		return writeProblem(w, duplicateProblem(op, params, prev, s.purchaseGuard, p.now()))
+	}
+	settle := func(state guardState, id json.Number, release bool) {
+		p.settle(key, ticket, state, id, release)
+		fs := provider.GuardUnknown
+		if state == guardDone {
+			fs = provider.GuardDone
+		}
+		// The caller may have gone: the record must still be written.
+		if err := up.SettleGuard(context.WithoutCancel(ctx), claim, fs, id.String(), release); err != nil {
+			p.log.Error("the fleet's purchase guard could not record a purchase's outcome; identical purchases on every host are refused as in progress until the guard window ends", "err", err)
+		}
+	}
 	var ex exchange
 	resp, err := up.Do(ctx, bucketAPI, ex.builder(s, op, params, p.now))
 	if err != nil {
 		if !ex.mayHaveArrived.Load() {
 			// Refused for budget, or no connection could be made: nothing
 			// reached hellorf.
-			p.settle(key, ticket, 0, "", true)
+			settle(0, "", true)
 			return err
 		}
-		p.settle(key, ticket, guardUnknown, "", false)
+		settle(guardUnknown, "", false)
 		return lostPurchase(err, params, s.purchaseGuard)
 	}
 	body, err := provider.ReadBody(ctx, resp, maxJSON)
 	if err != nil {
-		p.settle(key, ticket, guardUnknown, "", false)
+		settle(guardUnknown, "", false)
 		return lostPurchase(err, params, s.purchaseGuard)
 	}
 	env, ok := parseEnvelope(body)
@@ -344,23 +369,23 @@ func (p *hellorf) purchase(ctx context.Context, req *provider.Request, w answerW
 			ID json.Number `json:"id"`
 		}
 		_ = json.Unmarshal(env.Data, &d) // an id-less success still blocks duplicates
-		p.settle(key, ticket, guardDone, d.ID, false)
+		settle(guardDone, d.ID, false)
 		p.log.Info("purchase made", "purchase_id", d.ID.String(), "audio_id", params.Get("audio_id"), "permission_id", params.Get("permission_id"))
 	case ok && !env.ok() && (resp.StatusCode/100 == 2 || resp.StatusCode/100 == 4):
 		// hellorf refused it: no purchase exists, the key is free again.
-		p.settle(key, ticket, 0, "", true)
+		settle(0, "", true)
 	case ok && !env.ok() && resp.StatusCode/100 == 5:
 		// A server error is not a refusal: it may have struck after the
 		// charge (a failure writing the answer, a timeout behind a proxy),
 		// so an immediate identical purchase could buy twice.
-		p.settle(key, ticket, guardUnknown, "", false)
+		settle(guardUnknown, "", false)
 		p.log.Warn("purchase answered with a server error: it may have been made; an identical purchase is refused until confirmed",
 			"http_status", resp.StatusCode, "code", env.code(), "audio_id", params.Get("audio_id"), "permission_id", params.Get("permission_id"))
 	default:
 		// A success status without a readable answer, or the reverse,
 		// or an envelope under any other status: what happened is not
 		// known.
-		p.settle(key, ticket, guardUnknown, "", false)
+		settle(guardUnknown, "", false)
 	}
 	return p.relayJSON(ctx, w, up, s, op, &ex, resp, body)
 }
@@ -373,6 +398,28 @@ func (p *hellorf) settle(key string, ticket uint64, state guardState, id json.Nu
 	if err := p.guard.settle(key, ticket, state, id, release); err != nil {
 		p.log.Error("purchase guard could not record a purchase's outcome; after a restart it blocks an identical purchase as outcome unknown", "err", err)
 	}
+}
+
+// fleetState maps a fleet record's state onto the local guard's.
+func fleetState(s string) guardState {
+	switch s {
+	case provider.GuardInFlight:
+		return guardInFlight
+	case provider.GuardDone:
+		return guardDone
+	}
+	return guardUnknown
+}
+
+// fleetGuardProblem is the 503 for a purchase the fleet's guard cannot
+// record: without it another host could buy the same thing, so nothing
+// was sent.
+func fleetGuardProblem(op *operation, err error) *problem.Problem {
+	p := problem.New(http.StatusServiceUnavailable, "audio/purchase refused, nothing was sent: the fleet's purchase guard could not be written, so an identical purchase on another host cannot be ruled out ("+err.Error()+"). Try again once the fleet's Redis answers")
+	p.Title = "Purchase guard unavailable"
+	p.Provider, p.Operation = "hellorf", op.name
+	p.Reason = problem.ReasonFleetUnreachable
+	return p
 }
 
 func describePurchase(v url.Values) string {
