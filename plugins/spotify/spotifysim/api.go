@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -49,6 +50,18 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request) {
 		path = "" // outside the prefix: no such service
 	}
 	s.mu.Lock()
+	s.inFlight++
+	s.counts.MaxInFlight = max(s.counts.MaxInFlight, s.inFlight)
+	s.mu.Unlock()
+	// Before the head is written: the client cannot see its answer, and
+	// send again, before this request stops counting.
+	headOut := sync.OnceFunc(func() {
+		s.mu.Lock()
+		s.inFlight--
+		s.mu.Unlock()
+	})
+	defer headOut()
+	s.mu.Lock()
 	a := s.gateLocked(r, now)
 	s.mu.Unlock()
 	if a == nil {
@@ -70,6 +83,7 @@ func (s *Sim) serveAPI(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	s.log.Debug("spotifysim: request", "path", path, "status", a.status)
 	s.wait(r.Context(), false)
+	headOut()
 	if a.retryAfter >= 0 {
 		name := "Retry-After"
 		if s.opts.LowerCaseRetryAfter {

@@ -137,6 +137,10 @@ type Counts struct {
 	DuringRetryAfter int
 	// Unauthorized counts 401 answers; Throttled 429 answers.
 	Unauthorized, Throttled int
+	// MaxInFlight is the most API requests the simulator had on hand at
+	// once: arrived, their answer's head not written yet. A client that
+	// sends one request at a time keeps it at 1.
+	MaxInFlight int
 }
 
 // Sim simulates the accounts service and the Web API. APIHandler and
@@ -167,6 +171,7 @@ type Sim struct {
 	counts         Counts
 	requestLog     []Arrival
 	tokenSerial    int
+	inFlight       int // API requests arrived, head not written yet
 }
 
 // New returns a simulator; serve APIHandler and AccountsHandler yourself, or

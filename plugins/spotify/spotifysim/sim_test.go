@@ -482,3 +482,46 @@ func TestDocumentedIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxInFlight: requests sent one after another are one in flight at a
+// time; requests overlapping before their heads are written are counted
+// together.
+func TestMaxInFlight(t *testing.T) {
+	e := start(t, Options{})
+	auth := "Bearer " + e.token(t)
+	for range 3 {
+		if status, _, b := e.get(t, "/v1/tracks/"+SampleTrackID, auth); status != 200 {
+			t.Fatalf("%d %s", status, b)
+		}
+	}
+	if n := e.sim.Counts().MaxInFlight; n != 1 {
+		t.Fatalf("MaxInFlight %d after sequential requests, want 1", n)
+	}
+	// Answers held until Close: three requests surely overlap.
+	e.sim.SetDelay(time.Hour)
+	done := make(chan struct{}, 3)
+	for range 3 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			req, _ := http.NewRequest("GET", e.api+"/v1/tracks/"+SampleTrackID, nil)
+			req.Header.Set("Authorization", auth)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.sim.Counts().APIRequests < 6 {
+		if time.Now().After(deadline) {
+			t.Fatal("the three requests did not arrive")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := e.sim.Counts().MaxInFlight; n != 3 {
+		t.Fatalf("MaxInFlight %d with three requests on hand, want 3", n)
+	}
+	e.sim.Close()
+	for range 3 {
+		<-done
+	}
+}
