@@ -158,8 +158,54 @@ func formatStatus(st *api.Status, now time.Time) string {
 		out.WriteString(t.String())
 	}
 
+	if st.Fleet != nil {
+		out.WriteString("\n")
+		out.WriteString(fleetSection(st.Fleet))
+	}
+
 	out.WriteString("\n")
 	out.WriteString("cache: " + cacheLine(&st.Cache) + "\n")
+	return out.String()
+}
+
+// fleetSection is the FLEET line, its members and what disagrees.
+func fleetSection(f *api.FleetStatus) string {
+	var out strings.Builder
+	if !f.RedisReachable {
+		out.WriteString(fmt.Sprintf("FLEET %s: this member %s; REDIS UNREACHABLE, no upstream request is sent for a fleet bucket: %s\n",
+			cell(f.Name), cell(f.Member), cell(f.Error)))
+		return out.String()
+	}
+	noun := "members"
+	if len(f.Members) == 1 {
+		noun = "member"
+	}
+	out.WriteString(fmt.Sprintf("FLEET %s: %d live %s, this one %s, redis reachable\n", cell(f.Name), len(f.Members), noun, cell(f.Member)))
+	t := newTable()
+	t.row("MEMBER", "HOST", "VERSION", "STARTED", "DISAGREES")
+	for _, m := range f.Members {
+		id := m.ID
+		if m.Self {
+			id += " (this)"
+		}
+		var dis []string
+		if len(m.LimitsDisagree) > 0 {
+			dis = append(dis, "limits of "+strings.Join(m.LimitsDisagree, ", "))
+		}
+		if m.VersionDisagrees {
+			dis = append(dis, "version "+m.Version+" schema "+m.Schema)
+		}
+		started := "-"
+		if !m.Started.IsZero() {
+			started = m.Started.Local().Format(timeLayout)
+		}
+		t.row(cell(id), cell(m.Host), cell(m.Version), started, cell(strings.Join(dis, "; ")))
+	}
+	out.WriteString(t.String())
+	for _, mm := range f.Mismatches {
+		out.WriteString(fmt.Sprintf("HELD %s: this member's limit %s differs from the fleet's %s; it sends nothing for this bucket until the configs agree (same limit on every member, then reload)\n",
+			cell(mm.Bucket), cell(mm.Limit), cell(mm.FleetLimit)))
+	}
 	return out.String()
 }
 

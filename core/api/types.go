@@ -21,6 +21,48 @@ type Status struct {
 	Buckets       []BucketStatus   `json:"buckets"`
 	Cache         CacheStats       `json:"cache"`
 	StateError    string           `json:"state_error,omitempty"`
+	// Fleet is set in fleet mode (a [fleet] section): the daemons sharing
+	// this one's rate budgets through Redis.
+	Fleet *FleetStatus `json:"fleet,omitempty"`
+}
+
+// FleetStatus is the fleet as this daemon (one of its members) sees it.
+type FleetStatus struct {
+	Name string `json:"name"`
+	// Member is this daemon's id in the fleet.
+	Member string `json:"member"`
+	// RedisReachable says whether the fleet's Redis answered; Error why
+	// not. Unreachable, no member sends anything for a fleet bucket.
+	RedisReachable bool            `json:"redis_reachable"`
+	Error          string          `json:"error,omitempty"`
+	Members        []FleetMember   `json:"members"`
+	Mismatches     []FleetMismatch `json:"mismatches,omitempty"`
+}
+
+// FleetMember is one live member (its heartbeat has not expired).
+type FleetMember struct {
+	ID      string    `json:"id"`
+	Host    string    `json:"host"`
+	Version string    `json:"version"`
+	Schema  string    `json:"schema"`
+	Started time.Time `json:"started"`
+	Self    bool      `json:"self,omitempty"`
+	// Limits are the member's configured limits, bucket → "6 per 7s".
+	Limits map[string]string `json:"limits"`
+	// LimitsDisagree names the buckets whose limit here differs from the
+	// fleet's (that member sends nothing for them); VersionDisagrees says
+	// the member runs another version or key schema than this daemon.
+	LimitsDisagree   []string `json:"limits_disagree,omitempty"`
+	VersionDisagrees bool     `json:"version_disagrees,omitempty"`
+}
+
+// FleetMismatch is a bucket this daemon holds because its configured limit
+// differs from the one its fleet keeps: calls needing it get 503
+// "fleet_limit_mismatch" until the configs agree.
+type FleetMismatch struct {
+	Bucket     string `json:"bucket"`
+	Limit      string `json:"limit"`
+	FleetLimit string `json:"fleet_limit"`
 }
 
 // ConfigStatus tells which config is in force and how the last reload went.

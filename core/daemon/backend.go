@@ -2,12 +2,14 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/sluice-dev/sluice/core/access"
 	"github.com/sluice-dev/sluice/core/api"
+	"github.com/sluice-dev/sluice/core/fleet"
 	"github.com/sluice-dev/sluice/core/metrics"
 	"github.com/sluice-dev/sluice/core/problem"
 )
@@ -59,7 +61,32 @@ func (d *Daemon) Status() api.Status {
 		}
 		st.Buckets = append(st.Buckets, bs)
 	}
+	if d.fleet != nil {
+		st.Fleet = d.fleetStatus()
+	}
 	return st
+}
+
+// fleetStatus reads the fleet's members and stored limits from Redis,
+// within a second: status must answer while Redis does not.
+func (d *Daemon) fleetStatus() *api.FleetStatus {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	fs := d.fleet.Status(ctx, d.sched.Limits())
+	out := &api.FleetStatus{Name: fs.Name, Member: fs.ID, RedisReachable: fs.Reachable, Error: fs.Err, Members: []api.FleetMember{}}
+	for _, m := range fs.Members {
+		am := api.FleetMember{ID: m.ID, Host: m.Host, Version: m.Version, Schema: m.Schema, Started: m.Started, Self: m.Self,
+			Limits: map[string]string{}, LimitsDisagree: m.LimitsDisagree, VersionDisagrees: m.VersionDisagrees}
+		for b, l := range m.Limits {
+			am.Limits[b] = fleet.LimitText(l)
+		}
+		out.Members = append(out.Members, am)
+	}
+	for _, mm := range fs.Mismatches {
+		out.Mismatches = append(out.Mismatches, api.FleetMismatch{Bucket: mm.Bucket,
+			Limit: fmt.Sprintf("%d per %s", mm.Mine.Requests, mm.Mine.Window), FleetLimit: fleet.LimitText(mm.Fleet)})
+	}
+	return out
 }
 
 // Reload reloads the config now (POST /v1/reload).

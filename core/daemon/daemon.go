@@ -154,7 +154,7 @@ func Run(ctx context.Context, opts Options) error {
 	var shared scheduler.Shared
 	if cfg.Fleet.Enabled() {
 		q, err := fleet.New(fleet.Options{URL: cfg.Fleet.RedisURL.Value(), SentinelAddrs: cfg.Fleet.SentinelAddrs,
-			MasterName: cfg.Fleet.MasterName, Name: cfg.Fleet.Name})
+			MasterName: cfg.Fleet.MasterName, Name: cfg.Fleet.Name, Version: opts.Version})
 		if err != nil {
 			return err
 		}

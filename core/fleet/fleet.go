@@ -14,11 +14,16 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -43,6 +48,10 @@ type Options struct {
 	// Timeout bounds one round trip (default 1 s): a fleet that does not
 	// answer must fail the caller promptly, not after its max wait.
 	Timeout time.Duration
+	// Version is the daemon's build version, published in its heartbeat;
+	// Host its host name (default os.Hostname).
+	Version string
+	Host    string
 }
 
 // Client is one daemon's connection to its fleet's Redis: the shared rate
@@ -51,6 +60,18 @@ type Options struct {
 type Client struct {
 	rdb    redis.UniversalClient
 	prefix string
+	name   string
+	// me is this member as its heartbeat publishes it (Limits excepted).
+	me Member
+	// restartHold is the least hold of a bucket the store forgot
+	// (restartHold; tests shorten it).
+	restartHold time.Duration
+
+	// mu guards what the heartbeat last saw of the store (see Beat).
+	mu      sync.Mutex
+	epoch   string
+	runID   string
+	buckets []string // the buckets of the last beat, for Leave
 }
 
 // New connects to the fleet's Redis. It does not wait for Redis to answer:
@@ -60,7 +81,13 @@ func New(opts Options) (*Client, error) {
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	q := &Client{prefix: keyPrefix(opts.Name)}
+	host := opts.Host
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	q := &Client{prefix: keyPrefix(opts.Name), name: cmp.Or(opts.Name, "default"),
+		me:          Member{ID: newID(), Host: host, Version: opts.Version, Schema: schema, Started: time.Now().UTC().Truncate(time.Second)},
+		restartHold: restartHold}
 	switch {
 	case len(opts.SentinelAddrs) > 0:
 		q.rdb = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: opts.SentinelAddrs, MasterName: opts.MasterName,
@@ -86,13 +113,30 @@ func keyPrefix(name string) string {
 	return "sluice:" + schema + ":" + name
 }
 
-// Close closes the connections.
-func (q *Client) Close() error { return q.rdb.Close() }
+// newID names one daemon process in its fleet: random, so two hosts cloned
+// from one image never share one, and new at every start, so a restarted
+// member's old record simply expires.
+func newID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
 
-// keys of one bucket, in one hash slot.
+// Close leaves the fleet (best effort: a member that cannot say so expires
+// with its heartbeat) and closes the connections.
+func (q *Client) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	q.leave(ctx)
+	cancel()
+	return q.rdb.Close()
+}
+
+// keys of one bucket, in one hash slot: its log, pause, sequence, epoch,
+// the limit the fleet keeps it to, and who holds which limit (holders:
+// member id → heartbeat expiry; held: member id → its limit).
 func (q *Client) keys(bucket string) []string {
 	tag := "{" + q.prefix + ":" + bucket + "}"
-	return []string{tag + ":log", tag + ":pause", tag + ":seq", tag + ":epoch"}
+	return []string{tag + ":log", tag + ":pause", tag + ":seq", tag + ":epoch", tag + ":limit", tag + ":holders", tag + ":held"}
 }
 
 // grantScript decides one grant. Window semantics are the scheduler's: a
@@ -101,25 +145,71 @@ func (q *Client) keys(bucket string) []string {
 //
 // A bucket whose epoch key is missing is one the store does not remember:
 // a fleet's first start, or a Redis restarted empty, which forgot the
-// grants of the last window. The bucket is held for one span from then.
+// grants of the last window and the pauses members had written. The bucket
+// is held for hold = max(span, restartHold) from then: one window for the
+// forgotten grants, and at least one heartbeat for every live member to
+// notice the restart and write its pauses again (see Beat).
 // No key of the scheduler's has a TTL, so a maxmemory-policy of
 // volatile-lru (or noeviction) never evicts them; the log is trimmed at
 // every grant instead.
 //
-//	ARGV[1] limit, ARGV[2] span µs
-//	returns {1, t_us, member} or {0, wait_us, reason}
+// One limit: the bucket's limit key holds the limit the fleet keeps it to
+// ("requests/window µs"). A member asking with another limit is refused
+// (-1) while a live member (one whose heartbeat has not expired) other than
+// itself still holds the stored one; once none does, the asker's replaces
+// it. So a reload on every member moves the fleet to a new limit, a member
+// with a typo holds only itself, and a fleet whose store forgot the limit
+// takes the one most live members hold (the asker's on a tie).
+//
+//	ARGV[1] limit, ARGV[2] span µs, ARGV[3] hold µs, ARGV[4] limit as
+//	"requests/window µs", ARGV[5] member id
+//	returns {1, t_us, member}, {0, wait_us, reason} or {-1, 0, fleet limit}
 var grantScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
 local span = tonumber(ARGV[2])
+local hold = tonumber(ARGV[3])
+local mine, me = ARGV[4], ARGV[5]
 local ep = redis.call('GET', KEYS[4])
 if not ep then
   redis.call('SET', KEYS[4], now)
   ep = now
 end
 ep = tonumber(ep)
-if now < ep + span then return {0, ep + span - now, 'fleet store (re)started empty: holding one window'} end
+if now < ep + hold then return {0, ep + hold - now, 'fleet store (re)started empty: holding one window'} end
+local stored = redis.call('GET', KEYS[5])
+if stored ~= mine then
+  local live = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. now, '+inf')
+  local count, order = {}, {}
+  count[mine] = 1
+  order[1] = mine
+  local storedHeld = false
+  for _, id in ipairs(live) do
+    if id ~= me then
+      local l = redis.call('HGET', KEYS[7], id)
+      if l then
+        if l == stored then storedHeld = true end
+        if not count[l] then
+          count[l] = 0
+          order[#order + 1] = l
+        end
+        count[l] = count[l] + 1
+      end
+    end
+  end
+  if stored and storedHeld then return {-1, 0, stored} end
+  if not stored then
+    stored = mine
+    for _, l in ipairs(order) do
+      if count[l] > count[stored] then stored = l end
+    end
+  else
+    stored = mine
+  end
+  redis.call('SET', KEYS[5], stored)
+  if stored ~= mine then return {-1, 0, stored} end
+end
 local p = redis.call('GET', KEYS[2])
 if p then
   local sep = string.find(p, '|', 1, true)
@@ -166,7 +256,9 @@ return redis.call('ZADD', KEYS[1], 'XX', 'GT', tonumber(ARGV[2]), ARGV[1])
 // Grant implements scheduler.Shared.
 func (q *Client) Grant(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration) (scheduler.SharedGrant, error) {
 	sent := time.Now()
-	res, err := grantScript.Run(ctx, q.rdb, q.keys(bucket), l.Requests, span.Microseconds()).Slice()
+	hold := max(span, q.restartHold)
+	res, err := grantScript.Run(ctx, q.rdb, q.keys(bucket), l.Requests, span.Microseconds(), hold.Microseconds(),
+		encodeLimit(l), q.me.ID).Slice()
 	if err != nil {
 		return scheduler.SharedGrant{}, fmt.Errorf("fleet: %w", err)
 	}
@@ -177,6 +269,14 @@ func (q *Client) Grant(ctx context.Context, bucket string, l scheduler.Limit, sp
 	ok, _ := res[0].(int64)
 	v, _ := res[1].(int64)
 	s, _ := res[2].(string)
+	if ok == -1 {
+		fl, err := decodeLimit(s)
+		if err != nil {
+			return scheduler.SharedGrant{}, fmt.Errorf("fleet: bucket %s: %w", bucket, err)
+		}
+		return scheduler.SharedGrant{Mismatch: true, FleetLimit: fl, Wait: BeatEvery,
+			Reason: fmt.Sprintf("this member's limit %s differs from the fleet's %s", limitText(l), limitText(fl))}, nil
+	}
 	if ok != 1 {
 		return scheduler.SharedGrant{Wait: time.Duration(v) * time.Microsecond, Reason: s}, nil
 	}

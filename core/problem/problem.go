@@ -47,6 +47,11 @@ const ReasonStateUnwritable = "state_unwritable"
 // shared rate-limit store (Redis) does not answer: sluice fails closed.
 const ReasonFleetUnreachable = "fleet_unreachable"
 
+// ReasonFleetLimitMismatch is the reason of a 503 given because this
+// daemon's limit for the bucket differs from the one its fleet keeps: the
+// daemon sends nothing for that bucket until the configs agree.
+const ReasonFleetLimitMismatch = "fleet_limit_mismatch"
+
 // Problem is an RFC 9457 problem detail. It is also an error, so code deep in
 // a call can return one and the edge renders it unchanged.
 type Problem struct {
@@ -229,6 +234,16 @@ func FleetUnreachable(retryAfter time.Duration, detail string) *Problem {
 	p := New(http.StatusServiceUnavailable, detail)
 	p.Title = "Fleet rate-limit state unreachable"
 	p.Reason = ReasonFleetUnreachable
+	p.RetryAfter = retryAfter
+	return p
+}
+
+// FleetLimitMismatch is the 503 while this daemon's limit for a bucket
+// differs from its fleet's: nothing was sent upstream.
+func FleetLimitMismatch(retryAfter time.Duration, detail string) *Problem {
+	p := New(http.StatusServiceUnavailable, detail)
+	p.Title = "Rate limit differs from the fleet's"
+	p.Reason = ReasonFleetLimitMismatch
 	p.RetryAfter = retryAfter
 	return p
 }

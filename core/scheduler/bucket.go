@@ -45,9 +45,18 @@ type bucket struct {
 	unsaved     uint64 // grants withdrawn because their record could not be written
 	// shared maps a local grant time (Unix ns) to its entry in the
 	// fleet's log (fleet mode only).
-	shared   map[int64]sharedRef
-	released uint64 // grants given back unused (Scheduler.Release)
-	closed   bool
+	shared map[int64]sharedRef
+	// seeded says this daemon's recent grants are in the fleet's log, as
+	// of the store's life seededGen (see Scheduler.seedShared).
+	seeded    bool
+	seededGen uint64
+	// fleetPausedUntil and fleetPauseReason are the latest fleet pause
+	// this daemon was told of (in memory: Redis has it; this copy is only
+	// written back if Redis forgets it).
+	fleetPausedUntil time.Time
+	fleetPauseReason string
+	released         uint64 // grants given back unused (Scheduler.Release)
+	closed           bool
 	// savedRetain and savedCap are the retain and cap last recorded in the
 	// persister, so a retain record is written only when they change.
 	savedRetain time.Duration

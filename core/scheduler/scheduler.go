@@ -189,6 +189,11 @@ type Scheduler struct {
 	stop     chan struct{}
 	loopDone chan struct{}
 	shared   Shared
+	// beatCh asks the fleet heartbeat for a beat now; beatDone closes
+	// when it stops. forgot counts the fleet store's restarts (empty).
+	beatCh   chan struct{}
+	beatDone chan struct{}
+	forgot   atomic.Uint64
 
 	// mu guards the fields below. Lock order: s.mu, then bucket.mu, then
 	// persister.mu; never the reverse.
@@ -258,6 +263,10 @@ func New(opts Options) (*Scheduler, error) {
 		s.loopDone = make(chan struct{})
 		go s.loop(time.Now(), s.wallNow().UnixNano())
 	}
+	if s.shared != nil {
+		s.beatCh, s.beatDone = make(chan struct{}, 1), make(chan struct{})
+		go s.beatLoop()
+	}
 	return s, nil
 }
 
@@ -296,7 +305,6 @@ func (s *Scheduler) Configure(name string, l Limit) error {
 	// is being created invisible until it is fully set up.
 	b.mu.Lock()
 	s.mu.Unlock()
-	defer b.mu.Unlock()
 	now := time.Now()
 	b.setLimitLocked(l)
 	if s.untrusted != "" {
@@ -306,6 +314,19 @@ func (s *Scheduler) Configure(name string, l Limit) error {
 		b.pauseLocked(now, until, s.untrusted+"; assuming the bucket was full")
 	}
 	b.dispatchLocked(now)
+	b.mu.Unlock()
+	if s.shared != nil {
+		// A daemon joining its fleet counts its own recent grants there
+		// before it serves (see seedShared); if the fleet cannot be
+		// reached now, the heartbeat and the first Acquire try again, and
+		// nothing is granted before it succeeds.
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		if err := s.seedShared(ctx, b, name); err != nil {
+			s.log.Warn("fleet: could not count this daemon's recent grants in the fleet's window yet; the bucket grants nothing until it can", "bucket", name, "err", err)
+		}
+		cancel()
+		s.beatSoon()
+	}
 	return nil
 }
 
@@ -659,6 +680,9 @@ func (s *Scheduler) Close() error {
 	}
 	if s.loopDone != nil {
 		<-s.loopDone
+	}
+	if s.beatDone != nil {
+		<-s.beatDone
 	}
 	if err := s.persist.close(); err != nil {
 		return fmt.Errorf("scheduler: close: %w", err)

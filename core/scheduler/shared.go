@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 )
 
@@ -25,6 +26,33 @@ type Shared interface {
 	Release(ctx context.Context, bucket, member string) error
 	// Budget reads the fleet's remaining budget without granting.
 	Budget(ctx context.Context, bucket string, l Limit, span time.Duration) (remaining int, reset time.Duration, err error)
+	// Beat is this member's heartbeat: it publishes the limits it keeps
+	// each bucket to (a bucket whose limit differs from the fleet's is
+	// held, see SharedGrant.Mismatch) and says whether the fleet's store
+	// has forgotten this member's pauses, which must then be written again.
+	Beat(ctx context.Context, limits map[string]Limit) (BeatResult, error)
+	// Seed counts grants this member made before it joined the fleet (a
+	// daemon that ran alone and restarts into fleet mode) in the fleet's
+	// window: each lands at its age before the fleet's now, later than
+	// it really was if anything, never earlier.
+	Seed(ctx context.Context, bucket string, span time.Duration, grants []SeedGrant) error
+}
+
+// BeatResult is a fleet's answer to a heartbeat.
+type BeatResult struct {
+	// Republish: the store does not have this member's pauses (its first
+	// beat, or a store restarted); Forgot: it lost all its records (a
+	// Redis restarted empty), the grants of the last window included.
+	Republish, Forgot bool
+	// Next is when to beat again.
+	Next time.Duration
+}
+
+// SeedGrant is one local grant for Seed: its local time (which names it)
+// and its age when Seed was called.
+type SeedGrant struct {
+	Local time.Time
+	Age   time.Duration
 }
 
 // SharedGrant is a fleet's answer to Grant.
@@ -39,6 +67,11 @@ type SharedGrant struct {
 	// Reason why ("full", "paused: ...").
 	Wait   time.Duration
 	Reason string
+	// Mismatch: the fleet keeps this bucket to FleetLimit, not to the
+	// limit asked with, and a live member still holds that one. Nothing is
+	// granted until the configs agree.
+	Mismatch   bool
+	FleetLimit Limit
 }
 
 // ErrFleetUnreachable is matched by the error of an Acquire the fleet
@@ -61,6 +94,27 @@ func (e *FleetError) Error() string {
 func (e *FleetError) Is(target error) bool { return target == ErrFleetUnreachable }
 
 func (e *FleetError) Unwrap() error { return e.Err }
+
+// ErrLimitMismatch is matched by the error of an Acquire refused because
+// this daemon's limit for the bucket differs from its fleet's.
+var ErrLimitMismatch = errors.New("this daemon's limit differs from its fleet's")
+
+// LimitMismatchError reports that the bucket is held on this daemon: its
+// configured limit is not the one its fleet keeps the bucket to. Nothing
+// was sent. A reload that makes the configs agree ends it.
+type LimitMismatchError struct {
+	Bucket      string
+	Mine, Fleet Limit
+	RetryAfter  time.Duration
+}
+
+func (e *LimitMismatchError) Error() string {
+	return fmt.Sprintf("scheduler: bucket %q: %v: this daemon's limit is %d per %s, the fleet's %d per %s; nothing is sent for this bucket from this daemon until the configs agree (reload every member with the same limit)",
+		e.Bucket, ErrLimitMismatch, e.Mine.Requests, e.Mine.Window, e.Fleet.Requests, e.Fleet.Window)
+}
+
+// Is makes errors.Is(err, ErrLimitMismatch) true.
+func (e *LimitMismatchError) Is(target error) bool { return target == ErrLimitMismatch }
 
 // sharedRef ties a local grant to its entry in the fleet's log.
 type sharedRef struct {
@@ -92,6 +146,11 @@ func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, m
 		if pausedFor > 0 {
 			// This daemon's own pause (its Redis write may have failed).
 			g = SharedGrant{Wait: pausedFor, Reason: "paused"}
+		} else if err := s.seedShared(ctx, b, name); err != nil {
+			if ctx.Err() != nil {
+				return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, ctx.Err())
+			}
+			return Grant{}, &FleetError{Bucket: name, RetryAfter: retryEvery, Err: err}
 		} else {
 			rctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 			var err error
@@ -103,6 +162,20 @@ func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, m
 				}
 				return Grant{}, &FleetError{Bucket: name, RetryAfter: retryEvery, Err: err}
 			}
+		}
+		if g.Mismatch {
+			return Grant{}, &LimitMismatchError{Bucket: name, Mine: l, Fleet: g.FleetLimit, RetryAfter: max(g.Wait, retryEvery)}
+		}
+		if !g.Granted && strings.HasPrefix(g.Reason, "paused: ") {
+			// Another member's pause: held here too, in memory, so this
+			// member writes it again if the store forgets it while the
+			// member that saw it is gone (see republish). Counted from
+			// after the answer, so it ends here no earlier than there.
+			b.mu.Lock()
+			if until := time.Now().Add(g.Wait); until.After(b.fleetPausedUntil) {
+				b.fleetPausedUntil, b.fleetPauseReason = until, strings.TrimPrefix(g.Reason, "paused: ")
+			}
+			b.mu.Unlock()
 		}
 		if g.Granted {
 			// Decided at the fleet's g.At, which is this host's g.At −
@@ -197,4 +270,144 @@ func (s *Scheduler) sharedAsync(f func(ctx context.Context) error) {
 			s.log.Warn("fleet write failed", "err", err)
 		}
 	}()
+}
+
+// seedShared counts, once per bucket (and again after the fleet's store
+// forgot everything), this daemon's own recent grants in the fleet's log
+// before its first grant there: a daemon that ran alone and restarts into
+// fleet mode mid-window, or one whose answers were still arriving when
+// Redis restarted empty, must not let the fleet spend a window it has
+// already half spent. Grants older than one span count for nothing and
+// are not sent. A seed that fails grants nothing (fail closed).
+func (s *Scheduler) seedShared(ctx context.Context, b *bucket, name string) error {
+	gen := s.forgot.Load()
+	b.mu.Lock()
+	if b.seeded && b.seededGen == gen {
+		b.mu.Unlock()
+		return nil
+	}
+	now := time.Now()
+	span := b.span()
+	var grants []SeedGrant
+	for _, at := range b.log {
+		if age := now.Sub(at); age < span {
+			grants = append(grants, SeedGrant{Local: at, Age: max(age, 0)})
+		}
+	}
+	b.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	defer cancel()
+	if err := s.shared.Seed(rctx, name, span, grants); err != nil {
+		return err
+	}
+	if len(grants) > 0 {
+		s.log.Info("fleet: this daemon's recent grants counted in the fleet's window", "bucket", name, "grants", len(grants))
+	}
+	b.mu.Lock()
+	b.seeded, b.seededGen = true, gen
+	b.mu.Unlock()
+	return nil
+}
+
+// beatLoop is this member's heartbeat (fleet mode only): every BeatResult.
+// Next, and at once after a Configure (a reload changes limits).
+func (s *Scheduler) beatLoop() {
+	defer close(s.beatDone)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	republish := false
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.beatCh:
+		}
+		next := retryEvery
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		res, err := s.shared.Beat(ctx, s.Limits())
+		cancel()
+		if err != nil {
+			s.log.Warn("fleet heartbeat failed", "err", err)
+		} else {
+			next = res.Next
+			if res.Forgot {
+				s.log.Warn("fleet: the store was restarted empty; writing this daemon's pauses again, every bucket is held for one window")
+				s.forgot.Add(1)
+			}
+			republish = republish || res.Republish
+		}
+		if republish && err == nil {
+			republish = !s.republish()
+		}
+		if err == nil {
+			for _, b := range s.snapshotBuckets() {
+				ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+				_ = s.seedShared(ctx, b, b.name) // retried at the next beat and before every grant
+				cancel()
+			}
+		}
+		t.Reset(next)
+	}
+}
+
+// beatSoon asks for a heartbeat now.
+func (s *Scheduler) beatSoon() {
+	select {
+	case s.beatCh <- struct{}{}:
+	default:
+	}
+}
+
+// republish writes every pause this daemon holds (its own, those it saw
+// from the fleet, those of buckets not configured yet) to the fleet's
+// store again; it reports whether all were written.
+func (s *Scheduler) republish() bool {
+	type p struct {
+		name, reason string
+		until        time.Time
+	}
+	var ps []p
+	now := time.Now()
+	s.mu.RLock()
+	for name, d := range s.pending {
+		if u := time.Unix(0, d.PauseUntil); d.PauseUntil != 0 && u.After(now) {
+			ps = append(ps, p{name, d.PauseReason, u})
+		}
+	}
+	s.mu.RUnlock()
+	for _, b := range s.snapshotBuckets() {
+		b.mu.Lock()
+		if b.pausedUntil.After(now) {
+			ps = append(ps, p{b.name, b.pauseReason, b.pausedUntil})
+		}
+		if b.fleetPausedUntil.After(now) && b.fleetPausedUntil.After(b.pausedUntil) {
+			ps = append(ps, p{b.name, b.fleetPauseReason, b.fleetPausedUntil})
+		}
+		b.mu.Unlock()
+	}
+	ok := true
+	for _, x := range ps {
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		err := s.shared.Pause(ctx, x.name, x.until, x.reason)
+		cancel()
+		if err != nil {
+			s.log.Warn("fleet: could not write a pause again; retrying at the next heartbeat", "bucket", x.name, "err", err)
+			ok = false
+			continue
+		}
+		s.log.Info("fleet: pause written again", "bucket", x.name, "until", x.until, "reason", x.reason)
+	}
+	return ok
+}
+
+// Limits reports every configured bucket's limit.
+func (s *Scheduler) Limits() map[string]Limit {
+	out := map[string]Limit{}
+	for _, b := range s.snapshotBuckets() {
+		b.mu.Lock()
+		out[b.name] = b.limit
+		b.mu.Unlock()
+	}
+	return out
 }
