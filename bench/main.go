@@ -47,7 +47,7 @@ type options struct {
 func run() int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var o options
-	rows := fs.String("rows", "1,2,3,4,5,6", "comma-separated rows to run (see bench/README.md)")
+	rows := fs.String("rows", "1,2,3,4,5,6,7", "comma-separated rows to run (see bench/README.md)")
 	fs.StringVar(&o.out, "out", "", "where to write the Markdown results (default <module>/bench/RESULTS.md; \"-\" for none)")
 	fs.DurationVar(&o.cell, "cell", 3*time.Second, "measured duration of each closed-loop cell")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "warm-up before each closed-loop cell")
@@ -161,6 +161,9 @@ func (b *bench) runAll(ctx context.Context) error {
 	}
 	if b.want("6") {
 		b.step(ctx, "6", "scheduler fairness", false, b.fairness)
+	}
+	if b.want("7") {
+		b.step(ctx, "7", "fleet: 3 daemons, one Redis, one strict simulator", true, b.fleetRow)
 	}
 	if b.want("3") {
 		b.step(ctx, "3", "scheduler utilization, about 65 s", false, b.utilization)
