@@ -175,6 +175,12 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("cache: %w", err)
 	}
 	defer d.cache.Close()
+	if d.fleet != nil {
+		// One cache: answers are shared through the fleet's Redis too.
+		rc := d.fleet.Cache(func(provider string) { d.cache.PurgeLocal(provider) })
+		defer rc.Close()
+		d.cache.SetRemote(rc)
+	}
 	d.metrics = metrics.New(d.metricSources())
 	tracker := progress.New()
 	hostOpts := pluginhost.Options{Scheduler: d.sched, Logger: log.With("component", "plugins"),
