@@ -136,7 +136,9 @@ func (f *fakeUp) ClaimGuard(context.Context, string, time.Duration, time.Duratio
 	return provider.GuardClaim{Claimed: true}, nil
 }
 
-func (f *fakeUp) SettleGuard(context.Context, provider.GuardClaim, string, string, bool) error { return nil }
+func (f *fakeUp) SettleGuard(context.Context, provider.GuardClaim, string, string, bool) error {
+	return nil
+}
 
 func (f *fakeUp) grantCount() int { f.mu.Lock(); defer f.mu.Unlock(); return f.grants }
 
