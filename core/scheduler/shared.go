@@ -294,15 +294,20 @@ func (s *Scheduler) seedShared(ctx context.Context, b *bucket, name string) erro
 			grants = append(grants, SeedGrant{Local: at, Age: max(age, 0)})
 		}
 	}
+	if len(grants) == 0 {
+		// Nothing to count: no round trip (a daemon whose Redis does not
+		// answer starts without waiting on it).
+		b.seeded, b.seededGen = true, gen
+		b.mu.Unlock()
+		return nil
+	}
 	b.mu.Unlock()
 	rctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
 	if err := s.shared.Seed(rctx, name, span, grants); err != nil {
 		return err
 	}
-	if len(grants) > 0 {
-		s.log.Info("fleet: this daemon's recent grants counted in the fleet's window", "bucket", name, "grants", len(grants))
-	}
+	s.log.Info("fleet: this daemon's recent grants counted in the fleet's window", "bucket", name, "grants", len(grants))
 	b.mu.Lock()
 	b.seeded, b.seededGen = true, gen
 	b.mu.Unlock()
