@@ -177,6 +177,28 @@ func TestFleetSpotifyOneInFlight(t *testing.T) {
 		t.Fatalf("%d API requests, want %d", c.APIRequests, len(errs))
 	}
 	t.Logf("%d requests through 3 daemons, one at a time", c.APIRequests)
+
+	// While A's request holds the fleet's turn, a caller on B that may
+	// wait 1 s gets a 429 when its max wait runs out, and sends nothing.
+	sim.SetDelay(5 * time.Second)
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := spSearch(t, envs[0], 100, nil)
+		aDone <- err
+	}()
+	testenv.Eventually(t, 10*time.Second, "A's request to reach the simulator", func() bool {
+		return sim.Counts().APIRequests > c.APIRequests
+	})
+	_, err := spSearch(t, envs[1], 101, http.Header{"Sluice-Max-Wait": {"1s"}})
+	if p := spProblem(err); p == nil || p.Status != http.StatusTooManyRequests {
+		t.Fatalf("B's caller while A holds the turn, max wait 1 s: %v, want 429", err)
+	}
+	if got := sim.Counts().APIRequests - c.APIRequests; got != 1 {
+		t.Fatalf("%d API requests, want only A's", got)
+	}
+	if err := <-aDone; err != nil {
+		t.Fatalf("A: %v", err)
+	}
 }
 
 // TestFleetSpotify429PausesAll: a 429 answered to host A stops host B too:
