@@ -123,7 +123,7 @@ func (d *Daemon) metricSources() metrics.Sources {
 		Cache: func() metrics.CacheStats {
 			s := d.cache.Stats()
 			return metrics.CacheStats{Entries: s.Entries, Bytes: s.Bytes, MaxBytes: s.MaxBytes, Hits: s.Hits,
-				Misses: s.Misses, Coalesced: s.Coalesced, Evictions: s.Evictions}
+				Misses: s.Misses, Coalesced: s.Coalesced, Evictions: s.Evictions, RemoteHits: s.RemoteHits, RemoteErrors: s.RemoteErrors}
 		},
 		Buckets: func() []metrics.BucketStats {
 			var out []metrics.BucketStats

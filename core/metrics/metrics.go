@@ -24,6 +24,8 @@ type CacheStats struct {
 	Entries                            int
 	Bytes, MaxBytes                    int64
 	Hits, Misses, Coalesced, Evictions uint64
+	// RemoteHits and RemoteErrors: the fleet's shared cache (0 on one host).
+	RemoteHits, RemoteErrors uint64
 }
 
 // BucketStats describes one scheduler bucket.
@@ -220,6 +222,8 @@ var (
 	descCacheMisses    = prometheus.NewDesc("sluice_cache_misses_total", "Cache misses.", nil, nil)
 	descCacheCoalesced = prometheus.NewDesc("sluice_cache_coalesced_total", "Requests merged into another caller's upstream request.", nil, nil)
 	descCacheEvictions = prometheus.NewDesc("sluice_cache_evictions_total", "Live answers evicted for space.", nil, nil)
+	descCacheRemote    = prometheus.NewDesc("sluice_cache_remote_hits_total", "Misses answered from the fleet's shared cache (another member's answer).", nil, nil)
+	descCacheRemoteErr = prometheus.NewDesc("sluice_cache_remote_errors_total", "Failed round trips to the fleet's shared cache (each treated as a miss).", nil, nil)
 	descQueue          = prometheus.NewDesc("sluice_scheduler_queue_depth", "Requests waiting for a grant.", []string{"bucket"}, nil)
 	descRemaining      = prometheus.NewDesc("sluice_scheduler_remaining_requests", "Requests the bucket would grant at once now (0 while paused or held).", []string{"bucket"}, nil)
 	descInWindow       = prometheus.NewDesc("sluice_scheduler_in_window", "Grants in the current sliding window.", []string{"bucket"}, nil)
@@ -235,7 +239,7 @@ var (
 
 func (l *live) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCacheEntries, descCacheBytes, descCacheMax, descCacheHits, descCacheMisses,
-		descCacheCoalesced, descCacheEvictions, descQueue, descInWindow, descLimit, descWindow, descGrants, descPaused,
+		descCacheCoalesced, descCacheEvictions, descCacheRemote, descCacheRemoteErr, descQueue, descInWindow, descLimit, descWindow, descGrants, descPaused,
 		descPausedUntil, descHeld, descRemaining, descPluginUp, descRestarts} {
 		ch <- d
 	}
@@ -257,6 +261,8 @@ func (l *live) Collect(ch chan<- prometheus.Metric) {
 		counter(descCacheMisses, float64(c.Misses))
 		counter(descCacheCoalesced, float64(c.Coalesced))
 		counter(descCacheEvictions, float64(c.Evictions))
+		counter(descCacheRemote, float64(c.RemoteHits))
+		counter(descCacheRemoteErr, float64(c.RemoteErrors))
 	}
 	if l.src.Buckets != nil {
 		now := time.Now()

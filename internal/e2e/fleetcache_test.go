@@ -45,6 +45,9 @@ func TestFleetOneCache(t *testing.T) {
 		if got := sim.Requests(ineosim.ServiceSpotify) - before; got != 1 {
 			t.Fatalf("%d upstream requests for one lookup on three members, want 1", got)
 		}
+		if v := metricValue(t, envs[1], "sluice_cache_remote_hits_total"); v != 1 {
+			t.Errorf("B's sluice_cache_remote_hits_total %v, want 1", v)
+		}
 	})
 
 	t.Run("the same miss on three members at once", func(t *testing.T) {
