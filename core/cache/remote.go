@@ -71,6 +71,10 @@ const (
 // remoteTimeout bounds a purge's round trips to the remote tier.
 const remoteTimeout = 2 * time.Second
 
+// remoteLookupTimeout bounds one lookup: a fleet cache that does not
+// answer is a miss soon, not a wait added to every miss.
+const remoteLookupTimeout = 500 * time.Millisecond
+
 // FromFleet reports whether the entry came from the remote tier: another
 // fleet member's answer.
 func (e *Entry) FromFleet() bool { return e.fromFleet }
@@ -135,7 +139,9 @@ func (c *Cache) remoteFill(ctx context.Context, key string, since uint64) (strin
 	wait := remotePollMin
 	for {
 		sent := time.Now()
-		f, err := c.remote.Lookup(ctx, key)
+		lctx, cancel := context.WithTimeout(ctx, remoteLookupTimeout)
+		f, err := c.remote.Lookup(lctx, key)
+		cancel()
 		if err != nil {
 			c.remoteErr(err)
 			return "", nil
