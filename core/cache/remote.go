@@ -22,11 +22,12 @@ import (
 // one clock of its own: hosts' clocks disagree, and an entry must not live
 // longer on a host whose clock is behind.
 type Remote interface {
-	// Lookup returns key's value. When it is not fresh (or absent), it
-	// also tries to take key's fill lock, held for about 3 × RemoteRenew
-	// unless renewed, and returns its token; or says that another member
-	// holds it (Wait: that member is fetching, look again soon).
-	Lookup(ctx context.Context, key string) (RemoteFound, error)
+	// Lookup returns key's value when it is fresh, or when stale is set
+	// and it is kept. When it is not fresh (or absent), it also tries to
+	// take key's fill lock, held for about 3 × RemoteRenew unless renewed,
+	// and returns its token; or says that another member holds it (Wait:
+	// that member is fetching, look again soon).
+	Lookup(ctx context.Context, key string, stale bool) (RemoteFound, error)
 	// Store keeps value under key for keep (and no longer), fresh for
 	// fresh, and then releases the fill lock if lock still holds it.
 	Store(ctx context.Context, key string, value []byte, fresh, keep time.Duration, lock string) error
@@ -137,10 +138,12 @@ func (c *Cache) fetchShared(ctx context.Context, key string, since uint64, fetch
 // remote fails (""): then this member fetches on its own.
 func (c *Cache) remoteFill(ctx context.Context, key string, since uint64) (string, *Entry) {
 	wait := remotePollMin
+	// A stale copy is read once, not again at every poll of a wait.
+	stale := true
 	for {
 		sent := time.Now()
 		lctx, cancel := context.WithTimeout(ctx, remoteLookupTimeout)
-		f, err := c.remote.Lookup(lctx, key)
+		f, err := c.remote.Lookup(lctx, key, stale)
 		cancel()
 		if err != nil {
 			c.remoteErr(err)
@@ -172,6 +175,7 @@ func (c *Cache) remoteFill(ctx context.Context, key string, since uint64) (strin
 			// Stale but kept: here for the stale fallback (stale_if_
 			// exhausted) if this member's fetch cannot be had.
 			c.set(key, e, since, true)
+			stale = false
 		}
 		if f.Lock != "" || !f.Wait {
 			return f.Lock, nil

@@ -104,7 +104,7 @@ func (c *Cache) keys(key string) []string {
 // lookupScript reads an entry, and when it is not fresh takes the fill
 // lock unless another member holds it: one round trip per miss.
 //
-//	ARGV[1] lock lease ms, ARGV[2] token
+//	ARGV[1] lock lease ms, ARGV[2] token, ARGV[3] '1' for a stale value
 //	returns {state, value, fresh ms, keep ms}; state 1 fresh, 0 locked
 //	for the caller, 2 another member fetches, 3 fetch on your own
 var lookupScript = redis.NewScript(`
@@ -119,6 +119,7 @@ if v then
     keep = redis.call('PTTL', KEYS[1])
     v = string.sub(v, nl + 1)
     if fresh > 0 and keep > 0 then return {1, v, fresh, keep} end
+    if ARGV[3] ~= '1' then v = '' end
   else
     v = ''
   end
@@ -160,10 +161,14 @@ return 0
 )
 
 // Lookup implements cache.Remote.
-func (c *Cache) Lookup(ctx context.Context, key string) (cache.RemoteFound, error) {
+func (c *Cache) Lookup(ctx context.Context, key string, stale bool) (cache.RemoteFound, error) {
 	token := randomToken()
 	c.trips.Add(1)
-	res, err := lookupScript.Run(ctx, c.q.rdb, c.keys(key), lockTTL.Milliseconds(), token).Slice()
+	want := ""
+	if stale {
+		want = "1"
+	}
+	res, err := lookupScript.Run(ctx, c.q.rdb, c.keys(key), lockTTL.Milliseconds(), token, want).Slice()
 	if err != nil {
 		return cache.RemoteFound{}, fmt.Errorf("fleet: cache lookup: %w", err)
 	}

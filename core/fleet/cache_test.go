@@ -165,7 +165,7 @@ func TestConcurrentMissesOneFetch(t *testing.T) {
 func TestLockHolderDies(t *testing.T) {
 	rd := testenv.StartRedis(t)
 	m := members(t, rd, 2)
-	f, err := m[0].rc.Lookup(context.Background(), testKey)
+	f, err := m[0].rc.Lookup(context.Background(), testKey, true)
 	if err != nil || f.Lock == "" {
 		t.Fatalf("lookup on an empty store: %+v, %v; want the lock", f, err)
 	}
@@ -191,7 +191,7 @@ func TestFailedFetchHandsOver(t *testing.T) {
 	if _, _, err := m[0].c.Do(ctx, testKey, func(context.Context) (*cache.Entry, bool, error) { return nil, false, boom }); !errors.Is(err, boom) {
 		t.Fatal(err)
 	}
-	f, err := m[1].rc.Lookup(ctx, testKey)
+	f, err := m[1].rc.Lookup(ctx, testKey, true)
 	if err != nil || f.Wait || f.Lock != "" {
 		t.Fatalf("lookup after a failed fetch: %+v, %v; want: fetch on your own", f, err)
 	}
@@ -380,7 +380,7 @@ func TestNoCacheSkipsTheFleetCopy(t *testing.T) {
 	if err != nil || string(e.Body) != `{"v":2}` || upstream.Load() != 2 {
 		t.Fatalf("no-cache on B: %q, %v, %d fetches; want a fetch of its own", e.Body, err, upstream.Load())
 	}
-	f, err := m[0].rc.Lookup(ctx, testKey)
+	f, err := m[0].rc.Lookup(ctx, testKey, true)
 	if err != nil {
 		t.Fatal(err)
 	}
