@@ -318,6 +318,16 @@ func (s *Scheduler) seedShared(ctx context.Context, b *bucket, name string) erro
 // Next, and at once after a Configure (a reload changes limits).
 func (s *Scheduler) beatLoop() {
 	defer close(s.beatDone)
+	// Close must not wait on a Redis that does not answer.
+	stopped, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		select {
+		case <-s.stop:
+			stop()
+		case <-stopped.Done():
+		}
+	}()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	republish := false
@@ -329,7 +339,7 @@ func (s *Scheduler) beatLoop() {
 		case <-s.beatCh:
 		}
 		next := retryEvery
-		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		ctx, cancel := context.WithTimeout(stopped, sharedTimeout)
 		res, err := s.shared.Beat(ctx, s.Limits())
 		cancel()
 		if err != nil {
@@ -343,11 +353,11 @@ func (s *Scheduler) beatLoop() {
 			republish = republish || res.Republish
 		}
 		if republish && err == nil {
-			republish = !s.republish()
+			republish = !s.republish(stopped)
 		}
 		if err == nil {
 			for _, b := range s.snapshotBuckets() {
-				ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+				ctx, cancel := context.WithTimeout(stopped, sharedTimeout)
 				_ = s.seedShared(ctx, b, b.name) // retried at the next beat and before every grant
 				cancel()
 			}
@@ -367,7 +377,7 @@ func (s *Scheduler) beatSoon() {
 // republish writes every pause this daemon holds (its own, those it saw
 // from the fleet, those of buckets not configured yet) to the fleet's
 // store again; it reports whether all were written.
-func (s *Scheduler) republish() bool {
+func (s *Scheduler) republish(ctx context.Context) bool {
 	type p struct {
 		name, reason string
 		until        time.Time
@@ -393,7 +403,7 @@ func (s *Scheduler) republish() bool {
 	}
 	ok := true
 	for _, x := range ps {
-		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 		err := s.shared.Pause(ctx, x.name, x.until, x.reason)
 		cancel()
 		if err != nil {
