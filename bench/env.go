@@ -33,6 +33,9 @@ type env struct {
 	// The hellorf and Spotify simulators every bench daemon points at, so
 	// all three plugins run (footprint and start-up include them).
 	hellorfURL, spotifyAPI, spotifyAccounts string
+	// scripts names core/fleet's Lua scripts by SHA1 (row 7), read from
+	// the sources when the binaries were built from them.
+	scripts map[string]string
 }
 
 func newEnv(progress io.Writer) (*env, error) {
@@ -95,6 +98,7 @@ func (e *env) build(ctx context.Context) error {
 		{"bareserver", "./bench/bareserver", true},
 		{"relay", "./bench/relay", true},
 	}
+	e.scripts = fleetScripts(filepath.Join(e.root, "core", "fleet"))
 	for _, t := range targets {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(e.bin, t.name), t.pkg)
 		cmd.Dir = e.root

@@ -253,6 +253,47 @@ func (f *fleetBench) missesAndHits(ctx context.Context) error {
 		peer: fmt.Sprintf("single daemon %s; %s hits, %d Redis commands meanwhile (%s), about %.0f of them background: %.4f per hit beyond it",
 			fmtRate(sr.Throughput()), thousands(int64(hits)), after.total-before.total, cmdBreakdown(before, after), bg*took.Seconds(), perHit),
 		ratio: fmtRatio(ratio), target: "≥ 0.90× single", verdict: verdict(ratio >= 0.9)})
+	return f.hitsWhileRedisStalls(ctx, a, path)
+}
+
+// hitsWhileRedisStalls serves the cached key from member a with 16 clients
+// for 3 s with Redis answering, then for 3 s while it answers nothing
+// (CLIENT PAUSE: a Redis that is busy, or a network that drops packets,
+// rather than one that refuses connections at once). Cached answers are
+// still served without Redis, so the hits' latency should not change.
+func (f *fleetBench) hitsWhileRedisStalls(ctx context.Context, a *daemon, path string) error {
+	const runFor = 3 * time.Second
+	cl := loadgen.UnixClient(a.socket, 16)
+	defer cl.CloseIdleConnections()
+	cell := func(warm time.Duration) loadgen.Result {
+		return loadgen.Run(ctx, loadgen.Config{Client: cl, Concurrency: 16, Warmup: warm, Duration: runFor,
+			URL: func(int, int) string { return "http://sluice" + path }, Check: sluiceHit})
+	}
+	normal := cell(f.b.opts.warmup)
+	if err := f.rdb.Do(ctx, "CLIENT", "PAUSE", strconv.Itoa(int((runFor + 500*time.Millisecond).Milliseconds())), "ALL").Err(); err != nil {
+		return fmt.Errorf("CLIENT PAUSE: %w", err)
+	}
+	stalled := cell(0)
+	// The pause ends by itself; the burst needs Redis back.
+	deadline := time.Now().Add(30 * time.Second)
+	for f.rdb.Ping(ctx).Err() != nil {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("redis did not answer again after CLIENT PAUSE")
+		}
+	}
+	if len(normal.Latencies) == 0 || len(stalled.Latencies) == 0 {
+		return fmt.Errorf("hits while Redis stalls: no successful request: %v", cmpOr(normal.FirstErr, stalled.FirstErr))
+	}
+	ns, ss := normal.Summary(), stalled.Summary()
+	r := float64(ss.P99) / float64(ns.P99)
+	peer := fmt.Sprintf("Redis answering: %s, max %s; stalled: %s, max %s", fmtRate(normal.Throughput()), fmtDur(ns.Max),
+		fmtRate(stalled.Throughput()), fmtDur(ss.Max))
+	if stalled.Errors > 0 {
+		peer += fmt.Sprintf("; %d failed (first: %v)", stalled.Errors, stalled.FirstErr)
+	}
+	f.b.rep.add(line{section: "7", metric: "fleet: hit latency p50 / p99 on a member while Redis answers nothing for 3 s (CLIENT PAUSE), 16 clients",
+		value: fmtP50P99(ss.P50, ss.P99), peer: peer + "; answering " + fmtP50P99(ns.P50, ns.P99),
+		ratio: "p99 " + fmtRatio(r), target: "p99 ≤ 1.50× answering", verdict: verdict(r <= 1.5 && stalled.Errors == 0)})
 	return nil
 }
 
@@ -426,7 +467,7 @@ func (f *fleetBench) firstMisses(ctx context.Context, tag byte, ds []*daemon) er
 func (f *fleetBench) startCounting(ctx context.Context) (float64, error) {
 	const idle = 2 * time.Second
 	f.stopCounting()
-	m, err := startMonitor(f.sock, fleetScripts(filepath.Join(f.b.env.root, "core", "fleet")))
+	m, err := startMonitor(f.sock, f.b.env.scripts)
 	if err != nil {
 		return 0, err
 	}
