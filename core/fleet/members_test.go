@@ -257,3 +257,52 @@ func TestJoinSeedsLocalGrants(t *testing.T) {
 			d.Round(time.Millisecond), l.Requests, span, l.Requests+1)
 	}
 }
+
+// TestSeenPauseOutlivesItsMember: a member that was refused a grant for
+// another member's pause writes that pause back after an empty restart,
+// though the member that saw the 429 is gone: a third member is granted
+// nothing until it ends. (Before: the pause died with its member.)
+func TestSeenPauseOutlivesItsMember(t *testing.T) {
+	rd := testenv.StartRedis(t)
+	l := scheduler.Limit{Requests: 3, Window: 300 * time.Millisecond}
+	mk := func() *scheduler.Scheduler {
+		q := fleetMember(t, rd, "seen", "1")
+		q.restartHold = restartHold
+		s, err := scheduler.New(scheduler.Options{Shared: q, Margin: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if err := s.Configure("p.b", l); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	sA, sB := mk(), mk()
+	ctx := context.Background()
+	if _, err := sB.Acquire(ctx, "p.b", 0); err != nil {
+		t.Fatal(err)
+	}
+	pauseEnd := time.Now().Add(restartHold + 3*time.Second)
+	sA.Pause("p.b", pauseEnd, "test stop code")
+	if _, err := sB.Acquire(ctx, "p.b", -1); err == nil {
+		t.Fatal("granted during a fleet pause")
+	}
+	sA.Close()
+	rd.Kill()
+	rd.Start()
+	sC := mk()
+	for {
+		g, err := sC.Acquire(ctx, "p.b", 0)
+		if err == nil {
+			if g.At.Before(pauseEnd) {
+				t.Fatalf("granted %s before the end of a pause only a surviving member had seen", pauseEnd.Sub(g.At).Round(time.Millisecond))
+			}
+			return
+		}
+		if time.Now().After(pauseEnd.Add(20 * time.Second)) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // the clients reconnecting (fleet unreachable)
+	}
+}
