@@ -162,6 +162,8 @@ const (
 	// holder's release is not announced, so a waiter asks again; one per
 	// host does (the plugin's own semaphore queues the host's others).
 	leasePoll = 25 * time.Millisecond
+	// maxTurns bounds a bucket's max_in_flight in a fleet.
+	maxTurns = 64
 )
 
 // Turn holds a fleet-wide turn of a max_in_flight bucket while the stream
@@ -179,7 +181,9 @@ func (h *hostService) Turn(stream proto.Host_TurnServer) error {
 		return status.Error(codes.FailedPrecondition, "not a fleet member: max_in_flight turns are the plugin's own")
 	}
 	ctx := stream.Context()
-	slots := max(int(req.GetMaxInFlight()), 1)
+	// The plugin's own declaration; bounded, as each turn is a key the
+	// take script tries.
+	slots := min(max(int(req.GetMaxInFlight()), 1), maxTurns)
 	var deadline time.Time
 	if ms := req.GetMaxWaitMs(); ms > 0 {
 		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
