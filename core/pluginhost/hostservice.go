@@ -259,10 +259,12 @@ func (h *hostService) Turn(stream proto.Host_TurnServer) error {
 
 // renewTurn renews a held turn until done. A renewal that fails (the store
 // does not answer, or the lease expired and is another's) tells the plugin
-// the turn is lost, so it sends nothing more under it.
+// the turn is lost, so it sends nothing more under it; a store that does
+// not answer is asked again at the next tick.
 func (h *hostService) renewTurn(ctx context.Context, stream proto.Host_TurnServer, bucket string, l fleet.Lease, done <-chan struct{}) {
 	t := time.NewTicker(leaseRenew)
 	defer t.Stop()
+	lost := false
 	for {
 		select {
 		case <-done:
@@ -277,9 +279,17 @@ func (h *hostService) renewTurn(ctx context.Context, stream proto.Host_TurnServe
 		if err == nil && ok {
 			continue
 		}
-		h.log.Warn("fleet turn lost while held", "bucket", bucket, "err", err)
-		_ = stream.Send(&proto.TurnResponse{Lost: true, Reason: "the fleet's turn could not be renewed"})
-		return
+		if !lost {
+			lost = true
+			h.log.Warn("fleet turn lost while held: nothing more is sent under it", "bucket", bucket, "err", err)
+			_ = stream.Send(&proto.TurnResponse{Lost: true, Reason: "the fleet's turn could not be renewed"})
+		}
+		if err == nil {
+			return // expired, and maybe another member's now
+		}
+		// The store did not answer: the lease may still be this
+		// member's, and a request already on the wire still runs under
+		// it, so keep it alive if the store comes back in time.
 	}
 }
 
