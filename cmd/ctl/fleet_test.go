@@ -42,3 +42,25 @@ func TestFormatStatusFleet(t *testing.T) {
 		t.Errorf("a single host shows a fleet:\n%s", got)
 	}
 }
+
+// TestWatchFleet: the watch view shows the fleet in one line, red with
+// what disagrees, and the buckets this member holds.
+func TestWatchFleet(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.Local)
+	st := &api.Status{Version: "1.2.3", Fleet: &api.FleetStatus{Name: "prod", Member: "aa11", RedisReachable: true,
+		Members:    []api.FleetMember{{ID: "aa11", Self: true}, {ID: "bb22", VersionDisagrees: true}, {ID: "cc33"}},
+		Mismatches: []api.FleetMismatch{{Bucket: "ineo.tmanage", Limit: "9 per 11s", FleetLimit: "10 per 11s"}}}}
+	got := renderWatch(st, now, 0, true)
+	for _, want := range []string{
+		ansiRed + "fleet prod: 3 live members, 1 disagree (see sluicectl status)",
+		ansiRed + "HELD ineo.tmanage: limit 9 per 11s here, 10 per 11s in the fleet: nothing sent until the configs agree",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("watch frame lacks %q; got:\n%q", want, got)
+		}
+	}
+	st.Fleet = &api.FleetStatus{Name: "prod", Error: "connection refused"}
+	if got := renderWatch(st, now, 0, true); !strings.Contains(got, "fleet prod: REDIS UNREACHABLE") {
+		t.Errorf("unreachable fleet:\n%q", got)
+	}
+}

@@ -536,3 +536,28 @@ func scalar(raw json.RawMessage) string {
 	}
 	return string(raw)
 }
+
+// fleetWatchLines is the fleet in the watch view: one line, red when Redis
+// is unreachable or a member disagrees, and a red line per bucket this
+// member holds for a limit mismatch.
+func fleetWatchLines(f *api.FleetStatus) []styledLine {
+	if !f.RedisReachable {
+		return []styledLine{{"fleet " + cell(f.Name) + ": REDIS UNREACHABLE, no upstream request for a fleet bucket: " + oneLine(f.Error), ansiRed}}
+	}
+	line := styledLine{text: fmt.Sprintf("fleet %s: %s", cell(f.Name), plural(len(f.Members), "live member", "live members"))}
+	disagree := 0
+	for _, m := range f.Members {
+		if len(m.LimitsDisagree) > 0 || m.VersionDisagrees {
+			disagree++
+		}
+	}
+	if disagree > 0 {
+		line.text += fmt.Sprintf(", %d disagree (see sluicectl status)", disagree)
+		line.style = ansiRed
+	}
+	out := []styledLine{line}
+	for _, mm := range f.Mismatches {
+		out = append(out, styledLine{fmt.Sprintf("HELD %s: limit %s here, %s in the fleet: nothing sent until the configs agree", mm.Bucket, mm.Limit, mm.FleetLimit), ansiRed})
+	}
+	return out
+}

@@ -240,6 +240,11 @@ func renderWatch(st *api.Status, now time.Time, width int, tty bool) string {
 	if h := heldReason(st); h != "" {
 		add(ansiRed, "HELD: no upstream request until rate-limit state can be written: "+oneLine(h), 2)
 	}
+	if f := st.Fleet; f != nil {
+		for _, l := range fleetWatchLines(f) {
+			add(l.style, l.text, 2)
+		}
+	}
 
 	add("", "", 0)
 	add(ansiBold, "BUCKETS", 0)
