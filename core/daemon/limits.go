@@ -45,28 +45,29 @@ func connsForLimit(limit uint64) int {
 }
 
 // Memory limit. The cache charges each entry what it holds in the heap
-// (core/cache costOf, measured), so a full cache is about max_size of live
+// plus two fifths for fragmentation and the collector's room (core/cache
+// chargeOf, measured), so a full cache is about 5/7 of max_size of live
 // data. The soft limit (debug.SetMemoryLimit) makes the GC collect harder
 // as the runtime's memory nears it, instead of letting the heap double as
-// GOGC would: max_size plus a quarter of it for entries evicted but not
-// yet collected, plus memBase for the daemon itself (the runtime, the
-// plugins' clients, buffers, answers in flight, room to collect in: the
-// bench's 32 MiB daemon holds 5 MB of anonymous memory idle), plus
-// memPerConn for each connection open now (an idle one measured 13 KiB
-// on the fast lane, 22 KiB under net/http; refreshed every floodCheck).
-// Soft means the daemon is never killed for passing it: live data over it
-// makes the GC run more, at most about half the CPU, and the units'
-// MemoryHigh/MemoryMax are the hard bounds. Below
-// a max_size of some 32 MiB, memBase dominates. Why not lower, measured
-// on bench row 5 (a full 32 MiB cache, 64 clients filling it with new
-// answers): memBase 16 MiB took RSS from idle + 66 MB to idle + 56 MB
-// but cut the fill from 1,400-2,200 to 600-770 answers a second (the GC
-// running near the limit all the time), and 8 MiB took it no lower
-// (idle + 55 MB): what stays is live data (the cache, ~10 MB of the
-// daemon's own) and fragmentation (~10 MB of heap spans partly freed by
-// evictions), which no collection returns.
+// GOGC would: max_size, plus memBase for the daemon itself (the runtime,
+// the plugins' clients, buffers, answers in flight: the bench's 32 MiB
+// daemon holds 5 MB of anonymous memory idle), plus memPerConn for each
+// connection open now (an idle one measured 13 KiB on the fast lane,
+// 22 KiB under net/http; refreshed every floodCheck). Soft means the
+// daemon is never killed for passing it: live data over it makes the GC
+// run more, at most about half the CPU, and the units' MemoryHigh/MemoryMax
+// are the hard bounds.
+//
+// Measured on bench row 5 (a 32 MiB cache, 64 clients filling it with new
+// answers; target: RSS ≤ idle + 1.5 × max_size at every stage). Entries
+// charged by heap bytes alone, limit 32 MiB + 1.25 × max_size: idle +
+// 66 MB. Limit 16 MiB + 1.25 × max_size: idle + 56 MB, the GC running
+// near the limit all the time (live data and fragmentation no collection
+// returns filled it). Charge two fifths higher, same limit: idle + 49 MB,
+// the limit now pinning RSS with the GC at ease, so the quarter went:
+// see the figures in docs/RELIABILITY.md.
 const (
-	memBase    = 32 << 20
+	memBase    = 16 << 20
 	memPerConn = 32 << 10
 )
 
@@ -77,7 +78,7 @@ func memoryLimit(cfg *config.Config, open int) (int64, bool) {
 		return 0, false
 	}
 	size := int64(cfg.Cache.MaxSize)
-	return memBase + size + size/4 + int64(open)*memPerConn, true
+	return memBase + size + int64(open)*memPerConn, true
 }
 
 // setMemoryLimit applies memoryLimit, at start, on every reload and as

@@ -38,12 +38,12 @@ func TestMemoryLimit(t *testing.T) {
 		open int
 		want int64
 	}{
-		// The cache's charge is what it holds: max_size, a quarter for
-		// evicted entries not yet collected, the daemon's base.
-		{size, 0, memBase + size*5/4},
-		{64 << 20, 0, memBase + 80<<20},
+		// The cache's charge already holds room to collect in
+		// (cache chargeOf): max_size and the daemon's base.
+		{size, 0, memBase + size},
+		{64 << 20, 0, memBase + 64<<20},
 		// Open connections raise it while they are open.
-		{64 << 20, 1000, memBase + 80<<20 + 1000*memPerConn},
+		{64 << 20, 1000, memBase + 64<<20 + 1000*memPerConn},
 	} {
 		cfg.Cache.MaxSize = config.Size(tt.size)
 		if got, ok := memoryLimit(cfg, tt.open); !ok || got != tt.want {
