@@ -159,7 +159,8 @@ func (q *Client) keys(bucket string) []string {
 // itself still holds the stored one; once none does, the asker's replaces
 // it. So a reload on every member moves the fleet to a new limit, a member
 // with a typo holds only itself, and a fleet whose store forgot the limit
-// takes the one most live members hold (the asker's on a tie).
+// takes the one most live members hold (on a tie the stricter: the lower
+// rate, then the fewer requests).
 //
 //	ARGV[1] limit, ARGV[2] span µs, ARGV[3] hold µs, ARGV[4] limit as
 //	"requests/window µs", ARGV[5] member id
@@ -171,6 +172,16 @@ local limit = tonumber(ARGV[1])
 local span = tonumber(ARGV[2])
 local hold = tonumber(ARGV[3])
 local mine, me = ARGV[4], ARGV[5]
+local function parse(l)
+  local sep = string.find(l, '/', 1, true)
+  return tonumber(string.sub(l, 1, sep - 1)), tonumber(string.sub(l, sep + 1))
+end
+local function stricter(a, b)
+  local ra, wa = parse(a)
+  local rb, wb = parse(b)
+  if ra * wb ~= rb * wa then return ra * wb < rb * wa end
+  return ra < rb
+end
 local ep = redis.call('GET', KEYS[4])
 if not ep then
   redis.call('SET', KEYS[4], now)
@@ -202,7 +213,7 @@ if stored ~= mine then
   if not stored then
     stored = mine
     for _, l in ipairs(order) do
-      if count[l] > count[stored] then stored = l end
+      if count[l] > count[stored] or (count[l] == count[stored] and stricter(l, stored)) then stored = l end
     end
   else
     stored = mine

@@ -38,7 +38,7 @@ func beat(t *testing.T, q *Client, b string, l scheduler.Limit) scheduler.BeatRe
 // still holds the fleet's; status flags it on both sides; a reload on
 // every member moves the fleet to the new limit (each member's limit
 // replaces the stored one once no other live member holds that); a fresh
-// store takes the limit most live members hold.
+// store takes the limit most live members hold, the stricter on a tie.
 func TestOneLimit(t *testing.T) {
 	rd := testenv.StartRedis(t)
 	ctx := context.Background()
@@ -88,6 +88,14 @@ func TestOneLimit(t *testing.T) {
 	}
 	if g, _ := a.Grant(ctx, "p.b", l6, span); !g.Mismatch {
 		t.Fatalf("the old limit still granted after the fleet moved: %+v", g)
+	}
+
+	// A tie on a fresh store goes to the stricter limit, whoever asks.
+	x, y := fleetMember(t, rd, "tie", "1"), fleetMember(t, rd, "tie", "1")
+	beat(t, x, "p.t", l6)
+	beat(t, y, "p.t", l5)
+	if g := decided(t, x, "p.t", l6, span); !g.Mismatch || g.FleetLimit != l5 {
+		t.Fatalf("a tie between 6 and 5 per 300ms: %+v; want the fleet at 5", g)
 	}
 
 	// A member that left holds nothing: c alone at 4 takes the bucket.
