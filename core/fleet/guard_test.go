@@ -2,9 +2,13 @@ package fleet
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dev/sluice/internal/testenv"
 )
@@ -20,7 +24,7 @@ func newTestClient(t *testing.T, name string) (*Client, *testenv.Redis) {
 	return q, rd
 }
 
-// TestGuardClaim: a guard record is claimed once (SET NX) among racing
+// TestGuardClaim: a guard record is claimed once among racing
 // members, blocks an identical purchase with what the fleet knows of it,
 // expires with its window, lets a confirmed repeat replace a finished
 // record but never one in flight, frees at once on release, and a settle
@@ -102,7 +106,7 @@ func TestGuardClaim(t *testing.T) {
 	if ok, _, prev, err := q.ClaimGuard(ctx, "hellorf:a", 200*time.Millisecond, 0, false); !ok || err != nil {
 		t.Fatalf("after release: claimed %v, %+v, %v", ok, prev, err)
 	}
-	// The window expires by itself (PX), also for an unknown outcome.
+	// The window expires by itself (kept in the record, on Redis's clock: no TTL).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ok, _, _, err := q.ClaimGuard(ctx, "hellorf:a", time.Minute, 0, false)
@@ -141,6 +145,51 @@ func TestGuardClaim(t *testing.T) {
 	}
 }
 
+// TestGuardRecordsTrimmed: guard records have no TTL (see
+// TestGuardLeaseKeysHaveNoTTL), so the claims delete the expired ones:
+// they must not pile up for as long as the fleet buys.
+func TestGuardRecordsTrimmed(t *testing.T) {
+	q, _ := newTestClient(t, "unit")
+	ctx := context.Background()
+	const n = 2*guardTrim + 10
+	for i := range n {
+		if ok, _, _, err := q.ClaimGuard(ctx, "hellorf:old"+strconv.Itoa(i), 50*time.Millisecond, 0, false); err != nil || !ok {
+			t.Fatalf("claim %d: %v %v", i, ok, err)
+		}
+	}
+	k := q.guardKeys()
+	count := func() (int64, int64) {
+		h, err1 := q.rdb.HLen(ctx, k[0]).Result()
+		z, err2 := q.rdb.ZCard(ctx, k[1]).Result()
+		if err1 != nil || err2 != nil {
+			t.Fatal(err1, err2)
+		}
+		return h, z
+	}
+	if h, z := count(); h != n || z != n {
+		t.Fatalf("%d records, %d expiries after %d claims", h, z, n)
+	}
+	// Later claims (here repeats of one purchase, refused while it is in
+	// flight) delete the expired records, a bounded batch each.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, _, _, err := q.ClaimGuard(ctx, "hellorf:new", time.Hour, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		h, z := count()
+		if h == 1 && z == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d records, %d expiries left 10 s after %d expired; want only the live one", h, z, n)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	if ok, _, prev, err := q.ClaimGuard(ctx, "hellorf:new", time.Hour, 0, false); ok || err != nil || prev.State != GuardInFlight {
+		t.Fatalf("the live record was trimmed: claimed %v, %+v, %v", ok, prev, err)
+	}
+}
+
 // TestGuardUnreachable: with Redis gone a claim is an error, never a
 // claim (the caller refuses the purchase).
 func TestGuardUnreachable(t *testing.T) {
@@ -153,5 +202,138 @@ func TestGuardUnreachable(t *testing.T) {
 	}
 	if _, ok, _, err := q.TakeLease(ctx, "spotify.api", 1, time.Second); ok || err == nil {
 		t.Fatalf("lease with Redis gone: %v, %v; want an error", ok, err)
+	}
+}
+
+// guardAndLeaseKeys does what a fleet does with guard records and turns:
+// claims (one settled done, one unknown, one released, one in flight),
+// leases (one renewed, one released, one held).
+func guardAndLeaseKeys(t *testing.T, q *Client) {
+	t.Helper()
+	ctx := context.Background()
+	for _, st := range []string{GuardDone, GuardUnknown, "release", ""} {
+		ok, tok, _, err := q.ClaimGuard(ctx, "hellorf:"+st, time.Hour, 0, false)
+		if err != nil || !ok {
+			t.Fatalf("claim %q: %v %v", st, ok, err)
+		}
+		if st != "" {
+			if err := q.SettleGuard(ctx, "hellorf:"+st, tok, st, "7", st == "release"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, b := range []string{"spotify.api", "p.two"} {
+		l, ok, _, err := q.TakeLease(ctx, b, 2, time.Hour)
+		if err != nil || !ok {
+			t.Fatalf("lease %s: %v %v", b, ok, err)
+		}
+		if ok, err := q.RenewLease(ctx, b, l, time.Hour); err != nil || !ok {
+			t.Fatalf("renew %s: %v %v", b, ok, err)
+		}
+	}
+	l, _, _, err := q.TakeLease(ctx, "p.two", 2, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.ReleaseLease(ctx, "p.two", l); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGuardLeaseKeysHaveNoTTL: no guard record or turn lease carries a
+// Redis TTL. docs/fleet.md recommends maxmemory-policy volatile-lru so
+// that Redis under memory pressure evicts the shared cache's copies (which
+// all have TTLs) and nothing else: volatile-* policies never evict a key
+// without one. A guard record with a TTL could be evicted within its
+// window, and an identical purchase would be charged again on another
+// member; a lease with one, and two Spotify requests would be in flight.
+// Their expiry is kept in their values instead, on Redis's clock.
+func TestGuardLeaseKeysHaveNoTTL(t *testing.T) {
+	q, _ := newTestClient(t, "unit")
+	ctx := context.Background()
+	guardAndLeaseKeys(t, q)
+	keys, err := q.rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) == 0 {
+		t.Fatal("no keys written")
+	}
+	for _, k := range keys {
+		if ttl, err := q.rdb.PTTL(ctx, k).Result(); err != nil || ttl != -1 {
+			t.Errorf("key %s: PTTL %v (%v), want -1 (no TTL: volatile-lru could evict it)", k, ttl, err)
+		}
+	}
+}
+
+// TestGuardLeaseSurviveEviction: with the settings docs/fleet.md
+// recommends (maxmemory-policy volatile-lru) and Redis full of the shared
+// cache's TTL'd copies, guard records and turns are never evicted: the
+// same purchase is still refused and the turn is still held.
+func TestGuardLeaseSurviveEviction(t *testing.T) {
+	q, _ := newTestClient(t, "unit")
+	ctx := context.Background()
+	guardAndLeaseKeys(t, q)
+	used := func() int64 {
+		info, err := q.rdb.Info(ctx, "memory").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n
+			}
+		}
+		t.Fatal("no used_memory in INFO")
+		return 0
+	}
+	limit := used() + 1<<20
+	for _, kv := range [][2]string{{"maxmemory-policy", "volatile-lru"}, {"maxmemory-samples", "10"}, {"maxmemory", strconv.FormatInt(limit, 10)}} {
+		if err := q.rdb.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Cache copies, as the shared cache writes them (every one with a
+	// TTL), until Redis has evicted four times what fits.
+	value := strings.Repeat("x", 1024)
+	for i := 0; ; i++ {
+		if _, err := q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for j := range 500 {
+				p.Set(ctx, q.prefix+":cache:filler:"+strconv.Itoa(i*500+j), value, time.Hour)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		info, err := q.rdb.Info(ctx, "stats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var evicted int64
+		for line := range strings.SplitSeq(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "evicted_keys:"); ok {
+				evicted, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		if evicted > 4*(1<<20)/1024 {
+			break
+		}
+		if i > 200 {
+			t.Fatalf("only %d keys evicted after %d written", evicted, (i+1)*500)
+		}
+	}
+	for _, st := range []string{GuardDone, GuardUnknown, ""} {
+		if ok, _, prev, err := q.ClaimGuard(ctx, "hellorf:"+st, time.Hour, 0, false); err != nil || ok {
+			t.Errorf("guard record %q after eviction: claimed %v (%+v, %v); want refused as a duplicate", st, ok, prev, err)
+		}
+	}
+	if _, ok, _, err := q.TakeLease(ctx, "spotify.api", 1, time.Hour); err != nil || ok {
+		t.Errorf("turn after eviction: taken %v (%v); want still held", ok, err)
+	}
+	if _, ok, _, err := q.TakeLease(ctx, "p.two", 2, time.Hour); err != nil || !ok {
+		t.Errorf("released turn after eviction: taken %v (%v); want free", ok, err)
+	} else if _, ok, _, err := q.TakeLease(ctx, "p.two", 2, time.Hour); err != nil || ok {
+		t.Errorf("a third turn of two after eviction: %v (%v)", ok, err)
 	}
 }

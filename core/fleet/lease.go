@@ -11,11 +11,18 @@ import (
 
 // A bucket with max_in_flight = n (Spotify's: one request on its way at
 // a time, so a 429 is always read before the next request leaves) has n
-// turns fleet-wide: n lease keys, each taken with SET NX PX by one member
-// for one request and renewed while the request runs. A member that dies
-// holding one loses it when the lease expires; a release deletes it only
-// if it is still the holder's (compare-and-delete), so a lease that
+// turns fleet-wide: n lease keys, each taken by one member for one request
+// (as SET NX PX would) and renewed while the request runs. A member that
+// dies holding one loses it when the lease expires; a release deletes it
+// only if it is still the holder's (compare-and-delete), so a lease that
 // expired and was taken by another member is never freed by mistake.
+//
+// No lease key has a Redis TTL: a lease is "token|expires_us", on Redis's
+// clock, and one past its expiry is free to take. A key with a TTL is one
+// maxmemory-policy volatile-lru (what docs/fleet.md recommends, so that
+// Redis under memory pressure drops the shared cache's copies) may evict,
+// and an evicted lease would put two requests in flight. The keys do not
+// pile up: a bucket has its n, reused.
 
 // leaseKeys are a bucket's turn keys, in the bucket's hash slot.
 func (q *Client) leaseKeys(bucket string, slots int) []string {
@@ -27,33 +34,48 @@ func (q *Client) leaseKeys(bucket string, slots int) []string {
 	return keys
 }
 
-// takeLeaseScript takes the first free turn.
+// takeLeaseScript takes the first free turn: one never taken, given back
+// or past its expiry.
 //
-//	ARGV[1] token, ARGV[2] ttl ms
-//	returns {slot} (0-based) or {-1, ms until the first lease expires}
+//	ARGV[1] token, ARGV[2] ttl µs
+//	returns {slot} (0-based) or {-1, µs until the first lease expires}
 var takeLeaseScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local least = -1
 for i, k in ipairs(KEYS) do
-  if redis.call('SET', k, ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then return {i - 1} end
-  local p = redis.call('PTTL', k)
-  if p >= 0 and (least < 0 or p < least) then least = p end
+  local v = redis.call('GET', k)
+  local exp = v and tonumber(string.match(v, '|(%d+)$'))
+  if not exp or exp <= now then
+    redis.call('SET', k, ARGV[1] .. '|' .. string.format('%.0f', now + tonumber(ARGV[2])))
+    return {i - 1}
+  end
+  if least < 0 or exp - now < least then least = exp - now end
 end
 return {-1, least}
 `)
 
-// renewLeaseScript extends a lease, if it is still the holder's.
+// renewLeaseScript extends a lease to ttl from now, if it is still the
+// holder's and has not expired (one that has may be another's by now).
 //
-//	ARGV[1] token, ARGV[2] ttl ms
+//	ARGV[1] token, ARGV[2] ttl µs
 var renewLeaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
-end
-return 0
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local tok, exp = string.match(v, '^([^|]*)|(%d+)$')
+if tok ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if tonumber(exp) <= now then return 0 end
+redis.call('SET', KEYS[1], tok .. '|' .. string.format('%.0f', now + tonumber(ARGV[2])))
+return 1
 `)
 
-// releaseLeaseScript deletes a lease, if it is still the holder's.
+// releaseLeaseScript deletes a lease, if it is still the holder's (a
+// lease past its expiry that nobody has taken since still is).
 var releaseLeaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local v = redis.call('GET', KEYS[1])
+if v and string.match(v, '^([^|]*)|') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `)
 
@@ -69,7 +91,7 @@ type Lease struct {
 // holder's release frees it sooner).
 func (q *Client) TakeLease(ctx context.Context, bucket string, slots int, ttl time.Duration) (l Lease, ok bool, wait time.Duration, err error) {
 	token := newToken()
-	res, err := takeLeaseScript.Run(ctx, q.rdb, q.leaseKeys(bucket, slots), token, max(ttl.Milliseconds(), 1)).Int64Slice()
+	res, err := takeLeaseScript.Run(ctx, q.rdb, q.leaseKeys(bucket, slots), token, leaseTTL(ttl)).Int64Slice()
 	if err != nil || len(res) == 0 {
 		return Lease{}, false, 0, fmt.Errorf("fleet: in-flight lease: %v", errOr(err, res))
 	}
@@ -77,7 +99,7 @@ func (q *Client) TakeLease(ctx context.Context, bucket string, slots int, ttl ti
 		return Lease{Slot: int(res[0]), Token: token}, true, 0, nil
 	}
 	if len(res) > 1 && res[1] > 0 {
-		wait = time.Duration(res[1]) * time.Millisecond
+		wait = time.Duration(res[1]) * time.Microsecond
 	}
 	return Lease{}, false, wait, nil
 }
@@ -85,7 +107,7 @@ func (q *Client) TakeLease(ctx context.Context, bucket string, slots int, ttl ti
 // RenewLease extends a held lease to ttl from now; false if it is no
 // longer the holder's (it expired, and may be another member's now).
 func (q *Client) RenewLease(ctx context.Context, bucket string, l Lease, ttl time.Duration) (bool, error) {
-	n, err := renewLeaseScript.Run(ctx, q.rdb, []string{q.leaseKeys(bucket, l.Slot+1)[l.Slot]}, l.Token, max(ttl.Milliseconds(), 1)).Int64()
+	n, err := renewLeaseScript.Run(ctx, q.rdb, []string{q.leaseKeys(bucket, l.Slot+1)[l.Slot]}, l.Token, leaseTTL(ttl)).Int64()
 	if err != nil {
 		return false, fmt.Errorf("fleet: in-flight lease: %w", err)
 	}
@@ -99,6 +121,9 @@ func (q *Client) ReleaseLease(ctx context.Context, bucket string, l Lease) error
 	}
 	return nil
 }
+
+// leaseTTL is a lease's ttl as the scripts take it: µs, at least 1 ms.
+func leaseTTL(ttl time.Duration) int64 { return max(ttl, time.Millisecond).Microseconds() }
 
 func errOr(err error, res []int64) any {
 	if err != nil {

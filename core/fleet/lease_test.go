@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -76,6 +77,40 @@ func TestLease(t *testing.T) {
 	}
 	if _, ok, _, err := q.TakeLease(ctx, "spotify.api", 1, ttl); err != nil || !ok {
 		t.Fatalf("after release: %v %v", ok, err)
+	}
+
+	// A lease past its expiry is not renewed, even when nobody has
+	// taken it since: its holder may not count on it any more.
+	for i := 0; ; i++ {
+		bucket := "p.late" + strconv.Itoa(i)
+		c, ok, _, err := q.TakeLease(ctx, bucket, 1, 50*time.Millisecond)
+		if err != nil || !ok {
+			t.Fatalf("lease: %v %v", ok, err)
+		}
+		_, ok, wait, err := q.TakeLease(ctx, bucket, 1, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			// This machine took over 50 ms between two round trips:
+			// try again rather than test another case.
+			if i == 10 {
+				t.Fatal("no two round trips within 50 ms in 10 tries")
+			}
+			continue
+		}
+		time.Sleep(wait) // the store's own answer: the lease is over then
+		if ok, err := q.RenewLease(ctx, bucket, c, time.Minute); err != nil || ok {
+			t.Fatalf("an expired lease renewed: %v %v", ok, err)
+		}
+		// Its holder's release still frees it (it is nobody else's).
+		if err := q.ReleaseLease(ctx, bucket, c); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := q.rdb.Exists(ctx, q.leaseKeys(bucket, 1)...).Result(); err != nil || n != 0 {
+			t.Fatalf("the expired lease's release left %d keys (%v)", n, err)
+		}
+		break
 	}
 
 	// max_in_flight = 2: two turns, not three.
