@@ -60,6 +60,7 @@ func (c *Config) normalizeAndValidate() []fieldErr {
 	}
 
 	errs = append(errs, c.checkHTTP()...)
+	errs = append(errs, c.checkFleet()...)
 
 	positive := func(key string, d Duration) {
 		if d.Duration <= 0 {

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,13 +72,16 @@ type Daemon struct {
 
 	sched *scheduler.Scheduler
 	// fleet is the connection to the fleet's Redis; nil on a single host.
-	fleet   *fleet.Client
-	cache   *cache.Cache
-	host    *pluginhost.Host
-	gw      *gateway.Gateway
-	metrics *metrics.Metrics
-	api     *api.Server
-	front   *api.Front
+	fleet *fleet.Client
+	// startFleet is the [fleet] section the daemon started with: fleet
+	// settings apply at start only.
+	startFleet config.Fleet
+	cache      *cache.Cache
+	host       *pluginhost.Host
+	gw         *gateway.Gateway
+	metrics    *metrics.Metrics
+	api        *api.Server
+	front      *api.Front
 	// memLimit is the soft memory limit in force (see setMemoryLimit).
 	memLimit atomic.Int64
 
@@ -119,7 +123,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	level.Set(cfg.Level())
-	d := &Daemon{opts: opts, log: log, level: level, started: time.Now()}
+	d := &Daemon{opts: opts, log: log, level: level, started: time.Now(), startFleet: cfg.Fleet}
 	d.setMemoryLimit(cfg)
 	d.cfg.Store(cfg)
 	d.cfgState = api.ConfigStatus{Path: cfg.Path, LoadedAt: time.Now(), Hash: config.Hash(raw), LastReloadOK: true, Warnings: d.configWarnings(cfg)}
@@ -459,6 +463,16 @@ func (d *Daemon) purgeOutdated(old, cfg *config.Config, specs []pluginhost.Spec)
 // rule, at every load, and returns it for status.
 func (d *Daemon) configWarnings(cfg *config.Config) []string {
 	w := cfg.Warnings()
+	if !cfg.Fleet.SameFleet(d.startFleet) {
+		// A reload cannot move a daemon into or out of a fleet: a
+		// user who added [fleet] and saw "reloaded" would believe the
+		// hosts share one quota while each still keeps its own.
+		now := "a single host"
+		if d.startFleet.Enabled() {
+			now = "fleet " + strconv.Quote(cmp.Or(d.startFleet.Name, "default"))
+		}
+		w = append(w, "[fleet] differs from the one this daemon started with; fleet settings apply at the next start only (until then it runs as "+now+"): restart sluiced")
+	}
 	for _, msg := range w {
 		d.log.Warn("config: "+msg, "path", cfg.Path)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/core/api"
 	"github.com/sluice-dev/sluice/internal/testenv"
 )
 
@@ -176,6 +177,37 @@ func TestVendorLimitRefusedUnlessAllowed(t *testing.T) {
 
 	// Back to the real figure: the warning goes.
 	env.WriteConfig(good)
+	testenv.Eventually(t, 10*time.Second, "the warning to clear", func() bool {
+		st, err := env.Client.Status(ctx)
+		return err == nil && st.Config.LastReloadOK && len(st.Config.Warnings) == 0
+	})
+}
+
+// TestFleetChangeNeedsRestart: a reload cannot move a running daemon into
+// (or out of) a fleet. A user who adds [fleet] and sees "reloaded" must be
+// told it still runs alone — its hosts would otherwise each keep their own
+// quota while the user believes they share one.
+func TestFleetChangeNeedsRestart(t *testing.T) {
+	t.Parallel()
+	env := testenv.Start(t, testenv.Options{})
+	ctx := testenv.Ctx(t, time.Minute)
+	// Never dialled: fleet settings apply at start only.
+	env.WriteConfig(env.ConfigText() + "\n[fleet]\nredis_url = \"redis://127.0.0.1:1/0\"\nname = \"later\"\n")
+	var st *api.Status
+	testenv.Eventually(t, 10*time.Second, "status to warn that [fleet] needs a restart", func() bool {
+		var err error
+		st, err = env.Client.Status(ctx)
+		return err == nil && st.Config.LastReloadOK && len(st.Config.Warnings) == 1 &&
+			strings.Contains(st.Config.Warnings[0], "[fleet]") && strings.Contains(st.Config.Warnings[0], "a single host")
+	})
+	if st.Fleet != nil {
+		t.Fatalf("status shows a fleet the daemon never joined: %+v", st.Fleet)
+	}
+	if text, code := ctl(t, env, "status"); code != 0 || !strings.Contains(text, "restart sluiced") {
+		t.Fatalf("sluicectl status (exit %d) does not say a restart is needed:\n%s", code, text)
+	}
+	// Back to the file it started with: the warning goes.
+	env.WriteConfig(env.ConfigText())
 	testenv.Eventually(t, 10*time.Second, "the warning to clear", func() bool {
 		st, err := env.Client.Status(ctx)
 		return err == nil && st.Config.LastReloadOK && len(st.Config.Warnings) == 0
