@@ -104,6 +104,11 @@ func TestFIFO(t *testing.T) {
 	s := newTestScheduler(t, Options{Margin: 5 * time.Millisecond})
 	mustConfigure(t, s, "b", Limit{Requests: 1, Window: 40 * time.Millisecond})
 	mustAcquire(t, s, "b") // fill the window so everyone below queues
+	// Hold the bucket while the waiters queue: on a starved machine,
+	// queueing eight callers one by one can take longer than the 45 ms
+	// span, and a waiter granted meanwhile would leave the queue shorter
+	// than waitQueued expects. The order is what is tested, not the pace.
+	s.Pause("b", time.Now().Add(3*time.Second), "test: hold while queueing")
 
 	const n = 8
 	chans := make([]<-chan result, n)
@@ -114,7 +119,7 @@ func TestFIFO(t *testing.T) {
 	}
 	var prev uint64
 	for i, ch := range chans {
-		r := receive(t, ch, 3*time.Second)
+		r := receive(t, ch, 10*time.Second)
 		if r.err != nil {
 			t.Fatalf("waiter %d: %v", i, r.err)
 		}
