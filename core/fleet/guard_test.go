@@ -152,11 +152,14 @@ func TestGuardRecordsTrimmed(t *testing.T) {
 	q, _ := newTestClient(t, "unit")
 	ctx := context.Background()
 	const n = 2*guardTrim + 10
+	const window = 200 * time.Millisecond
+	start := time.Now()
 	for i := range n {
-		if ok, _, _, err := q.ClaimGuard(ctx, "hellorf:old"+strconv.Itoa(i), 50*time.Millisecond, 0, false); err != nil || !ok {
+		if ok, _, _, err := q.ClaimGuard(ctx, "hellorf:old"+strconv.Itoa(i), window, 0, false); err != nil || !ok {
 			t.Fatalf("claim %d: %v %v", i, ok, err)
 		}
 	}
+	claimed := time.Since(start)
 	k := q.guardKeys()
 	count := func() (int64, int64) {
 		h, err1 := q.rdb.HLen(ctx, k[0]).Result()
@@ -166,8 +169,12 @@ func TestGuardRecordsTrimmed(t *testing.T) {
 		}
 		return h, z
 	}
-	if h, z := count(); h != n || z != n {
+	// All n are there while none has expired (on a machine too slow to
+	// make n claims in half a window, the first may be trimmed already).
+	if h, z := count(); claimed < window/2 && (h != n || z != n) {
 		t.Fatalf("%d records, %d expiries after %d claims", h, z, n)
+	} else if h != z {
+		t.Fatalf("%d records but %d expiries", h, z)
 	}
 	// Later claims (here repeats of one purchase, refused while it is in
 	// flight) delete the expired records, a bounded batch each.
