@@ -134,8 +134,10 @@ func (q *Client) ClaimGuard(ctx context.Context, name string, window, inFlight t
 	if err != nil {
 		return false, "", GuardRecord{}, fmt.Errorf("fleet: purchase guard: %w", err)
 	}
-	if ok, _ := res[0].(int64); ok == 1 {
-		return true, token, GuardRecord{}, nil
+	if len(res) > 0 {
+		if ok, _ := res[0].(int64); ok == 1 {
+			return true, token, GuardRecord{}, nil
+		}
 	}
 	if len(res) != 4 {
 		return false, "", GuardRecord{}, fmt.Errorf("fleet: purchase guard script answered %v", res)
