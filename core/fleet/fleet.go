@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -72,6 +73,9 @@ type Client struct {
 	epoch   string
 	runID   string
 	buckets []string // the buckets of the last beat, for Leave
+
+	// grantRuns counts grant scripts sent (tests measure round trips).
+	grantRuns atomic.Int64
 }
 
 // New connects to the fleet's Redis. It does not wait for Redis to answer:
@@ -133,11 +137,91 @@ func (q *Client) Close() error {
 
 // keys of one bucket, in one hash slot: its log, pause, sequence, epoch,
 // the limit the fleet keeps it to, and who holds which limit (holders:
-// member id → heartbeat expiry; held: member id → its limit).
+// member id → heartbeat expiry; held: member id → its limit), and its
+// queue (waiters: ticket → first ask; due: ticket → expiry; told: ticket →
+// the first slot it was told; delay: the answers' expected delay and the
+// waiters' lateness; see queueLua).
 func (q *Client) keys(bucket string) []string {
 	tag := "{" + q.prefix + ":" + bucket + "}"
-	return []string{tag + ":log", tag + ":pause", tag + ":seq", tag + ":epoch", tag + ":limit", tag + ":holders", tag + ":held"}
+	return []string{tag + ":log", tag + ":pause", tag + ":seq", tag + ":epoch", tag + ":limit", tag + ":holders", tag + ":held",
+		tag + ":waiters", tag + ":due", tag + ":delay", tag + ":told"}
 }
+
+// queueLua is shared by the grant and budget scripts: the fleet-wide FIFO
+// queue of a bucket's waiters, and the slot each place in it will get.
+//
+// A waiter that is refused holds a ticket: a member of the bucket's waiters
+// ZSET (KEYS[8], scored by its first ask) and of its due ZSET (KEYS[9],
+// scored by when the ticket expires: the slot it was told + grace). Only
+// the first free-slots places of the queue may be granted, so a waiter
+// told its slot sleeps once and asks once, instead of every waiter polling
+// the same next slot and all but one asking in vain; and waits are FIFO
+// across the fleet's members. A ticket its waiter does not renew by its
+// due time (a daemon killed, a caller gone) is trimmed here, so no key
+// needs a TTL (a volatile-lru policy never evicts the scheduler's keys).
+//
+// slots(K, …) is when places 0..K may be granted (n grants in the window,
+// the log's first off entries past it): place k needs its
+// (k+1)-th oldest grant in the window, counting the grants the places
+// ahead of it will make, to have left the span, and no pause or hold. A
+// grant whose answer has not come yet will be restamped later, to its
+// answer (see restampScript): its slot counts the fleet's expected
+// answer delay ex (KEYS[10]: an average and deviation of the restamps
+// seen, as TCP estimates its round trip), so its waiter does not wake
+// before the slot has moved and ask in vain; a place behind a grant not
+// made yet counts too how late a waiter is granted after the first slot
+// it was told, per grant not made yet that slot counted on (its timer,
+// its round trip, the errors of the places ahead), learnt the same way.
+var queueLua = `
+local function estimate(a, d)
+  a, d = tonumber(a), tonumber(d)
+  if not a then return 0 end
+  return a + 2 * d
+end
+-- expected returns how much later than its score a pending grant's slot
+-- comes (its answer's delay), and how much later than its told slot a
+-- waiter is granted (its wake-up and round trip) plus that.
+local function expected(span)
+  local est = redis.call('HMGET', KEYS[10], 'avg', 'dev', 'wavg', 'wdev')
+  local ans = math.min(math.floor(estimate(est[1], est[2])), math.floor(span / 2))
+  local wake = math.min(math.floor(estimate(est[3], est[4])), math.floor(span / 2))
+  return ans, ans + wake
+end
+-- learn feeds sample x into the estimate (average a, deviation d) in
+-- fields fa, fd of KEYS[10].
+local function learn(fa, fd, x)
+  local est = redis.call('HMGET', KEYS[10], fa, fd)
+  local a, d = tonumber(est[1]), tonumber(est[2])
+  if not a then
+    a, d = x, x / 2
+  else
+    d = d * 0.75 + math.abs(x - a) * 0.25
+    a = a * 0.875 + x * 0.125
+  end
+  redis.call('HSET', KEYS[10], fa, math.floor(a), fd, math.floor(d))
+end
+local function slots(K, n, limit, span, notBefore, off, ex, exf)
+  local s, lv = {}, {}
+  local lo, hi = math.max(0, n - limit), math.min(n - 1, n + K - limit)
+  local e = {}
+  if hi >= lo then e = redis.call('ZRANGE', KEYS[1], lo + off, hi + off, 'WITHSCORES') end
+  for j = 0, K do
+    local idx = n + j - limit
+    local at = notBefore
+    lv[j] = 1
+    if idx >= n then
+      at = s[idx - n] + exf + span
+      lv[j] = lv[idx - n] + 1
+    elseif idx >= 0 then
+      local name, score = e[2 * (idx - lo) + 1], tonumber(e[2 * (idx - lo) + 2])
+      at = score + span
+      if tonumber(string.match(name, '^(%d+)%-')) == score then at = at + ex end
+    end
+    s[j] = math.max(at, notBefore)
+  end
+  return s, lv
+end
+`
 
 // grantScript decides one grant. Window semantics are the scheduler's: a
 // grant at t needs fewer than limit grants in (t − span, t], span being
@@ -150,8 +234,8 @@ func (q *Client) keys(bucket string) []string {
 // forgotten grants, and at least one heartbeat for every live member to
 // notice the restart and write its pauses again (see Beat).
 // No key of the scheduler's has a TTL, so a maxmemory-policy of
-// volatile-lru (or noeviction) never evicts them; the log is trimmed at
-// every grant instead.
+// volatile-lru (or noeviction) never evicts them; the log and the queue
+// are trimmed at every grant instead.
 //
 // One limit: the bucket's limit key holds the limit the fleet keeps it to
 // ("requests/window µs"). A member asking with another limit is refused
@@ -162,16 +246,25 @@ func (q *Client) keys(bucket string) []string {
 // takes the one most live members hold (on a tie the stricter: the lower
 // rate, then the fewer requests).
 //
+// One queue: see queueLua. A refused asker with a ticket keeps (or takes)
+// its place unless the slot it would get is further than it will wait
+// (within ≥ 0), and is told that slot.
+//
 //	ARGV[1] limit, ARGV[2] span µs, ARGV[3] hold µs, ARGV[4] limit as
-//	"requests/window µs", ARGV[5] member id
-//	returns {1, t_us, member}, {0, wait_us, reason} or {-1, 0, fleet limit}
-var grantScript = redis.NewScript(`
+//	"requests/window µs", ARGV[5] member id, ARGV[6] ticket ("" none),
+//	ARGV[7] within µs (-1 unbounded), ARGV[8] grace µs
+//	returns {1, t_us, member, ...}, {0, wait_us, reason, ...} or
+//	{-1, 0, fleet limit, ...}, each followed by the budget a newcomer
+//	would see (remaining, reset µs), whether the asker holds a ticket
+//	(1/0) and how long the bucket is paused (µs, 0 when not)
+var grantScript = redis.NewScript(queueLua + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
 local span = tonumber(ARGV[2])
 local hold = tonumber(ARGV[3])
 local mine, me = ARGV[4], ARGV[5]
+local ticket, within, grace = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local function parse(l)
   local sep = string.find(l, '/', 1, true)
   return tonumber(string.sub(l, 1, sep - 1)), tonumber(string.sub(l, sep + 1))
@@ -182,13 +275,42 @@ local function stricter(a, b)
   if ra * wb ~= rb * wa then return ra * wb < rb * wa end
   return ra < rb
 end
+local function dequeue()
+  if ticket ~= '' then
+    redis.call('ZREM', KEYS[8], ticket)
+    redis.call('ZREM', KEYS[9], ticket)
+    redis.call('HDEL', KEYS[11], ticket)
+  end
+end
+-- Tickets not renewed in time: their waiters are gone.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', '(' .. now)) do
+  redis.call('ZREM', KEYS[8], id)
+  redis.call('ZREM', KEYS[9], id)
+  redis.call('HDEL', KEYS[11], id)
+end
+-- refuse tells the asker to wait w µs, holding its place in the queue
+-- unless it will not wait that long.
+local function refuse(w, reason, rem, reset, paused, levels)
+  if ticket == '' then return {0, w, reason, rem, reset, 0, paused} end
+  if within >= 0 and w > within then
+    dequeue()
+    return {0, w, reason, rem, reset, 0, paused}
+  end
+  if redis.call('ZADD', KEYS[8], 'NX', now, ticket) == 1 and levels > 0 then
+    -- The first slot told, and how many grants not made yet it counts
+    -- on: how late the waiter is granted after it is learnt at its grant.
+    redis.call('HSET', KEYS[11], ticket, string.format('%.0f', now + w) .. ':' .. levels)
+  end
+  redis.call('ZADD', KEYS[9], now + w + grace, ticket)
+  return {0, w, reason, rem, reset, 1, paused}
+end
 local ep = redis.call('GET', KEYS[4])
 if not ep then
   redis.call('SET', KEYS[4], now)
   ep = now
 end
 ep = tonumber(ep)
-if now < ep + hold then return {0, ep + hold - now, 'fleet store (re)started empty: holding one window'} end
+if now < ep + hold then return refuse(ep + hold - now, 'fleet store (re)started empty: holding one window', 0, ep + hold - now, 0, 0) end
 local stored = redis.call('GET', KEYS[5])
 if stored ~= mine then
   local live = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. now, '+inf')
@@ -209,7 +331,10 @@ if stored ~= mine then
       end
     end
   end
-  if stored and storedHeld then return {-1, 0, stored} end
+  if stored and storedHeld then
+    dequeue()
+    return {-1, 0, stored, 0, 0, 0, 0}
+  end
   if not stored then
     stored = mine
     for _, l in ipairs(order) do
@@ -219,23 +344,54 @@ if stored ~= mine then
     stored = mine
   end
   redis.call('SET', KEYS[5], stored)
-  if stored ~= mine then return {-1, 0, stored} end
+  if stored ~= mine then
+    dequeue()
+    return {-1, 0, stored, 0, 0, 0, 0}
+  end
 end
+local notBefore, why = now, nil
 local p = redis.call('GET', KEYS[2])
 if p then
   local sep = string.find(p, '|', 1, true)
   local pu = tonumber(string.sub(p, 1, sep - 1))
-  if pu > now then return {0, pu - now, 'paused: ' .. string.sub(p, sep + 1)} end
+  if pu > now then notBefore, why = pu, 'paused: ' .. string.sub(p, sep + 1) end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)
 local n = redis.call('ZCARD', KEYS[1])
-if n >= limit then
-  local e = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
-  return {0, tonumber(e[2]) + span - now, 'full'}
+local q = redis.call('ZCARD', KEYS[8])
+local k = nil
+if ticket ~= '' then k = redis.call('ZRANK', KEYS[8], ticket) end
+if not k then k = q end
+if notBefore == now and k < limit - n then
+  if ticket ~= '' then
+    -- How late after the first slot it was told this waiter is
+    -- granted, per grant that slot counted on.
+    local told = redis.call('HGET', KEYS[11], ticket)
+    if told then
+      local sep = string.find(told, ':', 1, true)
+      local at, levels = tonumber(string.sub(told, 1, sep - 1)), tonumber(string.sub(told, sep + 1))
+      learn('wavg', 'wdev', math.max(0, now - at) / levels)
+    end
+  end
+  dequeue()
+  local member = string.format('%.0f', now) .. '-' .. redis.call('INCR', KEYS[3])
+  redis.call('ZADD', KEYS[1], now, member)
+  n = n + 1
+  q = redis.call('ZCARD', KEYS[8])
+  local rem = math.max(0, limit - n - q)
+  local reset = 0
+  if rem == 0 then local ex, exf = expected(span)
+    reset = slots(q, n, limit, span, now, 0, ex, exf)[q] - now end
+  return {1, now, member, rem, reset, 0, 0}
 end
-local member = now .. '-' .. redis.call('INCR', KEYS[3])
-redis.call('ZADD', KEYS[1], now, member)
-return {1, now, member}
+-- Refused: the asker is (or would be) at place k, a newcomer behind all.
+local behind = q
+if k == q and ticket ~= '' then behind = q + 1 end
+local ex, exf = expected(span)
+local s, lv = slots(math.max(k, behind), n, limit, span, notBefore, 0, ex, exf)
+local levels = lv[k]
+if why then levels = 0 end
+return refuse(s[k] - now, why or 'full', 0, s[behind] - now, notBefore - now, levels)
 `)
 
 // pauseScript extends a bucket's pause (never shortens it). The pause is
@@ -258,44 +414,96 @@ return 1
 `)
 
 // restampScript moves a grant later (only later) to when its answer came.
+// The first restamp of a grant (its score still the time in its name)
+// feeds the fleet's estimate of the answers' delay (see queueLua).
 //
 //	ARGV[1] member, ARGV[2] new score µs
-var restampScript = redis.NewScript(`
-return redis.call('ZADD', KEYS[1], 'XX', 'GT', tonumber(ARGV[2]), ARGV[1])
+var restampScript = redis.NewScript(queueLua + `
+local to = tonumber(ARGV[2])
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local r = redis.call('ZADD', KEYS[1], 'XX', 'GT', to, ARGV[1])
+if old and tonumber(string.match(ARGV[1], '^(%d+)%-')) == tonumber(old) and to > tonumber(old) then
+  learn('avg', 'dev', to - tonumber(old))
+end
+return r
 `)
 
-// Grant implements scheduler.Shared.
+// ticketGrace is how long past the slot it was told a waiter's ticket
+// lives without being renewed: long enough for a starved process's late
+// timer, short enough that a waiter that died holds the queue only
+// briefly (its place, not the bucket: grants are never lost, only slowed).
+const ticketGrace = 2 * time.Second
+
+// Grant asks for one grant without a place in the fleet's queue (a
+// newcomer behind every waiter); see GrantQueued.
 func (q *Client) Grant(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration) (scheduler.SharedGrant, error) {
+	return q.GrantQueued(ctx, bucket, l, span, "", -1)
+}
+
+// GrantQueued implements scheduler.Shared.
+func (q *Client) GrantQueued(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration, ticket string, within time.Duration) (scheduler.SharedGrant, error) {
 	sent := time.Now()
 	hold := max(span, q.restartHold)
+	if ticket != "" {
+		ticket = q.me.ID + ":" + ticket // unique in the fleet
+	}
+	w := int64(-1)
+	if within >= 0 {
+		w = within.Microseconds()
+	}
+	q.grantRuns.Add(1)
 	res, err := grantScript.Run(ctx, q.rdb, q.keys(bucket), l.Requests, span.Microseconds(), hold.Microseconds(),
-		encodeLimit(l), q.me.ID).Slice()
+		encodeLimit(l), q.me.ID, ticket, w, ticketGrace.Microseconds()).Slice()
 	if err != nil {
 		return scheduler.SharedGrant{}, fmt.Errorf("fleet: %w", err)
 	}
 	back := time.Now()
-	if len(res) != 3 {
+	if len(res) != 7 {
 		return scheduler.SharedGrant{}, fmt.Errorf("fleet: grant script answered %v", res)
 	}
 	ok, _ := res[0].(int64)
 	v, _ := res[1].(int64)
 	s, _ := res[2].(string)
+	rem, _ := res[3].(int64)
+	reset, _ := res[4].(int64)
+	queued, _ := res[5].(int64)
+	paused, _ := res[6].(int64)
 	if ok == -1 {
 		fl, err := decodeLimit(s)
 		if err != nil {
 			return scheduler.SharedGrant{}, fmt.Errorf("fleet: bucket %s: %w", bucket, err)
 		}
 		return scheduler.SharedGrant{Mismatch: true, FleetLimit: fl, Wait: BeatEvery,
-			Reason: fmt.Sprintf("this member's limit %s differs from the fleet's %s", limitText(l), limitText(fl))}, nil
+			Reason:  fmt.Sprintf("this member's limit %s differs from the fleet's %s", limitText(l), limitText(fl)),
+			Budget:  true,
+			ResetIn: BeatEvery}, nil
 	}
+	g := scheduler.SharedGrant{Budget: true, Remaining: int(rem), ResetIn: time.Duration(reset) * time.Microsecond}
 	if ok != 1 {
-		return scheduler.SharedGrant{Wait: time.Duration(v) * time.Microsecond, Reason: s}, nil
+		g.Wait, g.Reason, g.Queued = time.Duration(v)*time.Microsecond, s, queued == 1
+		g.PausedFor = time.Duration(paused) * time.Microsecond
+		return g, nil
 	}
 	// The grant's time on the fleet's clock, and the offset that maps
 	// this host's clock onto it (taken at the middle of the round trip).
 	at := time.UnixMicro(v)
 	local := sent.Add(back.Sub(sent) / 2)
-	return scheduler.SharedGrant{Granted: true, At: at, Offset: at.Sub(local), Member: s}, nil
+	g.Granted, g.At, g.Offset, g.Member = true, at, at.Sub(local), s
+	return g, nil
+}
+
+// Dequeue implements scheduler.Shared: a waiter that gave up leaves the
+// fleet's queue (else its ticket would hold the place until it expired).
+func (q *Client) Dequeue(ctx context.Context, bucket, ticket string) error {
+	k := q.keys(bucket)
+	ticket = q.me.ID + ":" + ticket
+	pipe := q.rdb.TxPipeline()
+	pipe.ZRem(ctx, k[7], ticket)
+	pipe.ZRem(ctx, k[8], ticket)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("fleet: dequeue: %w", err)
+	}
+	return nil
 }
 
 // Pause implements scheduler.Shared.
@@ -319,30 +527,40 @@ func (q *Client) Restamp(ctx context.Context, bucket, member string, to time.Tim
 	return nil
 }
 
-// budgetScript reads a bucket's budget without granting.
+// budgetScript reads a bucket's budget without granting: what a newcomer
+// would see (behind every live ticket of the queue).
 //
 //	ARGV[1] limit, ARGV[2] span µs; returns {remaining, reset µs}
-var budgetScript = redis.NewScript(`
+var budgetScript = redis.NewScript(queueLua + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
 local span = tonumber(ARGV[2])
+local notBefore = now
 local p = redis.call('GET', KEYS[2])
 if p then
   local pu = tonumber(string.sub(p, 1, string.find(p, '|', 1, true) - 1))
-  if pu > now then return {0, pu - now} end
+  if pu > now then notBefore = pu end
 end
 local n = redis.call('ZCOUNT', KEYS[1], '(' .. (now - span), '+inf')
-if n < limit then return {limit - n, 0} end
-local e = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - span), '+inf', 'WITHSCORES', 'LIMIT', n - limit, 1)
-return {0, tonumber(e[2]) + span - now}
+local q = redis.call('ZCOUNT', KEYS[9], now, '+inf')
+if notBefore == now and n + q < limit then return {limit - n - q, 0} end
+-- Entries past the span are still in the log (this script writes
+-- nothing): slots skips them.
+local ex, exf = expected(span)
+local s = slots(q, n, limit, span, notBefore, redis.call('ZCARD', KEYS[1]) - n, ex, exf)
+return {0, s[q] - now}
 `)
 
-// Budget implements scheduler.Shared: the fleet's remaining budget.
+// Budget implements scheduler.Shared: the fleet's remaining budget, as a
+// newcomer would see it.
 func (q *Client) Budget(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration) (remaining int, reset time.Duration, err error) {
 	res, err := budgetScript.Run(ctx, q.rdb, q.keys(bucket), l.Requests, span.Microseconds()).Int64Slice()
-	if err != nil || len(res) != 2 {
-		return 0, 0, fmt.Errorf("fleet: budget: %v", err)
+	if err != nil {
+		return 0, 0, fmt.Errorf("fleet: budget: %w", err)
+	}
+	if len(res) != 2 {
+		return 0, 0, fmt.Errorf("fleet: budget script answered %v", res)
 	}
 	return int(res[0]), time.Duration(res[1]) * time.Microsecond, nil
 }

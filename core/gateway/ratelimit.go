@@ -35,7 +35,16 @@ const rateLimitTTL = 50 * time.Millisecond
 
 // rateLines memoises each bucket's rendered header lines.
 type rateLines struct {
-	m sync.Map // bucket → *atomic.Pointer[rateReading]
+	m sync.Map // bucket → *rateMemo
+}
+
+// rateMemo is one bucket's reading. mu makes its refresh single-flight:
+// concurrent hits past the reading's TTL refresh it once, the others
+// serve the reading they have (before: every one of them read the
+// budget, in fleet mode a Redis round trip each).
+type rateMemo struct {
+	p  atomic.Pointer[rateReading]
+	mu sync.Mutex
 }
 
 type rateReading struct {
@@ -52,18 +61,37 @@ func (g *Gateway) rateLimitLines(bucket string, now time.Time) []byte {
 	}
 	v, ok := g.rates.m.Load(bucket)
 	if !ok {
-		v, _ = g.rates.m.LoadOrStore(bucket, new(atomic.Pointer[rateReading]))
+		v, _ = g.rates.m.LoadOrStore(bucket, new(rateMemo))
 	}
-	p := v.(*atomic.Pointer[rateReading])
-	if r := p.Load(); r != nil && now.Sub(r.at) < rateLimitTTL {
-		return r.lines
+	m := v.(*rateMemo)
+	old := m.p.Load()
+	if old != nil && now.Sub(old.at) < rateLimitTTL {
+		return old.lines
+	}
+	if !m.mu.TryLock() {
+		if old != nil {
+			// Another caller is refreshing it: this one serves the
+			// last reading rather than wait or read again.
+			return old.lines
+		}
+		// The first reading: wait for it (cheap: Budget never waits
+		// on Redis).
+		m.mu.Lock()
+		if r := m.p.Load(); r != nil {
+			m.mu.Unlock()
+			return r.lines
+		}
+	}
+	defer m.mu.Unlock()
+	if r := m.p.Load(); r != old && r != nil {
+		return r.lines // refreshed meanwhile
 	}
 	b, ok := (*fp)(bucket)
 	if !ok {
 		return nil
 	}
 	r := &rateReading{at: now, lines: renderRateLimit(bucket, b)}
-	p.Store(r)
+	m.p.Store(r)
 	return r.lines
 }
 

@@ -55,8 +55,11 @@ type bucket struct {
 	// written back if Redis forgets it).
 	fleetPausedUntil time.Time
 	fleetPauseReason string
-	released         uint64 // grants given back unused (Scheduler.Release)
-	closed           bool
+	// reading is the fleet's budget as last read (fleet mode; see
+	// Scheduler.fleetBudget).
+	reading  fleetReading
+	released uint64 // grants given back unused (Scheduler.Release)
+	closed   bool
 	// savedRetain and savedCap are the retain and cap last recorded in the
 	// persister, so a retain record is written only when they change.
 	savedRetain time.Duration

@@ -194,6 +194,11 @@ type Scheduler struct {
 	beatCh   chan struct{}
 	beatDone chan struct{}
 	forgot   atomic.Uint64
+	// tickets numbers this scheduler's places in its fleet's queues.
+	tickets atomic.Uint64
+	// stopCtx ends when the scheduler closes (background fleet reads).
+	stopCtx  context.Context
+	stopDone context.CancelFunc
 
 	// mu guards the fields below. Lock order: s.mu, then bucket.mu, then
 	// persister.mu; never the reverse.
@@ -226,6 +231,7 @@ func New(opts Options) (*Scheduler, error) {
 		kickCh:  make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
+	s.stopCtx, s.stopDone = context.WithCancel(context.Background())
 	if opts.wallClock != nil {
 		s.wallNow = opts.wallClock
 	}
@@ -668,6 +674,7 @@ func (s *Scheduler) Close() error {
 	}
 	s.closed = true
 	close(s.stop)
+	s.stopDone()
 	bs := make([]*bucket, 0, len(s.buckets))
 	for _, b := range s.buckets {
 		bs = append(bs, b)
@@ -733,17 +740,9 @@ func (s *Scheduler) Budget(name string) (Budget, bool) {
 		return Budget{}, false
 	}
 	if s.shared != nil {
-		// The fleet's budget, not this member's share of it.
-		b.mu.Lock()
-		l, span := b.limit, b.span()
-		b.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
-		defer cancel()
-		rem, reset, err := s.shared.Budget(ctx, name, l, span)
-		if err != nil {
-			return Budget{Limit: l, Reset: retryEvery}, true
-		}
-		return Budget{Limit: l, Remaining: rem, Reset: reset}, true
+		// The fleet's budget, not this member's share of it, as last
+		// read: never waiting on Redis.
+		return s.fleetBudget(b), true
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -16,15 +16,24 @@ import (
 // limits when the fleet cannot be reached: that is exactly the ban the
 // fleet exists to prevent.
 type Shared interface {
-	// Grant grants one request in bucket if the fleet's window (span =
-	// Window + margin) and pause allow it now, else says how long to wait.
-	Grant(ctx context.Context, bucket string, l Limit, span time.Duration) (SharedGrant, error)
+	// GrantQueued grants one request in bucket if the fleet's window
+	// (span = Window + margin), pause and queue allow it now, else says
+	// how long to wait. A waiter asks with the same ticket (unique to this
+	// scheduler) each time: the fleet keeps its place in a FIFO queue of
+	// waiters and tells it the slot that place will get, unless that is
+	// further than within (≥ 0; negative: no bound). "" asks without a
+	// place (a newcomer behind every waiter, not queued).
+	GrantQueued(ctx context.Context, bucket string, l Limit, span time.Duration, ticket string, within time.Duration) (SharedGrant, error)
+	// Dequeue gives up ticket's place in the queue (a waiter that stops
+	// waiting).
+	Dequeue(ctx context.Context, bucket, ticket string) error
 	Pause(ctx context.Context, bucket string, until time.Time, reason string) error
 	// Restamp moves a grant later, to when its answer arrived.
 	Restamp(ctx context.Context, bucket, member string, to time.Time) error
 	// Release forgets a grant that was never sent.
 	Release(ctx context.Context, bucket, member string) error
-	// Budget reads the fleet's remaining budget without granting.
+	// Budget reads the fleet's remaining budget without granting (what a
+	// newcomer would see).
 	Budget(ctx context.Context, bucket string, l Limit, span time.Duration) (remaining int, reset time.Duration, err error)
 	// Beat is this member's heartbeat: it publishes the limits it keeps
 	// each bucket to (a bucket whose limit differs from the fleet's is
@@ -72,6 +81,18 @@ type SharedGrant struct {
 	// granted until the configs agree.
 	Mismatch   bool
 	FleetLimit Limit
+	// Queued: the asker holds a place in the fleet's queue (its ticket);
+	// it must ask again with it, or Dequeue it.
+	Queued bool
+	// PausedFor is how long the fleet's pause lasts, when Reason names
+	// one (Wait may be longer: the places ahead come first).
+	PausedFor time.Duration
+	// Budget: Remaining and ResetIn are the bucket's budget as a newcomer
+	// would see it once this answer was decided (every answer of the
+	// fleet carries it, so a miss needs no budget read of its own).
+	Budget    bool
+	Remaining int
+	ResetIn   time.Duration
 }
 
 // ErrFleetUnreachable is matched by the error of an Acquire the fleet
@@ -126,17 +147,27 @@ type sharedRef struct {
 // that does not answer must fail the call promptly.
 const sharedTimeout = 2 * time.Second
 
-// acquireShared is Acquire in fleet mode: the fleet decides; waiting
-// callers sleep until the next slot it names (with jitter, so the fleet's
-// daemons do not all ask at once) and ask again.
+// acquireShared is Acquire in fleet mode: the fleet decides. A waiting
+// caller holds a place in the fleet's FIFO queue (a ticket), is told the
+// slot its place will get, sleeps until then and asks once more; a caller
+// that gives up leaves the queue (off its path).
 func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, maxWait time.Duration) (Grant, error) {
 	start := time.Now()
 	lateInARow := 0
+	ticket := strconv.FormatUint(s.tickets.Add(1), 36)
+	queued := false
+	// giveUp leaves the queue when the caller stops waiting.
+	giveUp := func(err error) (Grant, error) {
+		if queued {
+			s.sharedAsync(func(ctx context.Context) error { return s.shared.Dequeue(ctx, name, ticket) })
+		}
+		return Grant{}, err
+	}
 	for {
 		b.mu.Lock()
 		if b.closed {
 			b.mu.Unlock()
-			return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, ErrClosed)
+			return giveUp(fmt.Errorf("scheduler: acquire %q: %w", name, ErrClosed))
 		}
 		l, span, margin := b.limit, b.span(), s.marginNow()
 		pausedFor := time.Until(b.pausedUntil)
@@ -145,34 +176,51 @@ func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, m
 		var g SharedGrant
 		if pausedFor > 0 {
 			// This daemon's own pause (its Redis write may have failed).
-			g = SharedGrant{Wait: pausedFor, Reason: "paused"}
+			g = SharedGrant{Wait: pausedFor, Reason: "paused", Queued: queued}
 		} else if err := s.seedShared(ctx, b, name); err != nil {
 			if ctx.Err() != nil {
-				return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, ctx.Err())
+				return giveUp(fmt.Errorf("scheduler: acquire %q: %w", name, ctx.Err()))
 			}
-			return Grant{}, &FleetError{Bucket: name, RetryAfter: retryEvery, Err: err}
+			return giveUp(&FleetError{Bucket: name, RetryAfter: retryEvery, Err: err})
 		} else {
+			// How long this caller will still wait, for the fleet's queue:
+			// a place whose slot is further is not taken.
+			within := time.Duration(-1)
+			switch {
+			case maxWait < 0:
+				within = 0
+			case maxWait > 0:
+				within = max(0, time.Until(start.Add(maxWait).Add(deadlineSlack)))
+			}
 			rctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 			var err error
-			g, err = s.shared.Grant(rctx, name, l, span)
+			g, err = s.shared.GrantQueued(rctx, name, l, span, ticket, within)
 			cancel()
 			if err != nil {
 				if ctx.Err() != nil {
-					return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, ctx.Err())
+					return giveUp(fmt.Errorf("scheduler: acquire %q: %w", name, ctx.Err()))
 				}
-				return Grant{}, &FleetError{Bucket: name, RetryAfter: retryEvery, Err: err}
+				return giveUp(&FleetError{Bucket: name, RetryAfter: retryEvery, Err: err})
+			}
+			if g.Budget {
+				b.noteFleetBudget(g.Remaining, g.ResetIn)
 			}
 		}
+		queued = g.Queued
 		if g.Mismatch {
-			return Grant{}, &LimitMismatchError{Bucket: name, Mine: l, Fleet: g.FleetLimit, RetryAfter: max(g.Wait, retryEvery)}
+			return giveUp(&LimitMismatchError{Bucket: name, Mine: l, Fleet: g.FleetLimit, RetryAfter: max(g.Wait, retryEvery)})
 		}
 		if !g.Granted && strings.HasPrefix(g.Reason, "paused: ") {
 			// Another member's pause: held here too, in memory, so this
 			// member writes it again if the store forgets it while the
 			// member that saw it is gone (see republish). Counted from
 			// after the answer, so it ends here no earlier than there.
+			pause := g.PausedFor
+			if pause <= 0 {
+				pause = g.Wait
+			}
 			b.mu.Lock()
-			if until := time.Now().Add(g.Wait); until.After(b.fleetPausedUntil) {
+			if until := time.Now().Add(pause); until.After(b.fleetPausedUntil) {
 				b.fleetPausedUntil, b.fleetPauseReason = until, strings.TrimPrefix(g.Reason, "paused: ")
 			}
 			b.mu.Unlock()
@@ -225,20 +273,16 @@ func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, m
 		}
 		now := time.Now()
 		if maxWait < 0 || (maxWait > 0 && now.Add(g.Wait).After(start.Add(maxWait).Add(deadlineSlack))) {
-			return Grant{}, &BudgetError{Bucket: name, RetryAfter: roundUp(g.Wait),
-				Reason: fmt.Sprintf("fleet limit %d per %s plus %s margin: %s", l.Requests, l.Window, margin, g.Reason)}
+			return giveUp(&BudgetError{Bucket: name, RetryAfter: roundUp(g.Wait),
+				Reason: fmt.Sprintf("fleet limit %d per %s plus %s margin: %s", l.Requests, l.Window, margin, g.Reason)})
 		}
-		// Up to a tenth more, so the fleet's waiters spread out, but
-		// never past the caller's deadline.
-		wait := g.Wait + time.Duration(rand.Int64N(int64(g.Wait/10)+1))
-		if maxWait > 0 {
-			wait = min(wait, max(g.Wait, time.Until(start.Add(maxWait))))
-		}
-		t := time.NewTimer(wait)
+		// The slot named is this caller's own place in the fleet's queue:
+		// no jitter is needed to keep waiters from asking at once.
+		t := time.NewTimer(g.Wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, ctx.Err())
+			return giveUp(fmt.Errorf("scheduler: acquire %q: %w", name, ctx.Err()))
 		case <-t.C:
 		}
 	}
@@ -425,4 +469,74 @@ func (s *Scheduler) Limits() map[string]Limit {
 		b.mu.Unlock()
 	}
 	return out
+}
+
+// Budget readings in fleet mode. A cache hit's RateLimit headers must
+// never wait on Redis (a busy or unreachable Redis would make every hit
+// wait for its timeout), so Budget answers from the bucket's last reading
+// and refreshes it in the background, one refresh per bucket at a time,
+// when it is older than budgetFresh and asked for. Every answer of the
+// fleet's grant script carries the budget too, so misses refresh it for
+// free.
+const (
+	// budgetFresh is how old a reading may be before a Budget call asks
+	// for a new one (the gateway's own reading lasts as long).
+	budgetFresh = 50 * time.Millisecond
+	// budgetTrusted is how old a reading may be and still be reported:
+	// past it (Redis slow or unreachable), Budget says nothing is left
+	// and to look again in retryEvery, the answer a miss would get.
+	budgetTrusted = time.Second
+)
+
+// fleetReading is a bucket's last reading of its fleet budget.
+type fleetReading struct {
+	at         time.Time // zero: never read
+	remaining  int
+	reset      time.Duration
+	failed     bool // the last refresh failed
+	refreshing bool
+}
+
+// noteFleetBudget records a reading the fleet sent.
+func (b *bucket) noteFleetBudget(remaining int, reset time.Duration) {
+	b.mu.Lock()
+	b.reading.at, b.reading.remaining, b.reading.reset, b.reading.failed = time.Now(), remaining, reset, false
+	b.mu.Unlock()
+}
+
+// fleetBudget is Budget in fleet mode: it never waits on Redis.
+func (s *Scheduler) fleetBudget(b *bucket) Budget {
+	now := time.Now()
+	b.mu.Lock()
+	l, span := b.limit, b.span()
+	r := b.reading
+	refresh := !r.refreshing && !b.closed && now.Sub(r.at) >= budgetFresh
+	if refresh {
+		b.reading.refreshing = true
+	}
+	b.mu.Unlock()
+	if refresh {
+		go s.refreshBudget(b, l, span)
+	}
+	age := now.Sub(r.at)
+	if r.at.IsZero() || r.failed || age > budgetTrusted {
+		// Nothing known for sure: say nothing is left, conservatively.
+		return Budget{Limit: l, Reset: retryEvery}
+	}
+	return Budget{Limit: l, Remaining: r.remaining, Reset: max(0, r.reset-age)}
+}
+
+// refreshBudget reads b's fleet budget into its reading.
+func (s *Scheduler) refreshBudget(b *bucket, l Limit, span time.Duration) {
+	ctx, cancel := context.WithTimeout(s.stopCtx, sharedTimeout)
+	rem, reset, err := s.shared.Budget(ctx, b.name, l, span)
+	cancel()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reading.refreshing = false
+	if err != nil {
+		b.reading.failed = true
+		return
+	}
+	b.reading.at, b.reading.remaining, b.reading.reset, b.reading.failed = time.Now(), rem, reset, false
 }

@@ -377,3 +377,72 @@ func TestFleetMemberKilledMidBurst(t *testing.T) {
 	}
 	assertArrivalWindows(t, sim.RequestLog(ineosim.ServiceSpotify), lim)
 }
+
+// TestFleetHitsWhileRedisPaused: a cache hit never waits on Redis. While
+// the fleet's Redis answers nothing (CLIENT PAUSE: a busy server, or a
+// network dropping packets, unlike a killed server on a Unix socket, which
+// refuses connections at once), hits on a member are served promptly,
+// RateLimit headers included, by concurrent callers, throughout; a miss
+// still fails closed (503 fleet_unreachable, nothing sent). Before: the
+// headers' budget was read from Redis on the hit's path, and every hit
+// past the 50 ms reading waited for the fleet client's 1 s timeout.
+func TestFleetHitsWhileRedisPaused(t *testing.T) {
+	t.Parallel()
+	lim := ineosim.Limit{Requests: 6, Window: 2 * time.Second}
+	rd, sim, envs := startFleet(t, 1, lim)
+	c := envs[0].Client
+	ctx := testenv.Ctx(t, 2*time.Minute)
+	const n = 4
+	for i := range n {
+		if err := fleetTrack(ctx, t, c, trackID(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := sim.Requests(ineosim.ServiceSpotify)
+
+	const pause = 3 * time.Second
+	// A guarantee about not waiting on Redis (its client's timeout is
+	// 1 s), not a speed test: a hit may take anything short of it.
+	const bound = pause / 4
+	rd.Pause(pause)
+	paused := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var slowest time.Duration
+	hits := 0
+	for w := range n {
+		wg.Go(func() {
+			for time.Since(paused) < pause-500*time.Millisecond {
+				start := time.Now()
+				r, err := track(ctx, c, trackID(w), nil)
+				d := time.Since(start)
+				if err != nil || r.Status != 200 {
+					t.Errorf("hit while Redis is paused: %v", err)
+					return
+				}
+				if r.Header.Get("RateLimit") == "" {
+					t.Errorf("hit without RateLimit headers: %v", r.Header)
+				}
+				mu.Lock()
+				hits++
+				slowest = max(slowest, d)
+				mu.Unlock()
+			}
+		})
+	}
+	var missErr error
+	wg.Go(func() {
+		_, missErr = track(ctx, c, trackID(900), http.Header{"Sluice-Max-Wait": {"20s"}})
+	})
+	wg.Wait()
+	if p := spProblem(missErr); p == nil || p.Status != http.StatusServiceUnavailable || p.Reason != problem.ReasonFleetUnreachable {
+		t.Errorf("miss while Redis is paused: %v, want 503 fleet_unreachable", missErr)
+	}
+	t.Logf("%d hits while Redis was paused, the slowest %s", hits, slowest.Round(time.Microsecond))
+	if slowest >= bound {
+		t.Errorf("a hit took %s while Redis was paused (%s): it waited on Redis", slowest.Round(time.Millisecond), pause)
+	}
+	if got := sim.Requests(ineosim.ServiceSpotify); got != before {
+		t.Fatalf("%d upstream requests while the fleet's store did not answer", got-before)
+	}
+}

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -83,4 +84,26 @@ func (r *Redis) Kill() {
 	<-r.done
 	r.cmd = nil
 	_ = os.Remove(r.Socket)
+}
+
+// Pause makes the server answer no client for d (CLIENT PAUSE … ALL): a
+// Redis that is busy, or a network that drops packets rather than refusing
+// connections, which a killed server on a Unix socket does at once. It
+// returns once the pause is in force.
+func (r *Redis) Pause(d time.Duration) {
+	r.t.Helper()
+	c, err := net.Dial("unix", r.Socket)
+	if err != nil {
+		r.t.Fatalf("redis pause: %v", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "CLIENT PAUSE %d ALL\r\n", d.Milliseconds()); err != nil {
+		r.t.Fatalf("redis pause: %v", err)
+	}
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "+OK\r\n" {
+		r.t.Fatalf("redis pause: answered %q, %v", buf[:n], err)
+	}
 }
