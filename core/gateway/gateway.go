@@ -635,13 +635,20 @@ func (g *Gateway) stale(key, provider string, cc cacheControl) (*cache.Entry, bo
 
 // exhausted reports whether err means no fresh answer can be had within
 // the caller's max wait for budget reasons: a bucket paused or full past
-// the wait (429), or held because grants cannot be recorded.
+// the wait (429), or held because grants cannot be recorded (a state that
+// cannot be written, a fleet store that does not answer) or because this
+// member's limit differs from its fleet's. Each is a hold that sends
+// nothing; a stale answer the caller or config accepts beats a refusal.
 func exhausted(err error) bool {
 	var p *problem.Problem
 	if !errors.As(err, &p) {
 		return false
 	}
-	return p.Status == http.StatusTooManyRequests || p.Reason == problem.ReasonStateUnwritable || p.Reason == problem.ReasonFleetUnreachable
+	switch p.Reason {
+	case problem.ReasonStateUnwritable, problem.ReasonFleetUnreachable, problem.ReasonFleetLimitMismatch:
+		return true
+	}
+	return p.Status == http.StatusTooManyRequests
 }
 
 // writeStale serves a stale answer with RFC 9211's negative ttl.
