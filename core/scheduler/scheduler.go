@@ -733,7 +733,10 @@ type Budget struct {
 	Reset time.Duration
 }
 
-// Budget reports name's budget; false for an unknown bucket.
+// Budget reports name's budget; false for an unknown bucket. It never
+// waits on the fleet's Redis: in fleet mode it answers from the bucket's
+// last reading (see fleetBudget), and says nothing is left, to look again
+// in a second, when no recent reading is trusted.
 func (s *Scheduler) Budget(name string) (Budget, bool) {
 	b, err := s.lookup(name)
 	if err != nil {
