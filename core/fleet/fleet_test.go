@@ -82,9 +82,10 @@ func TestQuotaWindow(t *testing.T) {
 
 // TestFleetQueue: a burst of closed-loop callers on three schedulers
 // sharing one Redis, at a small limit. Each caller's place in the fleet's
-// queue is told the slot it will get, so it sleeps once and asks once: at
-// most 2 grant scripts per grant on average (before: every waiter polled
-// the same next slot, ~8–16 per grant). Grants follow arrival (a caller
+// queue is told the slot it will get, so it sleeps once and asks once,
+// save when the slot moved meanwhile: ~2.5 grant scripts per grant here,
+// asserted ≤ 3.5 (before: every waiter polled the same next slot, ~4.8
+// here, 8–16 in bench row 7). Grants follow arrival (a caller
 // that began asking well before another is not granted after it), the
 // callers' mean waits agree, and no window holds more than the limit.
 func TestFleetQueue(t *testing.T) {
@@ -157,8 +158,8 @@ func TestFleetQueue(t *testing.T) {
 	}
 	perGrant := float64(runs()-before) / float64(len(asks))
 	t.Logf("%d grants, %.2f grant scripts per grant", len(asks), perGrant)
-	if perGrant > 3 {
-		t.Errorf("%.2f grant scripts per grant, want at most 3", perGrant)
+	if perGrant > 3.5 {
+		t.Errorf("%.2f grant scripts per grant, want at most 3.5 (a queued caller needs 2: the ask that queues it and the one at its slot)", perGrant)
 	}
 
 	// No more than the limit in any window, as handed out (a grant is
