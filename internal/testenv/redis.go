@@ -1,9 +1,7 @@
 package testenv
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,25 +52,10 @@ func (r *Redis) Start() {
 	}
 	r.cmd, r.done = cmd, make(chan struct{})
 	go func(c *exec.Cmd, ch chan struct{}) { _ = c.Wait(); close(ch) }(cmd, r.done)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		if c, err := net.Dial("unix", r.Socket); err == nil {
-			_, _ = c.Write([]byte("PING\r\n"))
-			buf := make([]byte, 16)
-			_ = c.SetReadDeadline(time.Now().Add(time.Second))
-			n, _ := c.Read(buf)
-			c.Close()
-			if string(buf[:n]) == "+PONG\r\n" {
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-			r.t.Fatal("redis-server did not answer within 30 s")
-		case <-time.After(20 * time.Millisecond): // polling interval
-		}
-	}
+	Eventually(r.t, 30*time.Second, "redis-server to answer PING", func() bool {
+		got, err := command("unix", r.Socket, "PING")
+		return err == nil && got == "+PONG\r\n"
+	})
 }
 
 // Kill SIGKILLs the server (a crash, or the fleet losing its store).
@@ -92,18 +75,8 @@ func (r *Redis) Kill() {
 // returns once the pause is in force.
 func (r *Redis) Pause(d time.Duration) {
 	r.t.Helper()
-	c, err := net.Dial("unix", r.Socket)
-	if err != nil {
-		r.t.Fatalf("redis pause: %v", err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fmt.Fprintf(c, "CLIENT PAUSE %d ALL\r\n", d.Milliseconds()); err != nil {
-		r.t.Fatalf("redis pause: %v", err)
-	}
-	buf := make([]byte, 64)
-	n, err := c.Read(buf)
-	if err != nil || string(buf[:n]) != "+OK\r\n" {
-		r.t.Fatalf("redis pause: answered %q, %v", buf[:n], err)
+	got, err := command("unix", r.Socket, fmt.Sprintf("CLIENT PAUSE %d ALL", d.Milliseconds()))
+	if err != nil || got != "+OK\r\n" {
+		r.t.Fatalf("redis pause: answered %q, %v", got, err)
 	}
 }

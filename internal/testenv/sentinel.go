@@ -49,7 +49,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 	waitPong(t, s.Addr)
 	// Ready once it names the master to clients, as go-redis asks.
 	Eventually(t, 30*time.Second, "the Sentinel to name its master", func() bool {
-		got, err := command(s.Addr, "SENTINEL get-master-addr-by-name "+s.MasterName)
+		got, err := command("tcp", s.Addr, "SENTINEL get-master-addr-by-name "+s.MasterName)
 		return err == nil && strings.Contains(got, "127.0.0.1") && strings.Contains(got, fmt.Sprint(mport))
 	})
 	return s
@@ -78,17 +78,19 @@ func freePort(t testing.TB) int {
 func waitPong(t testing.TB, addr string) {
 	t.Helper()
 	Eventually(t, 30*time.Second, addr+" to answer PING", func() bool {
-		got, err := command(addr, "PING")
+		got, err := command("tcp", addr, "PING")
 		return err == nil && strings.HasPrefix(got, "+PONG")
 	})
 }
 
-// command sends one inline command and returns the raw reply's lines.
-func command(addr, cmd string) (string, error) {
+// command sends one inline command to a Redis server or Sentinel and
+// returns the raw reply's lines: enough for the test helpers' PING, CLIENT
+// PAUSE and SENTINEL questions, without a client library.
+func command(network, addr, cmd string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return "", err
 	}
