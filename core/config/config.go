@@ -118,12 +118,26 @@ type Fleet struct {
 	// instead of RedisURL.
 	SentinelAddrs []string `toml:"sentinel_addrs" json:"sentinel_addrs,omitempty"`
 	MasterName    string   `toml:"master_name" json:"master_name,omitempty"`
+	// ClusterAddrs are seed nodes of a Redis Cluster, instead of RedisURL.
+	ClusterAddrs []string `toml:"cluster_addrs" json:"cluster_addrs,omitempty"`
+	// Username, Password and TLS log in to the master (Sentinel) or the
+	// nodes (Cluster); a redis_url carries its own. Password is a secret.
+	Username string `toml:"username" json:"username,omitempty"`
+	Password Secret `toml:"password" json:"password"`
+	TLS      bool   `toml:"tls" json:"tls,omitempty"`
+	// SentinelUsername and SentinelPassword log in to the Sentinels
+	// themselves (their requirepass or ACL user), which may differ from
+	// the master's. SentinelPassword is a secret.
+	SentinelUsername string `toml:"sentinel_username" json:"sentinel_username,omitempty"`
+	SentinelPassword Secret `toml:"sentinel_password" json:"sentinel_password"`
 	// Name prefixes every key: two fleets can share one Redis.
 	Name string `toml:"name" json:"name"`
 }
 
 // Enabled reports whether a [fleet] store is configured.
-func (f Fleet) Enabled() bool { return f.RedisURL.IsSet() || len(f.SentinelAddrs) > 0 }
+func (f Fleet) Enabled() bool {
+	return f.RedisURL.IsSet() || len(f.SentinelAddrs) > 0 || len(f.ClusterAddrs) > 0
+}
 
 // Ineo configures the iNeo provider (Spotify download links and Telegram
 // account management).
@@ -408,6 +422,8 @@ func (c *Config) secrets() []namedSecret {
 		{"providers.spotify.client_id", &p.Spotify.ClientID, p.Spotify.Enabled, true},
 		{"providers.spotify.client_secret", &p.Spotify.ClientSecret, p.Spotify.Enabled, true},
 		{"fleet.redis_url", &c.Fleet.RedisURL, true, false},
+		{"fleet.password", &c.Fleet.Password, true, false},
+		{"fleet.sentinel_password", &c.Fleet.SentinelPassword, true, false},
 	}
 }
 

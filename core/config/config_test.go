@@ -103,9 +103,10 @@ func TestExampleConfigCoversEveryKey(t *testing.T) {
 	}
 	t.Setenv("CREDENTIALS_DIRECTORY", "")
 	path := filepath.Join(dir, "config.toml")
-	// [fleet] lists two ways to reach Redis, one or the other: the file
-	// that must load takes the Sentinel one.
-	loadable := regexp.MustCompile(`(?m)^redis_url = .*$`).ReplaceAllString(full, "")
+	// [fleet] lists three ways to reach Redis, one of them at a time: the
+	// file that must load takes the Sentinel one, whose logins are the
+	// most keys.
+	loadable := regexp.MustCompile(`(?m)^(redis_url|cluster_addrs) = .*$`).ReplaceAllString(full, "")
 	if err := os.WriteFile(path, []byte(loadable), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -421,6 +422,10 @@ func TestParseErrors(t *testing.T) {
 		{"fleet name with colon", "[fleet]\nredis_url = \"redis://r:6379\"\nname = \"a:b\"\n", 3, "fleet.name", "letters, digits", 1},
 		{"fleet url and sentinels", "[fleet]\nredis_url = \"redis://r:6379\"\nsentinel_addrs = [\"s:26379\"]\nmaster_name = \"m\"\n", 3, "fleet.sentinel_addrs", "not both", 1},
 		{"fleet sentinels without master", "[fleet]\nsentinel_addrs = [\"s:26379\"]\n", 1, "fleet.master_name", "required with sentinel_addrs", 1},
+		{"fleet sentinels and cluster", "[fleet]\nsentinel_addrs = [\"s:26379\"]\nmaster_name = \"m\"\ncluster_addrs = [\"c:7000\"]\n", 4, "fleet.cluster_addrs", "not both", 1},
+		{"fleet url with password", "[fleet]\nredis_url = \"redis://r:6379\"\npassword = \"pw\"\n", 3, "fleet.password", "in the URL", 1},
+		{"fleet url with tls", "[fleet]\nredis_url = \"redis://r:6379\"\ntls = true\n", 3, "fleet.tls", "rediss://", 1},
+		{"fleet sentinel password without sentinels", "[fleet]\ncluster_addrs = [\"c:7000\"]\nsentinel_password = \"pw\"\n", 3, "fleet.sentinel_password", "only with sentinel_addrs", 1},
 		{"fleet master without sentinels", "[fleet]\nredis_url = \"redis://r:6379\"\nmaster_name = \"m\"\n", 1, "fleet.sentinel_addrs", "required with master_name", 1},
 		{"multi-line string hides fake keys", "log_level = \"\"\"\nsocket = 1\n[nope]\n\"\"\"\n", 1, "log_level", "debug, info", 1},
 	}

@@ -80,7 +80,8 @@ func joinErrors(errs []*Error) error {
 // offending text, which may be (part of) the secret.
 func isSecretKeyName(name string) bool {
 	switch name {
-	case "access_key", "tmanage_auth", "client_id", "client_secret":
+	case "access_key", "tmanage_auth", "client_id", "client_secret", "http_admin_token",
+		"redis_url", "password", "sentinel_password":
 		return true
 	}
 	return false
@@ -124,7 +125,7 @@ func lineMentionsSecret(data []byte, line int) bool {
 		return false
 	}
 	l := strings.ToLower(lines[line-1])
-	for _, word := range []string{"key", "secret", "auth", "token", "pass", "client", "cred"} {
+	for _, word := range []string{"key", "secret", "auth", "token", "pass", "client", "cred", "redis"} {
 		if strings.Contains(l, word) {
 			return true
 		}

@@ -157,8 +157,11 @@ func Run(ctx context.Context, opts Options) error {
 
 	var shared scheduler.Shared
 	if cfg.Fleet.Enabled() {
-		q, err := fleet.New(fleet.Options{URL: cfg.Fleet.RedisURL.Value(), SentinelAddrs: cfg.Fleet.SentinelAddrs,
-			MasterName: cfg.Fleet.MasterName, Name: cfg.Fleet.Name, Version: opts.Version})
+		f := &cfg.Fleet
+		q, err := fleet.New(fleet.Options{URL: f.RedisURL.Value(), SentinelAddrs: f.SentinelAddrs, MasterName: f.MasterName,
+			ClusterAddrs: f.ClusterAddrs, Username: f.Username, Password: f.Password.Value(), TLS: f.TLS,
+			SentinelUsername: f.SentinelUsername, SentinelPassword: f.SentinelPassword.Value(),
+			Name: f.Name, Version: opts.Version})
 		if err != nil {
 			return err
 		}

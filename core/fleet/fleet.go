@@ -17,6 +17,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -44,6 +45,14 @@ type Options struct {
 	// instead of URL.
 	SentinelAddrs []string
 	MasterName    string
+	// ClusterAddrs select a Redis Cluster (its seed nodes) instead of URL.
+	ClusterAddrs []string
+	// Username, Password and TLS log in to the Sentinels' master or the
+	// Cluster's nodes (a URL carries its own); SentinelUsername and
+	// SentinelPassword to the Sentinels themselves.
+	Username, Password                 string
+	TLS                                bool
+	SentinelUsername, SentinelPassword string
 	// Name prefixes every key, so two fleets can share one Redis.
 	Name string
 	// Timeout bounds one round trip (default 1 s): a fleet that does not
@@ -92,9 +101,24 @@ func New(opts Options) (*Client, error) {
 	q := &Client{prefix: keyPrefix(opts.Name), name: cmp.Or(opts.Name, "default"),
 		me:          Member{ID: newID(), Host: host, Version: opts.Version, Schema: schema, Started: time.Now().UTC().Truncate(time.Second)},
 		restartHold: restartHold}
+	var tlsConf *tls.Config
+	if opts.TLS {
+		// go-redis dials with tls.DialWithDialer, which checks each
+		// node's certificate against the host it dials.
+		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
 	switch {
 	case len(opts.SentinelAddrs) > 0:
-		q.rdb = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: opts.SentinelAddrs, MasterName: opts.MasterName,
+		q.rdb = redis.NewFailoverClient(&redis.FailoverOptions{SentinelAddrs: opts.SentinelAddrs, MasterName: opts.MasterName,
+			Username: opts.Username, Password: opts.Password, TLSConfig: tlsConf,
+			SentinelUsername: opts.SentinelUsername, SentinelPassword: opts.SentinelPassword,
+			DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1})
+	case len(opts.ClusterAddrs) > 0:
+		// Every script names keys of one hash slot (a {…} tag), so each
+		// runs on the node that owns it; MaxRedirects follows a slot
+		// that moved (a resharding or a failover) within one call.
+		q.rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: opts.ClusterAddrs,
+			Username: opts.Username, Password: opts.Password, TLSConfig: tlsConf,
 			DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1})
 	case opts.URL != "":
 		o, err := redis.ParseURL(opts.URL)
@@ -105,7 +129,7 @@ func New(opts Options) (*Client, error) {
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.MaxRetries = timeout, timeout, timeout, -1
 		q.rdb = redis.NewClient(o)
 	default:
-		return nil, errors.New("fleet: redis_url or sentinel_addrs is required")
+		return nil, errors.New("fleet: redis_url, sentinel_addrs or cluster_addrs is required")
 	}
 	return q, nil
 }
