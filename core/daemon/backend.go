@@ -119,7 +119,12 @@ func (d *Daemon) Metrics() http.Handler { return d.metrics.Handler() }
 func (d *Daemon) Level(p access.Peer) access.Level { return d.policy.Load().Level(p) }
 
 func (d *Daemon) metricSources() metrics.Sources {
+	var trips func() int64
+	if d.fleet != nil {
+		trips = d.fleet.RoundTrips
+	}
 	return metrics.Sources{
+		FleetRoundTrips: trips,
 		Cache: func() metrics.CacheStats {
 			s := d.cache.Stats()
 			return metrics.CacheStats{Entries: s.Entries, Bytes: s.Bytes, MaxBytes: s.MaxBytes, Hits: s.Hits,

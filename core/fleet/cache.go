@@ -168,7 +168,7 @@ func (c *Cache) Lookup(ctx context.Context, key string, stale bool) (cache.Remot
 	if stale {
 		want = "1"
 	}
-	res, err := lookupScript.Run(ctx, c.q.rdb, c.keys(key), lockTTL.Milliseconds(), token, want).Slice()
+	res, err := c.q.run(ctx, lookupScript, c.keys(key), lockTTL.Milliseconds(), token, want).Slice()
 	if err != nil {
 		return cache.RemoteFound{}, fmt.Errorf("fleet: cache lookup: %w", err)
 	}
@@ -199,7 +199,7 @@ func (c *Cache) Store(ctx context.Context, key string, value []byte, fresh, keep
 		return nil
 	}
 	c.trips.Add(1)
-	if err := storeScript.Run(ctx, c.q.rdb, c.keys(key), value, fresh.Milliseconds(), keep.Milliseconds(), lock).Err(); err != nil {
+	if err := c.q.run(ctx, storeScript, c.keys(key), value, fresh.Milliseconds(), keep.Milliseconds(), lock).Err(); err != nil {
 		return fmt.Errorf("fleet: cache store: %w", err)
 	}
 	return nil
@@ -208,7 +208,7 @@ func (c *Cache) Store(ctx context.Context, key string, value []byte, fresh, keep
 // Renew implements cache.Remote.
 func (c *Cache) Renew(ctx context.Context, key, lock string) error {
 	c.trips.Add(1)
-	if err := renewScript.Run(ctx, c.q.rdb, c.keys(key), lock, lockTTL.Milliseconds()).Err(); err != nil {
+	if err := c.q.run(ctx, renewScript, c.keys(key), lock, lockTTL.Milliseconds()).Err(); err != nil {
 		return fmt.Errorf("fleet: cache lock renew: %w", err)
 	}
 	return nil
@@ -217,7 +217,7 @@ func (c *Cache) Renew(ctx context.Context, key, lock string) error {
 // Unlock implements cache.Remote.
 func (c *Cache) Unlock(ctx context.Context, key, lock string) error {
 	c.trips.Add(1)
-	if err := unlockScript.Run(ctx, c.q.rdb, c.keys(key), lock, handOver.Milliseconds()).Err(); err != nil {
+	if err := c.q.run(ctx, unlockScript, c.keys(key), lock, handOver.Milliseconds()).Err(); err != nil {
 		return fmt.Errorf("fleet: cache unlock: %w", err)
 	}
 	return nil

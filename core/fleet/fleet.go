@@ -83,8 +83,14 @@ type Client struct {
 	runID   string
 	buckets []string // the buckets of the last beat, for Leave
 
-	// grantRuns counts grant scripts sent (tests measure round trips).
+	// grantRuns counts grant scripts sent (tests measure round trips);
+	// trips every exchange with Redis (RoundTrips).
 	grantRuns atomic.Int64
+	trips     atomic.Int64
+	// timeout bounds one round trip; rides are the writes waiting to go
+	// with the next one (rides.go).
+	timeout time.Duration
+	rides   rides
 }
 
 // New connects to the fleet's Redis. It does not wait for Redis to answer:
@@ -100,7 +106,7 @@ func New(opts Options) (*Client, error) {
 	}
 	q := &Client{prefix: keyPrefix(opts.Name), name: cmp.Or(opts.Name, "default"),
 		me:          Member{ID: newID(), Host: host, Version: opts.Version, Schema: schema, Started: time.Now().UTC().Truncate(time.Second)},
-		restartHold: restartHold}
+		restartHold: restartHold, timeout: timeout}
 	var tlsConf *tls.Config
 	if opts.TLS {
 		// go-redis dials with tls.DialWithDialer, which checks each
@@ -131,6 +137,7 @@ func New(opts Options) (*Client, error) {
 	default:
 		return nil, errors.New("fleet: redis_url, sentinel_addrs or cluster_addrs is required")
 	}
+	q.rdb.AddHook(roundTrips{q})
 	return q, nil
 }
 
@@ -476,7 +483,7 @@ func (q *Client) GrantQueued(ctx context.Context, bucket string, l scheduler.Lim
 		w = within.Microseconds()
 	}
 	q.grantRuns.Add(1)
-	res, err := grantScript.Run(ctx, q.rdb, q.keys(bucket), l.Requests, span.Microseconds(), hold.Microseconds(),
+	res, err := q.run(ctx, grantScript, q.keys(bucket), l.Requests, span.Microseconds(), hold.Microseconds(),
 		encodeLimit(l), q.me.ID, ticket, w, ticketGrace.Microseconds()).Slice()
 	if err != nil {
 		return scheduler.SharedGrant{}, fmt.Errorf("fleet: %w", err)
@@ -537,18 +544,21 @@ func (q *Client) Pause(ctx context.Context, bucket string, until time.Time, reas
 	if d <= 0 {
 		return nil
 	}
-	if err := pauseScript.Run(ctx, q.rdb, q.keys(bucket), d.Microseconds(), reason).Err(); err != nil {
+	if err := q.run(ctx, pauseScript, q.keys(bucket), d.Microseconds(), reason).Err(); err != nil {
 		return fmt.Errorf("fleet: pause: %w", err)
 	}
 	return nil
 }
 
-// Restamp implements scheduler.Shared.
+// RestampLater implements scheduler.Shared: the restamp goes with this
+// member's next round trip (rides.go).
+func (q *Client) RestampLater(bucket, member string, to time.Time, done func(error)) {
+	q.later(ride{what: "restamp", script: restampScript, keys: q.keys(bucket), args: []any{member, strconv.FormatInt(to.UnixMicro(), 10)}, done: done})
+}
+
+// Restamp is RestampLater for a caller that waits for the outcome.
 func (q *Client) Restamp(ctx context.Context, bucket, member string, to time.Time) error {
-	if err := restampScript.Run(ctx, q.rdb, q.keys(bucket), member, strconv.FormatInt(to.UnixMicro(), 10)).Err(); err != nil {
-		return fmt.Errorf("fleet: restamp: %w", err)
-	}
-	return nil
+	return q.laterWait(ctx, ride{what: "restamp", script: restampScript, keys: q.keys(bucket), args: []any{member, strconv.FormatInt(to.UnixMicro(), 10)}})
 }
 
 // budgetScript reads a bucket's budget without granting: what a newcomer
@@ -579,7 +589,7 @@ return {0, s[q] - now}
 // Budget implements scheduler.Shared: the fleet's remaining budget, as a
 // newcomer would see it.
 func (q *Client) Budget(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration) (remaining int, reset time.Duration, err error) {
-	res, err := budgetScript.Run(ctx, q.rdb, q.keys(bucket), l.Requests, span.Microseconds()).Int64Slice()
+	res, err := q.run(ctx, budgetScript, q.keys(bucket), l.Requests, span.Microseconds()).Int64Slice()
 	if err != nil {
 		return 0, 0, fmt.Errorf("fleet: budget: %w", err)
 	}
@@ -589,11 +599,16 @@ func (q *Client) Budget(ctx context.Context, bucket string, l scheduler.Limit, s
 	return int(res[0]), time.Duration(res[1]) * time.Microsecond, nil
 }
 
-// Release implements scheduler.Shared: a grant that was never sent leaves
-// the fleet's log.
+// releaseScript takes a grant that was never sent out of the log.
+var releaseScript = redis.NewScript(`return redis.call('ZREM', KEYS[1], ARGV[1])`)
+
+// ReleaseLater implements scheduler.Shared: a grant that was never sent
+// leaves the fleet's log, with this member's next round trip (rides.go).
+func (q *Client) ReleaseLater(bucket, member string, done func(error)) {
+	q.later(ride{what: "release", script: releaseScript, keys: q.keys(bucket)[:1], args: []any{member}, done: done})
+}
+
+// Release is ReleaseLater for a caller that waits for the outcome.
 func (q *Client) Release(ctx context.Context, bucket, member string) error {
-	if err := q.rdb.ZRem(ctx, q.keys(bucket)[0], member).Err(); err != nil {
-		return fmt.Errorf("fleet: release: %w", err)
-	}
-	return nil
+	return q.laterWait(ctx, ride{what: "release", script: releaseScript, keys: q.keys(bucket)[:1], args: []any{member}})
 }

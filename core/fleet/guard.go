@@ -130,7 +130,7 @@ func (q *Client) ClaimGuard(ctx context.Context, name string, window, inFlight t
 	if confirm {
 		c = "1"
 	}
-	res, err := claimScript.Run(ctx, q.rdb, q.guardKeys(), window.Microseconds(), c, token, inFlight.Microseconds(), name, guardTrim).Slice()
+	res, err := q.run(ctx, claimScript, q.guardKeys(), window.Microseconds(), c, token, inFlight.Microseconds(), name, guardTrim).Slice()
 	if err != nil {
 		return false, "", GuardRecord{}, fmt.Errorf("fleet: purchase guard: %w", err)
 	}
@@ -158,7 +158,7 @@ func (q *Client) SettleGuard(ctx context.Context, name, token, state, purchaseID
 	} else if state != GuardDone && state != GuardUnknown {
 		return fmt.Errorf("fleet: purchase guard: unknown state %q", state)
 	}
-	if err := settleScript.Run(ctx, q.rdb, q.guardKeys(), token, state, purchaseID, name).Err(); err != nil {
+	if err := q.run(ctx, settleScript, q.guardKeys(), token, state, purchaseID, name).Err(); err != nil {
 		return fmt.Errorf("fleet: purchase guard: %w", err)
 	}
 	return nil

@@ -91,7 +91,7 @@ type Lease struct {
 // holder's release frees it sooner).
 func (q *Client) TakeLease(ctx context.Context, bucket string, slots int, ttl time.Duration) (l Lease, ok bool, wait time.Duration, err error) {
 	token := newToken()
-	res, err := takeLeaseScript.Run(ctx, q.rdb, q.leaseKeys(bucket, slots), token, leaseTTL(ttl)).Int64Slice()
+	res, err := q.run(ctx, takeLeaseScript, q.leaseKeys(bucket, slots), token, leaseTTL(ttl)).Int64Slice()
 	if err != nil || len(res) == 0 {
 		return Lease{}, false, 0, fmt.Errorf("fleet: in-flight lease: %v", errOr(err, res))
 	}
@@ -107,7 +107,7 @@ func (q *Client) TakeLease(ctx context.Context, bucket string, slots int, ttl ti
 // RenewLease extends a held lease to ttl from now; false if it is no
 // longer the holder's (it expired, and may be another member's now).
 func (q *Client) RenewLease(ctx context.Context, bucket string, l Lease, ttl time.Duration) (bool, error) {
-	n, err := renewLeaseScript.Run(ctx, q.rdb, []string{q.leaseKeys(bucket, l.Slot+1)[l.Slot]}, l.Token, leaseTTL(ttl)).Int64()
+	n, err := q.run(ctx, renewLeaseScript, []string{q.leaseKeys(bucket, l.Slot+1)[l.Slot]}, l.Token, leaseTTL(ttl)).Int64()
 	if err != nil {
 		return false, fmt.Errorf("fleet: in-flight lease: %w", err)
 	}
@@ -116,7 +116,7 @@ func (q *Client) RenewLease(ctx context.Context, bucket string, l Lease, ttl tim
 
 // ReleaseLease gives a lease back, if it is still the holder's.
 func (q *Client) ReleaseLease(ctx context.Context, bucket string, l Lease) error {
-	if err := releaseLeaseScript.Run(ctx, q.rdb, []string{q.leaseKeys(bucket, l.Slot+1)[l.Slot]}, l.Token).Err(); err != nil {
+	if err := q.run(ctx, releaseLeaseScript, []string{q.leaseKeys(bucket, l.Slot+1)[l.Slot]}, l.Token).Err(); err != nil {
 		return fmt.Errorf("fleet: in-flight lease: %w", err)
 	}
 	return nil

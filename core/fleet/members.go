@@ -145,12 +145,12 @@ func (q *Client) Beat(ctx context.Context, limits map[string]scheduler.Limit) (s
 	buckets := make([]string, 0, len(me.Limits))
 	for b, l := range me.Limits {
 		k := q.keys(b)
-		if err := holdScript.Run(ctx, q.rdb, k[5:7], me.ID, l, ttl).Err(); err != nil {
+		if err := q.run(ctx, holdScript, k[5:7], me.ID, l, ttl).Err(); err != nil {
 			return scheduler.BeatResult{}, fmt.Errorf("fleet: heartbeat: %w", err)
 		}
 		buckets = append(buckets, b)
 	}
-	epoch, err := beatScript.Run(ctx, q.rdb, q.fleetKeys(), me.ID, string(rec), ttl, newID()+newID()).Text()
+	epoch, err := q.run(ctx, beatScript, q.fleetKeys(), me.ID, string(rec), ttl, newID()+newID()).Text()
 	if err != nil {
 		return scheduler.BeatResult{}, fmt.Errorf("fleet: heartbeat: %w", err)
 	}
@@ -240,7 +240,7 @@ func (q *Client) Seed(ctx context.Context, bucket string, span time.Duration, gr
 	for _, g := range grants {
 		args = append(args, max(g.Age, 0).Microseconds(), "seed-"+q.me.Host+"-"+strconv.FormatInt(g.Local.UnixNano(), 10))
 	}
-	if err := seedScript.Run(ctx, q.rdb, q.keys(bucket)[:1], args...).Err(); err != nil {
+	if err := q.run(ctx, seedScript, q.keys(bucket)[:1], args...).Err(); err != nil {
 		return fmt.Errorf("fleet: seed %s: %w", bucket, err)
 	}
 	return nil
@@ -284,7 +284,7 @@ type Mismatch struct {
 func (q *Client) Status(ctx context.Context, mine map[string]scheduler.Limit) Status {
 	st := Status{Name: q.name, ID: q.me.ID}
 	fk := q.fleetKeys()
-	recs, err := liveScript.Run(ctx, q.rdb, fk[:2]).StringSlice()
+	recs, err := q.run(ctx, liveScript, fk[:2]).StringSlice()
 	if err != nil {
 		st.Err = err.Error()
 		return st

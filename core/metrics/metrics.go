@@ -58,6 +58,9 @@ type Sources struct {
 	Cache     func() CacheStats
 	Buckets   func() []BucketStats
 	Providers func() []ProviderStats
+	// FleetRoundTrips is how many exchanges the daemon has had with its
+	// fleet's Redis (nil on a single host).
+	FleetRoundTrips func() int64
 }
 
 // Metrics is the daemon's registry and instruments.
@@ -233,6 +236,7 @@ var (
 	descPaused         = prometheus.NewDesc("sluice_scheduler_paused", "1 while the bucket is paused, with the reason.", []string{"bucket", "reason"}, nil)
 	descHeld           = prometheus.NewDesc("sluice_scheduler_held", "1 while the bucket grants nothing because the scheduler cannot record grants (fail closed), with the reason and errno.", []string{"bucket", "reason", "errno"}, nil)
 	descPausedUntil    = prometheus.NewDesc("sluice_scheduler_paused_until_timestamp_seconds", "End of the current pause.", []string{"bucket"}, nil)
+	descFleetTrips     = prometheus.NewDesc("sluice_fleet_redis_round_trips_total", "Exchanges with the fleet's Redis: a command, or a pipeline of them, each.", nil, nil)
 	descPluginUp       = prometheus.NewDesc("sluice_plugin_ready", "1 when the provider's plugin is ready.", []string{"provider"}, nil)
 	descRestarts       = prometheus.NewDesc("sluice_plugin_restarts_total", "Plugin restarts.", []string{"provider"}, nil)
 )
@@ -240,7 +244,7 @@ var (
 func (l *live) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCacheEntries, descCacheBytes, descCacheMax, descCacheHits, descCacheMisses,
 		descCacheCoalesced, descCacheEvictions, descCacheRemote, descCacheRemoteErr, descQueue, descInWindow, descLimit, descWindow, descGrants, descPaused,
-		descPausedUntil, descHeld, descRemaining, descPluginUp, descRestarts} {
+		descPausedUntil, descHeld, descRemaining, descPluginUp, descRestarts, descFleetTrips} {
 		ch <- d
 	}
 }
@@ -263,6 +267,9 @@ func (l *live) Collect(ch chan<- prometheus.Metric) {
 		counter(descCacheEvictions, float64(c.Evictions))
 		counter(descCacheRemote, float64(c.RemoteHits))
 		counter(descCacheRemoteErr, float64(c.RemoteErrors))
+	}
+	if l.src.FleetRoundTrips != nil {
+		counter(descFleetTrips, float64(l.src.FleetRoundTrips()))
 	}
 	if l.src.Buckets != nil {
 		now := time.Now()

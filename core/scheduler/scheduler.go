@@ -495,7 +495,7 @@ func (s *Scheduler) Release(g Grant) {
 	defer b.mu.Unlock()
 	if ref, ok := b.sharedRefLocked(g.At); ok {
 		delete(b.shared, g.At.UnixNano())
-		s.sharedAsync(func(ctx context.Context) error { return s.shared.Release(ctx, b.name, ref.member) })
+		s.shared.ReleaseLater(b.name, ref.member, s.sharedDone)
 	}
 	for i := len(b.log) - 1; i >= 0; i-- {
 		if b.log[i].Equal(g.At) {
@@ -529,7 +529,9 @@ func (s *Scheduler) Answered(name string, at, answeredAt time.Time) {
 	}
 	if ref, ok := b.sharedRefLocked(at); ok && answeredAt.After(at) {
 		to := answeredAt.Add(ref.offset)
-		s.sharedAsync(func(ctx context.Context) error { return s.shared.Restamp(ctx, name, ref.member, to) })
+		// Queued now, in the caller's goroutine, so it goes with the
+		// cache store that follows this answer.
+		s.shared.RestampLater(name, ref.member, to, s.sharedDone)
 	}
 	if answeredAt.After(at) && !b.restampLocked(at, answeredAt).Equal(at) {
 		// The request has been counted upstream at its answer: until

@@ -28,10 +28,12 @@ type Shared interface {
 	// waiting).
 	Dequeue(ctx context.Context, bucket, ticket string) error
 	Pause(ctx context.Context, bucket string, until time.Time, reason string) error
-	// Restamp moves a grant later, to when its answer arrived.
-	Restamp(ctx context.Context, bucket, member string, to time.Time) error
-	// Release forgets a grant that was never sent.
-	Release(ctx context.Context, bucket, member string) error
+	// RestampLater moves a grant later, to when its answer arrived, and
+	// ReleaseLater forgets a grant that was never sent. Neither blocks:
+	// the fleet sends them with its next round trip (or on their own
+	// within moments) and reports the outcome to done.
+	RestampLater(bucket, member string, to time.Time, done func(error))
+	ReleaseLater(bucket, member string, done func(error))
 	// Budget reads the fleet's remaining budget without granting (what a
 	// newcomer would see).
 	Budget(ctx context.Context, bucket string, l Limit, span time.Duration) (remaining int, reset time.Duration, err error)
@@ -234,7 +236,7 @@ func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, m
 			decided := g.At.Add(-g.Offset)
 			if late := time.Since(decided); margin > 0 && late > max(margin/2, minLate) {
 				member := g.Member
-				s.sharedAsync(func(ctx context.Context) error { return s.shared.Release(ctx, name, member) })
+				s.shared.ReleaseLater(name, member, s.sharedDone)
 				b.mu.Lock()
 				b.late++
 				b.mu.Unlock()
@@ -303,6 +305,13 @@ func (b *bucket) pruneSharedLocked(now time.Time) {
 func (b *bucket) sharedRefLocked(at time.Time) (sharedRef, bool) {
 	r, ok := b.shared[at.UnixNano()]
 	return r, ok
+}
+
+// sharedDone logs a best-effort fleet write that failed.
+func (s *Scheduler) sharedDone(err error) {
+	if err != nil {
+		s.log.Warn("fleet write failed", "err", err)
+	}
 }
 
 // sharedAsync runs a best-effort fleet write off the caller's path.
