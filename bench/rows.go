@@ -161,22 +161,9 @@ func (b *bench) footprint(ctx context.Context, d *daemon) (int64, string, error)
 // heapStats reads go_memstats_heap_alloc_bytes and _heap_inuse_bytes from
 // sluiced's Prometheus /metrics.
 func (d *daemon) heapStats(ctx context.Context) (string, bool) {
-	_, _, body, err := loadgen.Once(ctx, d.client, "http://sluice/metrics", nil, nil)
+	vals, err := d.metrics(ctx, "go_memstats_heap_alloc_bytes", "go_memstats_heap_inuse_bytes")
 	if err != nil {
 		return "", false
-	}
-	vals := map[string]float64{}
-	for l := range strings.SplitSeq(string(body), "\n") {
-		name, v, ok := strings.Cut(l, " ")
-		if !ok || strings.HasPrefix(name, "#") {
-			continue
-		}
-		if name == "go_memstats_heap_alloc_bytes" || name == "go_memstats_heap_inuse_bytes" {
-			var f float64
-			if _, err := fmt.Sscan(v, &f); err == nil {
-				vals[name] = f
-			}
-		}
 	}
 	a, ok1 := vals["go_memstats_heap_alloc_bytes"]
 	u, ok2 := vals["go_memstats_heap_inuse_bytes"]
@@ -184,6 +171,27 @@ func (d *daemon) heapStats(ctx context.Context) (string, bool) {
 		return "", false
 	}
 	return fmt.Sprintf("%.1f MB allocated, %.1f MB in use", a/1e6, u/1e6), true
+}
+
+// metrics reads the named unlabelled series from sluiced's Prometheus
+// /metrics; a name it does not export is absent from the map.
+func (d *daemon) metrics(ctx context.Context, names ...string) (map[string]float64, error) {
+	_, _, body, err := loadgen.Once(ctx, d.client, "http://sluice/metrics", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	vals := map[string]float64{}
+	for l := range strings.SplitSeq(string(body), "\n") {
+		name, v, ok := strings.Cut(l, " ")
+		if !ok || strings.HasPrefix(name, "#") || !slices.Contains(names, name) {
+			continue
+		}
+		var f float64
+		if _, err := fmt.Sscan(v, &f); err == nil {
+			vals[name] = f
+		}
+	}
+	return vals, nil
 }
 
 // hitRounds is how many interleaved rounds a row-1 cell is split into.

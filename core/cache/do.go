@@ -46,6 +46,10 @@ type fetchResult struct {
 // Close cancels it. Each caller still returns ctx.Err() as soon as its own
 // ctx ends.
 func (c *Cache) Do(ctx context.Context, key string, fetch FetchFunc) (e *Entry, shared bool, err error) {
+	return c.do(ctx, key, nil, fetch)
+}
+
+func (c *Cache) do(ctx context.Context, key string, ahead AheadFunc, fetch FetchFunc) (e *Entry, shared bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
@@ -59,7 +63,7 @@ func (c *Cache) Do(ctx context.Context, key string, fetch FetchFunc) (e *Entry, 
 	led := false
 	ch := c.group.DoChan(key, func() (any, error) {
 		led = true
-		return c.fetch(ctx, key, fetch)
+		return c.fetch(ctx, key, ahead, fetch)
 	})
 	if hook := c.testHookJoined; hook != nil {
 		hook()
@@ -92,7 +96,7 @@ func (c *Cache) answer(v any, err error, led bool) (*Entry, bool, error) {
 }
 
 // fetch runs one fetch for Do and stores its answer if asked to.
-func (c *Cache) fetch(ctx context.Context, key string, fetch FetchFunc) (res any, err error) {
+func (c *Cache) fetch(ctx context.Context, key string, ahead AheadFunc, fetch FetchFunc) (res any, err error) {
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(c.closeCtx, cancel)
@@ -110,7 +114,7 @@ func (c *Cache) fetch(ctx context.Context, key string, fetch FetchFunc) (res any
 		}
 	}()
 	if c.remote != nil {
-		return c.fetchShared(fctx, key, since, fetch, ctx.Value(noRemote{}) == nil)
+		return c.fetchShared(fctx, key, since, ahead, fetch, ctx.Value(noRemote{}) == nil)
 	}
 	e, store, err := fetch(fctx)
 	if err == nil && store && e != nil {

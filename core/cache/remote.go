@@ -98,11 +98,18 @@ func NoRemote(ctx context.Context) context.Context {
 // fetchShared is Do's fetch in fleet mode: the remote copy, else another
 // member's fetch under way, else this one under the fill lock, shared
 // when done.
-func (c *Cache) fetchShared(ctx context.Context, key string, since uint64, fetch FetchFunc, read bool) (any, error) {
+func (c *Cache) fetchShared(ctx context.Context, key string, since uint64, ahead AheadFunc, fetch FetchFunc, read bool) (any, error) {
 	lock := ""
 	if read {
+		lctx, drop := ctx, func() {}
+		if ahead != nil {
+			lctx = WithTogether(ctx)
+			// Not ended with the fetch: a grant taken after a remote
+			// hit must come back to be given back, not be abandoned.
+			drop = ahead(context.WithoutCancel(lctx))
+		}
 		var e *Entry
-		if lock, e = c.remoteFill(ctx, key, since); e != nil {
+		if lock, e = c.remoteFill(lctx, key, since, drop); e != nil {
 			return fetchResult{entry: e}, nil
 		}
 	}
@@ -136,7 +143,10 @@ func (c *Cache) fetchShared(ctx context.Context, key string, since uint64, fetch
 // remoteFill looks key up in the remote tier until it has a fresh entry
 // (stored locally and returned) or the fill lock (its token), or the
 // remote fails (""): then this member fetches on its own.
-func (c *Cache) remoteFill(ctx context.Context, key string, since uint64) (string, *Entry) {
+//
+// drop undoes the work started beside the first lookup (AheadFunc) once
+// the fetch will not follow at once.
+func (c *Cache) remoteFill(ctx context.Context, key string, since uint64, drop func()) (string, *Entry) {
 	wait := remotePollMin
 	// A stale copy is read once, not again at every poll of a wait.
 	stale := true
@@ -168,6 +178,7 @@ func (c *Cache) remoteFill(ctx context.Context, key string, since uint64) (strin
 			}
 			if time.Now().Before(e.ExpiresAt) {
 				e.fromFleet = true
+				drop()
 				c.set(key, e, since, true)
 				c.remoteHits.Add(1)
 				return "", e
@@ -181,6 +192,7 @@ func (c *Cache) remoteFill(ctx context.Context, key string, since uint64) (strin
 			return f.Lock, nil
 		}
 		// Another member is fetching: wait for its answer.
+		drop()
 		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
 		select {
 		case <-ctx.Done():

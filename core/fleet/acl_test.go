@@ -185,7 +185,7 @@ func everyOperationAs(t *testing.T, rule string) {
 	queued := false
 	var mine []string
 	for deadline := time.Now().Add(30 * time.Second); !queued; {
-		g, err := b.GrantQueued(ctx, bucket, l, span, "acl-ticket", -1)
+		g, err := b.GrantQueued(ctx, bucket, l, span, "acl-ticket", -1, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

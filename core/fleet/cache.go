@@ -168,7 +168,7 @@ func (c *Cache) Lookup(ctx context.Context, key string, stale bool) (cache.Remot
 	if stale {
 		want = "1"
 	}
-	res, err := c.q.run(ctx, lookupScript, c.keys(key), lockTTL.Milliseconds(), token, want).Slice()
+	res, err := c.q.runPaired(ctx, lookupScript, c.keys(key), lockTTL.Milliseconds(), token, want).Slice()
 	if err != nil {
 		return cache.RemoteFound{}, fmt.Errorf("fleet: cache lookup: %w", err)
 	}

@@ -154,7 +154,7 @@ func TestCluster(t *testing.T) {
 				q      *Client
 				ticket string
 			}{{a, "t1"}, {b, "t2"}} {
-				g, err := w.q.GrantQueued(ctx, bk, l, span, w.ticket, -1)
+				g, err := w.q.GrantQueued(ctx, bk, l, span, w.ticket, -1, 0)
 				if err != nil || g.Granted || !g.Queued || g.Wait <= 0 {
 					t.Fatalf("queued ask %s on a full bucket: %+v, %v; want a place in the queue", w.ticket, g, err)
 				}
@@ -420,7 +420,7 @@ func clusterGrant(t *testing.T, q *Client, bucket string, l scheduler.Limit, spa
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		g, err := q.GrantQueued(context.Background(), bucket, l, span, ticket, -1)
+		g, err := q.GrantQueued(context.Background(), bucket, l, span, ticket, -1, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

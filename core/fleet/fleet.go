@@ -91,6 +91,8 @@ type Client struct {
 	// with the next one (rides.go).
 	timeout time.Duration
 	rides   rides
+	// pairWait is pairWait, but for tests.
+	pairWait time.Duration
 }
 
 // New connects to the fleet's Redis. It does not wait for Redis to answer:
@@ -106,7 +108,7 @@ func New(opts Options) (*Client, error) {
 	}
 	q := &Client{prefix: keyPrefix(opts.Name), name: cmp.Or(opts.Name, "default"),
 		me:          Member{ID: newID(), Host: host, Version: opts.Version, Schema: schema, Started: time.Now().UTC().Truncate(time.Second)},
-		restartHold: restartHold, timeout: timeout}
+		restartHold: restartHold, timeout: timeout, pairWait: pairWait}
 	var tlsConf *tls.Config
 	if opts.TLS {
 		// go-redis dials with tls.DialWithDialer, which checks each
@@ -283,7 +285,8 @@ end
 //
 //	ARGV[1] limit, ARGV[2] span µs, ARGV[3] hold µs, ARGV[4] limit as
 //	"requests/window µs", ARGV[5] member id, ARGV[6] ticket ("" none),
-//	ARGV[7] within µs (-1 unbounded), ARGV[8] grace µs
+//	ARGV[7] within µs (-1 unbounded), ARGV[8] grace µs, ARGV[9] spare
+//	(slots that must stay free after a speculative grant; 0 for others)
 //	returns {1, t_us, member, ...}, {0, wait_us, reason, ...} or
 //	{-1, 0, fleet limit, ...}, each followed by the budget a newcomer
 //	would see (remaining, reset µs), whether the asker holds a ticket
@@ -296,6 +299,9 @@ local span = tonumber(ARGV[2])
 local hold = tonumber(ARGV[3])
 local mine, me = ARGV[4], ARGV[5]
 local ticket, within, grace = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+-- spare: a speculative grant (one that may be given back at once) is made
+-- only if this many slots stay free after it.
+local spare = tonumber(ARGV[9] or '0')
 local function parse(l)
   local sep = string.find(l, '/', 1, true)
   return tonumber(string.sub(l, 1, sep - 1)), tonumber(string.sub(l, sep + 1))
@@ -393,7 +399,7 @@ local q = redis.call('ZCARD', KEYS[8])
 local k = nil
 if ticket ~= '' then k = redis.call('ZRANK', KEYS[8], ticket) end
 if not k then k = q end
-if notBefore == now and k < limit - n then
+if notBefore == now and k + spare < limit - n then
   if ticket ~= '' then
     -- How late after the first slot it was told this waiter is
     -- granted, per grant that slot counted on.
@@ -468,11 +474,11 @@ const ticketGrace = 2 * time.Second
 // Grant asks for one grant without a place in the fleet's queue (a
 // newcomer behind every waiter); see GrantQueued.
 func (q *Client) Grant(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration) (scheduler.SharedGrant, error) {
-	return q.GrantQueued(ctx, bucket, l, span, "", -1)
+	return q.GrantQueued(ctx, bucket, l, span, "", -1, 0)
 }
 
 // GrantQueued implements scheduler.Shared.
-func (q *Client) GrantQueued(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration, ticket string, within time.Duration) (scheduler.SharedGrant, error) {
+func (q *Client) GrantQueued(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration, ticket string, within time.Duration, spare int) (scheduler.SharedGrant, error) {
 	sent := time.Now()
 	hold := max(span, q.restartHold)
 	if ticket != "" {
@@ -483,8 +489,8 @@ func (q *Client) GrantQueued(ctx context.Context, bucket string, l scheduler.Lim
 		w = within.Microseconds()
 	}
 	q.grantRuns.Add(1)
-	res, err := q.run(ctx, grantScript, q.keys(bucket), l.Requests, span.Microseconds(), hold.Microseconds(),
-		encodeLimit(l), q.me.ID, ticket, w, ticketGrace.Microseconds()).Slice()
+	res, err := q.runPaired(ctx, grantScript, q.keys(bucket), l.Requests, span.Microseconds(), hold.Microseconds(),
+		encodeLimit(l), q.me.ID, ticket, w, ticketGrace.Microseconds(), spare).Slice()
 	if err != nil {
 		return scheduler.SharedGrant{}, fmt.Errorf("fleet: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dev/sluice/core/cache"
 )
 
 // Rides: a member's best-effort writes (a grant's restamp to its answer's
@@ -177,3 +179,90 @@ func (h roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // RoundTrips is how many exchanges this member has had with Redis: a
 // command, or a pipeline of them, each.
 func (q *Client) RoundTrips() int64 { return q.trips.Load() }
+
+// Pairs: a miss's cache lookup and its grant, started together by the
+// cache (cache.DoAhead), go in one pipeline, so a miss costs two round
+// trips (lookup and grant; then the store, with the restamp riding). The
+// first of the two to arrive waits up to pairWait for the other; either
+// goes alone if the other does not come (the grant may not be asked for
+// at all: a bucket that cannot grant speculatively).
+const pairWait = 2 * time.Millisecond
+
+// pair is the fleet's state for one cache.Together.
+type pair struct {
+	mu    sync.Mutex
+	first *pairCall
+	sent  bool
+}
+
+// pairCall is one script call of a pair, answered in cmd when done closes.
+type pairCall struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+	done   chan struct{}
+}
+
+// runPaired is run for the calls cache.DoAhead pairs (see pairWait);
+// other calls are run as they are.
+func (q *Client) runPaired(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	t := cache.TogetherOf(ctx)
+	if t == nil {
+		return q.run(ctx, script, keys, args...)
+	}
+	p := t.Value(func() any { return &pair{} }).(*pair)
+	me := &pairCall{script: script, keys: keys, args: args, done: make(chan struct{})}
+	p.mu.Lock()
+	if p.sent {
+		p.mu.Unlock()
+		return q.run(ctx, script, keys, args...)
+	}
+	if first := p.first; first != nil {
+		p.sent = true
+		p.mu.Unlock()
+		q.runBoth(ctx, first, me)
+		close(first.done)
+		return me.cmd
+	}
+	p.first = me
+	p.mu.Unlock()
+	t0 := time.NewTimer(q.pairWait)
+	defer t0.Stop()
+	select {
+	case <-me.done:
+		return me.cmd
+	case <-t0.C:
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	if p.sent {
+		// The partner came at the last moment and is sending both.
+		p.mu.Unlock()
+		<-me.done
+		return me.cmd
+	}
+	p.sent = true
+	p.mu.Unlock()
+	return q.run(ctx, script, keys, args...)
+}
+
+// runBoth sends a pair's two scripts, and any queued rides, in one
+// pipeline. It runs under neither caller's cancellation (the other's
+// answer is in it), bounded by the fleet's timeout.
+func (q *Client) runBoth(ctx context.Context, a, b *pairCall) {
+	rs := q.takeRides()
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.timeout)
+	defer cancel()
+	pipe := q.rdb.Pipeline()
+	cmds := queueRides(pctx, pipe, rs)
+	a.cmd = a.script.EvalSha(pctx, pipe, a.keys, a.args...)
+	b.cmd = b.script.EvalSha(pctx, pipe, b.keys, b.args...)
+	_, _ = pipe.Exec(pctx)
+	for _, c := range []*pairCall{a, b} {
+		if noScript(c.cmd.Err()) {
+			c.cmd = c.script.Eval(pctx, q.rdb, c.keys, c.args...)
+		}
+	}
+	q.settleRides(pctx, rs, cmds)
+}

@@ -2,11 +2,13 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sluice-dev/sluice/core/cache"
 	"github.com/sluice-dev/sluice/core/scheduler"
 	"github.com/sluice-dev/sluice/internal/testenv"
 )
@@ -96,5 +98,127 @@ func TestRides(t *testing.T) {
 	}
 	if err := admin.ZScore(ctx, q.keys("p.r")[0], g.Member).Err(); err != redis.Nil {
 		t.Fatalf("released grant still in the log: %v", err)
+	}
+}
+
+// TestPairs: a miss's cache lookup and its grant, asked together
+// (cache.DoAhead), cost one round trip between them, which is how a miss
+// costs two; either one alone still goes, in one round trip of its own.
+func TestPairs(t *testing.T) {
+	t.Parallel()
+	rd := testenv.StartRedis(t)
+	q, err := New(Options{URL: rd.URL, Name: "pairs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	q.restartHold = 0
+	c := q.Cache(nil)
+	defer c.Close()
+	ctx := context.Background()
+	l := scheduler.Limit{Requests: 100, Window: time.Second}
+	span := 1100 * time.Millisecond
+	// Redis loads each script at its first run (one more round trip).
+	grantUntil(t, q, "p.p", l, span)
+	if _, err := c.Lookup(ctx, "ineo:warm", false); err != nil {
+		t.Fatal(err)
+	}
+
+	lookup := func(ctx context.Context, key string) error {
+		f, err := c.Lookup(ctx, key, false)
+		if err == nil && f.Lock == "" {
+			t.Errorf("lookup of a new key took no fill lock: %+v", f)
+		}
+		return err
+	}
+	grant := func(ctx context.Context) error {
+		g, err := q.GrantQueued(ctx, "p.p", l, span, "", -1, 0)
+		if err == nil && !g.Granted {
+			t.Errorf("not granted: %+v", g)
+		}
+		return err
+	}
+	// And the first pipeline opens a connection of its own: open it
+	// before counting.
+	q.pairWait = time.Minute
+	pctx := cache.WithTogether(ctx)
+	warm := make(chan error, 1)
+	go func() { warm <- grant(pctx) }()
+	if err := lookup(pctx, "ineo:warm2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-warm; err != nil {
+		t.Fatal(err)
+	}
+	for i, tt := range []struct {
+		name  string
+		calls []func(context.Context, string) error
+		// wait is how long the first waits for its partner: long for
+		// a pair, so a busy machine's scheduling cannot split it.
+		wait time.Duration
+	}{
+		{"lookup and grant", []func(context.Context, string) error{lookup, func(ctx context.Context, _ string) error { return grant(ctx) }}, time.Minute},
+		{"lookup alone", []func(context.Context, string) error{lookup}, pairWait},
+		{"grant alone", []func(context.Context, string) error{func(ctx context.Context, _ string) error { return grant(ctx) }}, pairWait},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			q.pairWait = tt.wait
+			pctx := cache.WithTogether(ctx)
+			before := q.RoundTrips()
+			errs := make(chan error, len(tt.calls))
+			for _, call := range tt.calls {
+				go func() { errs <- call(pctx, fmt.Sprintf("ineo:k%d", i)) }()
+			}
+			for range tt.calls {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := q.RoundTrips() - before; got != 1 {
+				t.Fatalf("%d round trips, want 1", got)
+			}
+		})
+	}
+}
+
+// TestSpeculativeGrant: a speculative grant (spare > 0) is made only while
+// spare slots stay free after it, so one given back never made anyone
+// wait; ordinary grants still fill the bucket.
+func TestSpeculativeGrant(t *testing.T) {
+	t.Parallel()
+	rd := testenv.StartRedis(t)
+	q, err := New(Options{URL: rd.URL, Name: "spec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	q.restartHold = 0
+	ctx := context.Background()
+	l := scheduler.Limit{Requests: 6, Window: time.Hour}
+	span := time.Hour
+	// A store that has known the bucket for long: no hold of a new one.
+	admin := redis.NewClient(&redis.Options{Network: "unix", Addr: rd.Socket})
+	defer admin.Close()
+	if err := admin.Set(ctx, q.keys("p.s")[3], 0, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ask := func(spare int) bool {
+		t.Helper()
+		g, err := q.GrantQueued(ctx, "p.s", l, span, "", -1, spare)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Granted
+	}
+	// Speculative grants while 3 stay free after them.
+	for i, want := range []bool{true, true, true, false} {
+		if got := ask(3); got != want {
+			t.Fatalf("speculative grant %d (with %d in the window): granted %v, want %v", i+1, i, got, want)
+		}
+	}
+	for i, want := range []bool{true, true, true, false} {
+		if got := ask(0); got != want {
+			t.Fatalf("ordinary grant %d (with %d in the window): granted %v, want %v", i+1, i+3, got, want)
+		}
 	}
 }

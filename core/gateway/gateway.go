@@ -237,13 +237,16 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		// A fresh answer asked for: not another fleet member's copy.
 		dctx = cache.NoRemote(dctx)
 	}
-	e, shared, err := g.cache.Do(dctx, key, func(ctx context.Context) (*cache.Entry, bool, error) {
+	// In fleet mode the miss's grant is asked for beside its fleet cache
+	// lookup, in the same round trip to Redis (see speculation).
+	spec := speculate(h, c)
+	e, shared, err := g.cache.DoAhead(dctx, key, spec.aheadFunc(), func(ctx context.Context) (*cache.Entry, bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, maxWait+g.timeout(provider)+readyWait)
 		defer cancel()
 		var entry *cache.Entry
 		var store bool
 		var err error
-		entry, head, store, err = g.fetch(ctx, h, c)
+		entry, head, store, err = g.fetch(ctx, h, c, spec)
 		if store && err == nil && entry != nil {
 			// The fast lane's header block, rendered now rather than by
 			// the entry's first hit: a miss is already paying for a round
@@ -252,6 +255,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		}
 		return entry, store, err
 	})
+	spec.drop()
 	stopInterim()
 	info.Outcome = "miss"
 	if shared {
@@ -320,8 +324,8 @@ func notCached(c *call) error {
 // fetch runs one plugin call to completion and buffers the answer for the
 // cache. Only answers the plugin calls cacheable are stored, with a TTL bound
 // by every link expiry inside them.
-func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call) (*cache.Entry, *proto.ResponseHead, bool, error) {
-	stream, done, pg, err := g.open(ctx, h, c)
+func (g *Gateway) fetch(ctx context.Context, h *pluginhost.Handle, c *call, spec *speculation) (*cache.Entry, *proto.ResponseHead, bool, error) {
+	stream, done, pg, err := g.open(ctx, h, c, spec)
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -407,8 +411,8 @@ func (g *Gateway) expiry(c *call, head *proto.ResponseHead, body []byte, now tim
 // bucket can grant at once. The caller settles the pre-grant: settle after
 // a clean end of the stream, drain after a failed head; on every other
 // ending it keeps counting.
-func (g *Gateway) open(ctx context.Context, h *pluginhost.Handle, c *call) (proto.Provider_CallClient, func(), *pregrant, error) {
-	pg := preGrant(ctx, h, c)
+func (g *Gateway) open(ctx context.Context, h *pluginhost.Handle, c *call, spec *speculation) (proto.Provider_CallClient, func(), *pregrant, error) {
+	pg := preGrant(ctx, h, c, spec)
 	stream, done, err := h.Call(ctx, c.req, readyWait)
 	if err != nil {
 		// The request may have reached the plugin: a pre-grant is not
@@ -452,7 +456,7 @@ func unavailable(c *call, err error) *problem.Problem {
 // with flat memory.
 // stopInterim ends the interim responses before anything final is written.
 func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginhost.Handle, c *call, stopInterim func()) error {
-	stream, done, pg, err := g.open(ctx, h, c)
+	stream, done, pg, err := g.open(ctx, h, c, nil)
 	if err != nil {
 		stopInterim()
 		return err

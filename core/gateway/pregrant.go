@@ -4,8 +4,11 @@ import (
 	"context"
 	"io"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/sluice-dev/sluice/core/cache"
 	"github.com/sluice-dev/sluice/core/pluginhost"
 	"github.com/sluice-dev/sluice/core/proto"
 	"github.com/sluice-dev/sluice/core/provider"
@@ -29,20 +32,106 @@ type pregrant struct {
 // cleared here, so a request is never sent with an earlier call's grant).
 // A bucket that cannot grant at once costs nothing: the plugin then queues
 // through Host.Acquire as before (see Handle.PreGrant for the buckets that
-// get none).
-func preGrant(ctx context.Context, h *pluginhost.Handle, c *call) *pregrant {
+// get none). A speculative pre-grant already taken for the call (spec) is
+// used instead, if there is one.
+func preGrant(ctx context.Context, h *pluginhost.Handle, c *call, spec *speculation) *pregrant {
 	c.req.Pregrant = nil
 	bucket := c.op.GetBucket()
 	if bucket == "" {
 		return nil
 	}
-	start := time.Now()
-	g, ok := h.PreGrant(ctx, bucket)
-	if !ok {
+	p := spec.take()
+	if p == nil {
+		start := time.Now()
+		g, ok := h.PreGrant(ctx, bucket)
+		if !ok {
+			return nil
+		}
+		p = &pregrant{h: h, g: g, wait: time.Since(start)}
+	}
+	g := p.g
+	c.req.Pregrant = &proto.Pregrant{Bucket: g.Bucket, GrantedAtUnixNs: g.At.UnixNano(), Seq: g.Seq, UseByUnixNs: provider.UseByNs(g.UseBy)}
+	return p
+}
+
+// speculation is a pre-grant asked for beside a miss's fleet cache lookup
+// (cache.DoAhead), so both travel to Redis in one round trip: a miss then
+// costs two, not three. The lookup may find another member's answer, or
+// another member fetching: the fetch then never runs, and the grant,
+// never sent, is given back (drop). Only a bucket with half its limit
+// free grants one (scheduler.Scheduler.AcquireSpeculative), so a grant
+// taken and given back never makes another caller wait. A nil
+// *speculation is none.
+type speculation struct {
+	h       *pluginhost.Handle
+	bucket  string
+	started atomic.Bool
+	done    chan struct{} // closed when the asking has finished
+	mu      sync.Mutex
+	p       *pregrant // the grant, until taken
+}
+
+// speculate returns the speculation for a cacheable miss of c, or nil
+// when its bucket could get no pre-grant anyway (then nothing is asked,
+// and the lookup does not wait for a partner).
+func speculate(h *pluginhost.Handle, c *call) *speculation {
+	bucket := c.op.GetBucket()
+	if bucket == "" || !h.CanPreGrant(bucket) {
 		return nil
 	}
-	c.req.Pregrant = &proto.Pregrant{Bucket: g.Bucket, GrantedAtUnixNs: g.At.UnixNano(), Seq: g.Seq, UseByUnixNs: provider.UseByNs(g.UseBy)}
-	return &pregrant{h: h, g: g, wait: time.Since(start)}
+	return &speculation{h: h, bucket: bucket, done: make(chan struct{})}
+}
+
+// ahead is the cache.AheadFunc: called just before the lookup, it asks
+// beside it.
+func (s *speculation) ahead(ctx context.Context) func() {
+	s.started.Store(true)
+	go func() {
+		defer close(s.done)
+		start := time.Now()
+		if g, ok := s.h.PreGrantSpeculative(ctx, s.bucket); ok {
+			s.mu.Lock()
+			s.p = &pregrant{h: s.h, g: g, wait: time.Since(start)}
+			s.mu.Unlock()
+		}
+	}()
+	return s.drop
+}
+
+// aheadFunc is s.ahead, or nil for no speculation.
+func (s *speculation) aheadFunc() cache.AheadFunc {
+	if s == nil {
+		return nil
+	}
+	return s.ahead
+}
+
+// take hands the fetch the speculative grant, if one was asked for and
+// granted, and not dropped.
+func (s *speculation) take() *pregrant {
+	if s == nil || !s.started.Load() {
+		return nil
+	}
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.p
+	s.p = nil
+	return p
+}
+
+// drop gives back a speculative grant no fetch took, once it is known:
+// never sent, it frees its slot at once. It does not wait, and may be
+// called more than once.
+func (s *speculation) drop() {
+	if s == nil || !s.started.Load() {
+		return
+	}
+	go func() {
+		if p := s.take(); p != nil {
+			p.h.Release(p.g)
+		}
+	}()
 }
 
 // noteWait folds the time spent getting the pre-grant into the wait the

@@ -26,6 +26,9 @@ import (
 // Scheduler is the part of the core scheduler plugins are served.
 type Scheduler interface {
 	Acquire(ctx context.Context, bucket string, maxWait time.Duration) (scheduler.Grant, error)
+	// AcquireSpeculative grants at once only while half the bucket's
+	// limit stays free (see scheduler.Scheduler.AcquireSpeculative).
+	AcquireSpeculative(ctx context.Context, bucket string) (scheduler.Grant, error)
 	Pause(bucket string, until time.Time, reason string)
 	Configure(bucket string, l scheduler.Limit) error
 	// Release forgets a grant that provably was never used to send (an
@@ -331,12 +334,36 @@ func (h *Handle) Call(ctx context.Context, req *proto.CallRequest, readyWait tim
 // grant would hold budget until the call ends. A granted pre-grant counts
 // like any grant; Release it only when the plugin reported it unused.
 func (h *Handle) PreGrant(ctx context.Context, bucket string) (scheduler.Grant, bool) {
+	return h.preGrant(ctx, bucket, false)
+}
+
+// CanPreGrant reports whether bucket may get a pre-grant at all (see
+// PreGrant), without asking the scheduler.
+func (h *Handle) CanPreGrant(bucket string) bool {
 	s := h.s
-	if !ownsBucket(s.spec.Name, bucket) || !s.ready() || boundsInFlight(s.description(), bucket) {
+	return ownsBucket(s.spec.Name, bucket) && s.ready() && !boundsInFlight(s.description(), bucket)
+}
+
+// PreGrantSpeculative is PreGrant for a call that may not happen (see
+// scheduler.AcquireSpeculative): granted only while half the bucket's
+// limit stays free. Release it when the call does not take it.
+func (h *Handle) PreGrantSpeculative(ctx context.Context, bucket string) (scheduler.Grant, bool) {
+	return h.preGrant(ctx, bucket, true)
+}
+
+func (h *Handle) preGrant(ctx context.Context, bucket string, speculative bool) (scheduler.Grant, bool) {
+	if !h.CanPreGrant(bucket) {
 		return scheduler.Grant{}, false
 	}
+	s := h.s
 	start := time.Now()
-	g, err := s.host.opts.Scheduler.Acquire(ctx, bucket, -1)
+	var g scheduler.Grant
+	var err error
+	if speculative {
+		g, err = s.host.opts.Scheduler.AcquireSpeculative(ctx, bucket)
+	} else {
+		g, err = s.host.opts.Scheduler.Acquire(ctx, bucket, -1)
+	}
 	if err != nil {
 		return scheduler.Grant{}, false
 	}

@@ -29,6 +29,11 @@ func (f *fakeScheduler) Acquire(_ context.Context, bucket string, maxWait time.D
 	return scheduler.Grant{Bucket: bucket, At: time.Now(), Seq: uint64(len(f.acquires))}, nil
 }
 
+// AcquireSpeculative is recorded as an Acquire that would not wait.
+func (f *fakeScheduler) AcquireSpeculative(ctx context.Context, bucket string) (scheduler.Grant, error) {
+	return f.Acquire(ctx, bucket, -1)
+}
+
 func (f *fakeScheduler) Pause(string, time.Time, string)         {}
 func (f *fakeScheduler) Answered(string, time.Time, time.Time)   {}
 func (f *fakeScheduler) Predict(string) (int, time.Time, bool)   { return 0, time.Time{}, false }

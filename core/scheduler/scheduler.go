@@ -352,7 +352,7 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, err)
 	}
 	if s.shared != nil {
-		return s.acquireShared(ctx, b, name, maxWait)
+		return s.acquireShared(ctx, b, name, maxWait, 0)
 	}
 	w, err := s.wait(ctx, b, name, maxWait)
 	for {
@@ -410,6 +410,35 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 		b.mu.Unlock()
 		return w.grant, nil
 	}
+}
+
+// AcquireSpeculative is Acquire for a grant that may be given back at
+// once, unused (fleet mode: a miss's grant asked for beside its cache
+// lookup, which may yet find another member's answer). It grants only at
+// once, and only while at least half of the bucket's limit stays free
+// after it: a grant taken and given back must never make another caller
+// wait, and a caller told the bucket is full waits until the slot it was
+// told, however soon a speculative grant comes back.
+func (s *Scheduler) AcquireSpeculative(ctx context.Context, name string) (Grant, error) {
+	if err := ctx.Err(); err != nil {
+		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, err)
+	}
+	b, err := s.lookup(name)
+	if err != nil {
+		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, err)
+	}
+	b.mu.Lock()
+	spare := b.limit.Requests / 2
+	b.mu.Unlock()
+	if s.shared != nil {
+		return s.acquireShared(ctx, b, name, -1, spare)
+	}
+	// A single host has no lookup to pair a grant with; the rule holds
+	// all the same.
+	if bud, ok := s.Budget(name); !ok || bud.Remaining-1 < spare {
+		return Grant{}, &BudgetError{Bucket: name, Reason: "no spare budget for a speculative grant"}
+	}
+	return s.Acquire(ctx, name, -1)
 }
 
 // wait queues one caller at the tail and waits for its grant.

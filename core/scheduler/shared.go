@@ -22,8 +22,10 @@ type Shared interface {
 	// scheduler) each time: the fleet keeps its place in a FIFO queue of
 	// waiters and tells it the slot that place will get, unless that is
 	// further than within (≥ 0; negative: no bound). "" asks without a
-	// place (a newcomer behind every waiter, not queued).
-	GrantQueued(ctx context.Context, bucket string, l Limit, span time.Duration, ticket string, within time.Duration) (SharedGrant, error)
+	// place (a newcomer behind every waiter, not queued). spare > 0 asks
+	// for a speculative grant: made only if at least spare slots stay
+	// free after it (see AcquireSpeculative).
+	GrantQueued(ctx context.Context, bucket string, l Limit, span time.Duration, ticket string, within time.Duration, spare int) (SharedGrant, error)
 	// Dequeue gives up ticket's place in the queue (a waiter that stops
 	// waiting).
 	Dequeue(ctx context.Context, bucket, ticket string) error
@@ -153,7 +155,7 @@ const sharedTimeout = 2 * time.Second
 // caller holds a place in the fleet's FIFO queue (a ticket), is told the
 // slot its place will get, sleeps until then and asks once more; a caller
 // that gives up leaves the queue (off its path).
-func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, maxWait time.Duration) (Grant, error) {
+func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, maxWait time.Duration, spare int) (Grant, error) {
 	start := time.Now()
 	lateInARow := 0
 	ticket := strconv.FormatUint(s.tickets.Add(1), 36)
@@ -196,7 +198,7 @@ func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, m
 			}
 			rctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 			var err error
-			g, err = s.shared.GrantQueued(rctx, name, l, span, ticket, within)
+			g, err = s.shared.GrantQueued(rctx, name, l, span, ticket, within, spare)
 			cancel()
 			if err != nil {
 				if ctx.Err() != nil {

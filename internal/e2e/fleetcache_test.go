@@ -153,3 +153,52 @@ func TestFleetCacheLinksPerCaller(t *testing.T) {
 		t.Fatalf("%d Spotify requests for one page asked through two members, want 1", got)
 	}
 }
+
+// TestFleetSpeculativeGrant: a member's miss asks for its grant beside
+// its fleet cache lookup, in the same round trip to Redis. When the
+// lookup finds another member's answer, that grant, never sent, is given
+// back at once (before: it would have kept a slot of the fleet's window
+// for a whole window); when the member fetches, the grant is used.
+func TestFleetSpeculativeGrant(t *testing.T) {
+	t.Parallel()
+	lim := ineosim.Limit{Requests: 6, Window: 2 * time.Second}
+	_, sim, envs := startFleet(t, 2, lim)
+	ctx := testenv.Ctx(t, 2*time.Minute)
+	released := func(i int) uint64 {
+		st, err := envs[i].Client.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range st.Buckets {
+			if b.Name == "ineo.spotify" {
+				return b.Released
+			}
+		}
+		t.Fatalf("member %d has no bucket ineo.spotify: %+v", i, st.Buckets)
+		return 0
+	}
+	before := sim.Requests(ineosim.ServiceSpotify)
+	// The fleet's first window is held: A's first grant waits for it.
+	if r, err := track(ctx, envs[0].Client, trackID(1), nil); err != nil || r.Status != 200 {
+		t.Fatalf("A: %v", err)
+	}
+	if r, err := track(ctx, envs[0].Client, trackID(2), nil); err != nil || r.Status != 200 {
+		t.Fatalf("A: %v", err)
+	}
+	b, err := track(ctx, envs[1].Client, trackID(2), nil)
+	if err != nil || b.Status != 200 {
+		t.Fatalf("B: %v", err)
+	}
+	if cs := b.Header.Get("Cache-Status"); !strings.Contains(cs, "fleet") {
+		t.Fatalf("B's Cache-Status %q, want a hit from the fleet's cache", cs)
+	}
+	testenv.Eventually(t, 10*time.Second, "B to give back the grant it asked for beside its lookup", func() bool {
+		return released(1) == 1
+	})
+	if got := released(0); got != 0 {
+		t.Errorf("A gave back %d grants; its misses were fetched with them", got)
+	}
+	if got := sim.Requests(ineosim.ServiceSpotify) - before; got != 2 {
+		t.Errorf("%d upstream requests for two tracks, want 2", got)
+	}
+}
