@@ -481,6 +481,12 @@ func (q *Client) Grant(ctx context.Context, bucket string, l scheduler.Limit, sp
 func (q *Client) GrantQueued(ctx context.Context, bucket string, l scheduler.Limit, span time.Duration, ticket string, within time.Duration, spare int) (scheduler.SharedGrant, error) {
 	sent := time.Now()
 	hold := max(span, q.restartHold)
+	if spare > 0 {
+		// A speculative asker never takes a place in the queue: refused
+		// while a slot is free now, it would be told a wait of 0 and
+		// queued ahead of real waiters until it gave the place up.
+		ticket = ""
+	}
 	if ticket != "" {
 		ticket = q.me.ID + ":" + ticket // unique in the fleet
 	}

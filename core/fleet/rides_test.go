@@ -216,6 +216,15 @@ func TestSpeculativeGrant(t *testing.T) {
 			t.Fatalf("speculative grant %d (with %d in the window): granted %v, want %v", i+1, i, got, want)
 		}
 	}
+	// Refused while a slot is free now, a speculative asker with a
+	// ticket must not be queued (told a wait of 0, it would stand ahead
+	// of real waiters until it gave its place up).
+	if g, err := q.GrantQueued(ctx, "p.s", l, span, "spec", 0, 3); err != nil || g.Granted || g.Queued {
+		t.Fatalf("speculative ask with a ticket: %+v, %v; want refused, not queued", g, err)
+	}
+	if n, err := admin.ZCard(ctx, q.keys("p.s")[7]).Result(); err != nil || n != 0 {
+		t.Fatalf("%d waiters queued after a speculative ask (%v), want 0", n, err)
+	}
 	for i, want := range []bool{true, true, true, false} {
 		if got := ask(0); got != want {
 			t.Fatalf("ordinary grant %d (with %d in the window): granted %v, want %v", i+1, i+3, got, want)
