@@ -208,10 +208,11 @@ func (c *Cache) Store(ctx context.Context, key string, value []byte, fresh, keep
 // Renew implements cache.Remote.
 func (c *Cache) Renew(ctx context.Context, key, lock string) error {
 	c.trips.Add(1)
-	if err := c.q.run(ctx, renewScript, c.keys(key), lock, lockTTL.Milliseconds()).Err(); err != nil {
-		return fmt.Errorf("fleet: cache lock renew: %w", err)
-	}
-	return nil
+	// A renewal needs no answer before the fetch goes on, and the lease
+	// outlasts the renewal period twice over: it rides with the member's
+	// next round trip (rides.go), as a waiting miss renews every second.
+	return c.q.laterWait(ctx, ride{what: "cache lock renew", script: renewScript, keys: c.keys(key),
+		args: []any{lock, lockTTL.Milliseconds()}})
 }
 
 // Unlock implements cache.Remote.

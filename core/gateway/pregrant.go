@@ -33,15 +33,22 @@ type pregrant struct {
 // A bucket that cannot grant at once costs nothing: the plugin then queues
 // through Host.Acquire as before (see Handle.PreGrant for the buckets that
 // get none). A speculative pre-grant already taken for the call (spec) is
-// used instead, if there is one.
+// used instead, if there is one; if the speculation was refused, none is
+// asked for again: a bucket that would not grant speculatively is at
+// least half full, and an immediate grant there would most often be
+// refused too, a round trip for nothing (the plugin's Host.Acquire asks
+// once anyway).
 func preGrant(ctx context.Context, h *pluginhost.Handle, c *call, spec *speculation) *pregrant {
 	c.req.Pregrant = nil
 	bucket := c.op.GetBucket()
 	if bucket == "" {
 		return nil
 	}
-	p := spec.take()
+	p, refused := spec.take()
 	if p == nil {
+		if refused {
+			return nil
+		}
 		start := time.Now()
 		g, ok := h.PreGrant(ctx, bucket)
 		if !ok {
@@ -69,6 +76,7 @@ type speculation struct {
 	done    chan struct{} // closed when the asking has finished
 	mu      sync.Mutex
 	p       *pregrant // the grant, until taken
+	refused bool      // asked, and not granted
 }
 
 // speculate returns the speculation for a cacheable miss of c, or nil
@@ -89,11 +97,14 @@ func (s *speculation) ahead(ctx context.Context) func() {
 	go func() {
 		defer close(s.done)
 		start := time.Now()
-		if g, ok := s.h.PreGrantSpeculative(ctx, s.bucket); ok {
-			s.mu.Lock()
+		g, ok := s.h.PreGrantSpeculative(ctx, s.bucket)
+		s.mu.Lock()
+		if ok {
 			s.p = &pregrant{h: s.h, g: g, wait: time.Since(start)}
-			s.mu.Unlock()
+		} else {
+			s.refused = true
 		}
+		s.mu.Unlock()
 	}()
 	return s.drop
 }
@@ -107,17 +118,17 @@ func (s *speculation) aheadFunc() cache.AheadFunc {
 }
 
 // take hands the fetch the speculative grant, if one was asked for and
-// granted, and not dropped.
-func (s *speculation) take() *pregrant {
+// granted, and not dropped; refused says it was asked for and refused.
+func (s *speculation) take() (p *pregrant, refused bool) {
 	if s == nil || !s.started.Load() {
-		return nil
+		return nil, false
 	}
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.p
+	p = s.p
 	s.p = nil
-	return p
+	return p, s.refused
 }
 
 // drop gives back a speculative grant no fetch took, once it is known:
@@ -128,7 +139,7 @@ func (s *speculation) drop() {
 		return
 	}
 	go func() {
-		if p := s.take(); p != nil {
+		if p, _ := s.take(); p != nil {
 			p.h.Release(p.g)
 		}
 	}()
