@@ -10,7 +10,6 @@ import (
 
 	"github.com/sluice-dev/sluice/core/cache"
 	"github.com/sluice-dev/sluice/core/scheduler"
-	"github.com/sluice-dev/sluice/internal/testenv"
 )
 
 // TestRides: a miss's restamp waits for the member's next script (its
@@ -19,12 +18,7 @@ import (
 // own within moments. Either way it lands, and a release does the same.
 func TestRides(t *testing.T) {
 	t.Parallel()
-	rd := testenv.StartRedis(t)
-	q, err := New(Options{URL: rd.URL, Name: "rides"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	q, rd := newTestClient(t, "rides")
 	q.restartHold = 0
 	c := q.Cache(nil)
 	defer c.Close()
@@ -106,12 +100,7 @@ func TestRides(t *testing.T) {
 // costs two; either one alone still goes, in one round trip of its own.
 func TestPairs(t *testing.T) {
 	t.Parallel()
-	rd := testenv.StartRedis(t)
-	q, err := New(Options{URL: rd.URL, Name: "pairs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	q, _ := newTestClient(t, "pairs")
 	q.restartHold = 0
 	c := q.Cache(nil)
 	defer c.Close()
@@ -186,12 +175,7 @@ func TestPairs(t *testing.T) {
 // wait; ordinary grants still fill the bucket.
 func TestSpeculativeGrant(t *testing.T) {
 	t.Parallel()
-	rd := testenv.StartRedis(t)
-	q, err := New(Options{URL: rd.URL, Name: "spec"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	q, rd := newTestClient(t, "spec")
 	q.restartHold = 0
 	ctx := context.Background()
 	l := scheduler.Limit{Requests: 6, Window: time.Hour}

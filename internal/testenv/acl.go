@@ -128,13 +128,10 @@ func lastLines(s string, n int) string {
 
 // Kill SIGKILLs the server (a crash: it comes back empty at Start).
 func (r *RedisACL) Kill() {
-	if r.cmd == nil {
-		return
+	if r.cmd != nil {
+		killServer(r.cmd, r.done, r.Socket)
+		r.cmd = nil
 	}
-	_ = r.cmd.Process.Kill()
-	<-r.done
-	r.cmd = nil
-	_ = os.Remove(r.Socket)
 }
 
 // ACLLogEntry is one entry of ACL LOG: what the server refused, and why.

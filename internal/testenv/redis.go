@@ -60,13 +60,18 @@ func (r *Redis) Start() {
 
 // Kill SIGKILLs the server (a crash, or the fleet losing its store).
 func (r *Redis) Kill() {
-	if r.cmd == nil {
-		return
+	if r.cmd != nil {
+		killServer(r.cmd, r.done, r.Socket)
+		r.cmd = nil
 	}
-	_ = r.cmd.Process.Kill()
-	<-r.done
-	r.cmd = nil
-	_ = os.Remove(r.Socket)
+}
+
+// killServer SIGKILLs a server, waits for it (done closes when it has
+// exited) and removes its socket.
+func killServer(cmd *exec.Cmd, done <-chan struct{}, socket string) {
+	_ = cmd.Process.Kill()
+	<-done
+	_ = os.Remove(socket)
 }
 
 // Pause makes the server answer no client for d (CLIENT PAUSE … ALL): a
