@@ -11,8 +11,32 @@ import (
 // both in one round trip. It only names the pair; the store keeps its own
 // state for it in Value.
 type Together struct {
-	mu sync.Mutex
-	v  any
+	mu    sync.Mutex
+	v     any
+	alone chan struct{}
+	once  sync.Once
+}
+
+// Alone says the call started beside the lookup will not reach the remote
+// store (it was answered without it), so the lookup waits for it no
+// longer. Safe on a nil *Together and more than once.
+func (t *Together) Alone() {
+	if t == nil {
+		return
+	}
+	t.once.Do(func() { close(t.aloneC()) })
+}
+
+// AloneC is closed by Alone.
+func (t *Together) AloneC() <-chan struct{} { return t.aloneC() }
+
+func (t *Together) aloneC() chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.alone == nil {
+		t.alone = make(chan struct{})
+	}
+	return t.alone
 }
 
 // Value returns the store's state for the pair, made by mk on first use.

@@ -197,6 +197,7 @@ type pair struct {
 
 // pairCall is one script call of a pair, answered in cmd when done closes.
 type pairCall struct {
+	ctx    context.Context
 	script *redis.Script
 	keys   []string
 	args   []any
@@ -212,7 +213,7 @@ func (q *Client) runPaired(ctx context.Context, script *redis.Script, keys []str
 		return q.run(ctx, script, keys, args...)
 	}
 	p := t.Value(func() any { return &pair{} }).(*pair)
-	me := &pairCall{script: script, keys: keys, args: args, done: make(chan struct{})}
+	me := &pairCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
 	p.mu.Lock()
 	if p.sent {
 		p.mu.Unlock()
@@ -233,6 +234,7 @@ func (q *Client) runPaired(ctx context.Context, script *redis.Script, keys []str
 	case <-me.done:
 		return me.cmd
 	case <-t0.C:
+	case <-t.AloneC():
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
@@ -249,10 +251,18 @@ func (q *Client) runPaired(ctx context.Context, script *redis.Script, keys []str
 
 // runBoth sends a pair's two scripts, and any queued rides, in one
 // pipeline. It runs under neither caller's cancellation (the other's
-// answer is in it), bounded by the fleet's timeout.
+// answer is in it), bounded by the earlier of their deadlines (a lookup's
+// is short: a fleet cache that does not answer is soon a miss) and the
+// fleet's timeout.
 func (q *Client) runBoth(ctx context.Context, a, b *pairCall) {
 	rs := q.takeRides()
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.timeout)
+	end := time.Now().Add(q.timeout)
+	for _, c := range []*pairCall{a, b} {
+		if d, ok := c.ctx.Deadline(); ok && d.Before(end) {
+			end = d
+		}
+	}
+	pctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), end)
 	defer cancel()
 	pipe := q.rdb.Pipeline()
 	cmds := queueRides(pctx, pipe, rs)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"io"
 	"slices"
 	"sync"
@@ -97,12 +98,18 @@ func (s *speculation) ahead(ctx context.Context) func() {
 	go func() {
 		defer close(s.done)
 		start := time.Now()
-		g, ok := s.h.PreGrantSpeculative(ctx, s.bucket)
+		g, err := s.h.PreGrantSpeculative(ctx, s.bucket)
+		// Answered without the fleet's store (a bucket too small to
+		// speculate in, a local pause): the lookup goes on alone.
+		cache.TogetherOf(ctx).Alone()
 		s.mu.Lock()
-		if ok {
+		if err == nil {
 			s.p = &pregrant{h: s.h, g: g, wait: time.Since(start)}
 		} else {
-			s.refused = true
+			// Refused by the bucket: an ordinary immediate grant would
+			// most often be refused too. Any other failure leaves the
+			// ordinary pre-grant to be asked for.
+			s.refused = errors.Is(err, scheduler.ErrBudget)
 		}
 		s.mu.Unlock()
 	}()
@@ -139,9 +146,15 @@ func (s *speculation) drop() {
 		return
 	}
 	go func() {
-		if p, _ := s.take(); p != nil {
+		p, _ := s.take()
+		if p != nil {
 			p.h.Release(p.g)
 		}
+		// A fetch that follows later (after waiting for another
+		// member's) asks for its pre-grant afresh: the refusal is old.
+		s.mu.Lock()
+		s.refused = false
+		s.mu.Unlock()
 	}()
 }
 

@@ -334,7 +334,8 @@ func (h *Handle) Call(ctx context.Context, req *proto.CallRequest, readyWait tim
 // grant would hold budget until the call ends. A granted pre-grant counts
 // like any grant; Release it only when the plugin reported it unused.
 func (h *Handle) PreGrant(ctx context.Context, bucket string) (scheduler.Grant, bool) {
-	return h.preGrant(ctx, bucket, false)
+	g, err := h.preGrant(ctx, bucket, false)
+	return g, err == nil
 }
 
 // CanPreGrant reports whether bucket may get a pre-grant at all (see
@@ -344,16 +345,21 @@ func (h *Handle) CanPreGrant(bucket string) bool {
 	return ownsBucket(s.spec.Name, bucket) && s.ready() && !boundsInFlight(s.description(), bucket)
 }
 
+// errNoPreGrant: the bucket gets no pre-grant (see PreGrant).
+var errNoPreGrant = errors.New("no pre-grant for this bucket now")
+
 // PreGrantSpeculative is PreGrant for a call that may not happen (see
-// scheduler.AcquireSpeculative): granted only while half the bucket's
-// limit stays free. Release it when the call does not take it.
-func (h *Handle) PreGrantSpeculative(ctx context.Context, bucket string) (scheduler.Grant, bool) {
+// scheduler.Scheduler.AcquireSpeculative): granted only while half the
+// bucket's limit stays free. Release it when the call does not take it.
+// The error says why there is none: a *scheduler.BudgetError when the
+// bucket refused it.
+func (h *Handle) PreGrantSpeculative(ctx context.Context, bucket string) (scheduler.Grant, error) {
 	return h.preGrant(ctx, bucket, true)
 }
 
-func (h *Handle) preGrant(ctx context.Context, bucket string, speculative bool) (scheduler.Grant, bool) {
+func (h *Handle) preGrant(ctx context.Context, bucket string, speculative bool) (scheduler.Grant, error) {
 	if !h.CanPreGrant(bucket) {
-		return scheduler.Grant{}, false
+		return scheduler.Grant{}, errNoPreGrant
 	}
 	s := h.s
 	start := time.Now()
@@ -365,12 +371,12 @@ func (h *Handle) preGrant(ctx context.Context, bucket string, speculative bool) 
 		g, err = s.host.opts.Scheduler.Acquire(ctx, bucket, -1)
 	}
 	if err != nil {
-		return scheduler.Grant{}, false
+		return scheduler.Grant{}, err
 	}
 	if obs := s.host.opts.ObserveWait; obs != nil {
 		obs(bucket, time.Since(start))
 	}
-	return g, true
+	return g, nil
 }
 
 // Release returns a pre-grant the plugin reported it never used (and, by

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,5 +100,45 @@ func TestLateHandOutKeepsItsPlace(t *testing.T) {
 	if !first.At.Before(second.At) {
 		t.Fatalf("the late caller was granted at %s, the newcomer at %s: want the late caller first",
 			first.At.Format(time.StampMicro), second.At.Format(time.StampMicro))
+	}
+}
+
+// TestAcquireSpeculative: a speculative grant is made only while half the
+// bucket's limit stays free after it, and never in a bucket too small for
+// that to leave a slot (a limit-1 bucket's one slot, held for a moment,
+// would send a caller arriving meanwhile to sleep a whole window).
+func TestAcquireSpeculative(t *testing.T) {
+	for _, tt := range []struct {
+		limit int
+		// grants is how many speculative grants in a row are made.
+		grants int
+		small  bool
+	}{
+		{limit: 1, small: true},
+		{limit: 3, small: true},
+		{limit: 4, grants: 2},
+		{limit: 6, grants: 3},
+	} {
+		t.Run(fmt.Sprint(tt.limit), func(t *testing.T) {
+			s := newTestScheduler(t, Options{StateDir: t.TempDir()})
+			mustConfigure(t, s, "p.b", Limit{Requests: tt.limit, Window: time.Hour})
+			for i := range tt.grants {
+				if _, err := s.AcquireSpeculative(context.Background(), "p.b"); err != nil {
+					t.Fatalf("speculative grant %d: %v", i+1, err)
+				}
+			}
+			_, err := s.AcquireSpeculative(context.Background(), "p.b")
+			want := ErrBudget
+			if tt.small {
+				want = ErrNoSpeculation
+			}
+			if !errors.Is(err, want) {
+				t.Fatalf("speculative grant %d: %v, want %v", tt.grants+1, err, want)
+			}
+			// Ordinary grants still fill the bucket.
+			for range tt.limit - tt.grants {
+				mustAcquire(t, s, "p.b")
+			}
+		})
 	}
 }

@@ -412,13 +412,26 @@ func (s *Scheduler) Acquire(ctx context.Context, name string, maxWait time.Durat
 	}
 }
 
+// minSpeculative is the smallest limit that gets speculative grants: below
+// it, half the limit is one slot or none, and one grant held for a moment
+// could fill the bucket, so that a caller arriving meanwhile is told to
+// wait a whole window and sleeps through the slot's return.
+const minSpeculative = 4
+
+// ErrNoSpeculation: the bucket's limit is too small for speculative
+// grants (minSpeculative); ask for an ordinary grant when it is needed.
+var ErrNoSpeculation = errors.New("no speculative grants in a bucket this small")
+
 // AcquireSpeculative is Acquire for a grant that may be given back at
 // once, unused (fleet mode: a miss's grant asked for beside its cache
 // lookup, which may yet find another member's answer). It grants only at
 // once, and only while at least half of the bucket's limit stays free
 // after it: a grant taken and given back must never make another caller
 // wait, and a caller told the bucket is full waits until the slot it was
-// told, however soon a speculative grant comes back.
+// told, however soon a speculative grant comes back. Buckets whose limit
+// is below minSpeculative get ErrNoSpeculation. A refusal never updates
+// the bucket's budget reading (it says nothing of the budget an ordinary
+// caller would get).
 func (s *Scheduler) AcquireSpeculative(ctx context.Context, name string) (Grant, error) {
 	if err := ctx.Err(); err != nil {
 		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, err)
@@ -428,8 +441,12 @@ func (s *Scheduler) AcquireSpeculative(ctx context.Context, name string) (Grant,
 		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, err)
 	}
 	b.mu.Lock()
-	spare := b.limit.Requests / 2
+	limit := b.limit.Requests
 	b.mu.Unlock()
+	if limit < minSpeculative {
+		return Grant{}, fmt.Errorf("scheduler: acquire %q: %w", name, ErrNoSpeculation)
+	}
+	spare := limit / 2
 	if s.shared != nil {
 		return s.acquireShared(ctx, b, name, -1, spare)
 	}

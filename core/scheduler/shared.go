@@ -206,7 +206,9 @@ func (s *Scheduler) acquireShared(ctx context.Context, b *bucket, name string, m
 				}
 				return giveUp(&FleetError{Bucket: name, RetryAfter: retryEvery, Err: err})
 			}
-			if g.Budget {
+			if g.Budget && (spare == 0 || g.Granted) {
+				// A speculative refusal's figures are the spare
+				// rule's, not the budget an ordinary caller sees.
 				b.noteFleetBudget(g.Remaining, g.ResetIn)
 			}
 		}
