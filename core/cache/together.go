@@ -21,23 +21,13 @@ type Together struct {
 // store (it was answered without it), so the lookup waits for it no
 // longer. Safe on a nil *Together and more than once.
 func (t *Together) Alone() {
-	if t == nil {
-		return
+	if t != nil {
+		t.once.Do(func() { close(t.alone) })
 	}
-	t.once.Do(func() { close(t.aloneC()) })
 }
 
 // AloneC is closed by Alone.
-func (t *Together) AloneC() <-chan struct{} { return t.aloneC() }
-
-func (t *Together) aloneC() chan struct{} {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.alone == nil {
-		t.alone = make(chan struct{})
-	}
-	return t.alone
-}
+func (t *Together) AloneC() <-chan struct{} { return t.alone }
 
 // Value returns the store's state for the pair, made by mk on first use.
 func (t *Together) Value(mk func() any) any {
@@ -53,7 +43,7 @@ type togetherKey struct{}
 
 // WithTogether marks ctx's remote calls as one pair (see Together).
 func WithTogether(ctx context.Context) context.Context {
-	return context.WithValue(ctx, togetherKey{}, &Together{})
+	return context.WithValue(ctx, togetherKey{}, &Together{alone: make(chan struct{})})
 }
 
 // TogetherOf returns the pair ctx's calls belong to, or nil.

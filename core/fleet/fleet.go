@@ -565,12 +565,18 @@ func (q *Client) Pause(ctx context.Context, bucket string, until time.Time, reas
 // RestampLater implements scheduler.Shared: the restamp goes with this
 // member's next round trip (rides.go).
 func (q *Client) RestampLater(bucket, member string, to time.Time, done func(error)) {
-	q.later(ride{what: "restamp", script: restampScript, keys: q.keys(bucket), args: []any{member, strconv.FormatInt(to.UnixMicro(), 10)}, done: done})
+	r := q.restampRide(bucket, member, to)
+	r.done = done
+	q.later(r)
 }
 
 // Restamp is RestampLater for a caller that waits for the outcome.
 func (q *Client) Restamp(ctx context.Context, bucket, member string, to time.Time) error {
-	return q.laterWait(ctx, ride{what: "restamp", script: restampScript, keys: q.keys(bucket), args: []any{member, strconv.FormatInt(to.UnixMicro(), 10)}})
+	return q.laterWait(ctx, q.restampRide(bucket, member, to))
+}
+
+func (q *Client) restampRide(bucket, member string, to time.Time) ride {
+	return ride{what: "restamp", script: restampScript, keys: q.keys(bucket), args: []any{member, strconv.FormatInt(to.UnixMicro(), 10)}}
 }
 
 // budgetScript reads a bucket's budget without granting: what a newcomer
@@ -617,10 +623,16 @@ var releaseScript = redis.NewScript(`return redis.call('ZREM', KEYS[1], ARGV[1])
 // ReleaseLater implements scheduler.Shared: a grant that was never sent
 // leaves the fleet's log, with this member's next round trip (rides.go).
 func (q *Client) ReleaseLater(bucket, member string, done func(error)) {
-	q.later(ride{what: "release", script: releaseScript, keys: q.keys(bucket)[:1], args: []any{member}, done: done})
+	r := q.releaseRide(bucket, member)
+	r.done = done
+	q.later(r)
 }
 
 // Release is ReleaseLater for a caller that waits for the outcome.
 func (q *Client) Release(ctx context.Context, bucket, member string) error {
-	return q.laterWait(ctx, ride{what: "release", script: releaseScript, keys: q.keys(bucket)[:1], args: []any{member}})
+	return q.laterWait(ctx, q.releaseRide(bucket, member))
+}
+
+func (q *Client) releaseRide(bucket, member string) ride {
+	return ride{what: "release", script: releaseScript, keys: q.keys(bucket)[:1], args: []any{member}}
 }

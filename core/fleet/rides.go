@@ -80,41 +80,50 @@ func (q *Client) takeRides() []ride {
 
 // flushRides sends the queued writes when no script came to take them.
 func (q *Client) flushRides() {
-	rs := q.takeRides()
-	if len(rs) == 0 {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), q.timeout)
 	defer cancel()
-	pipe := q.rdb.Pipeline()
-	cmds := queueRides(ctx, pipe, rs)
-	_, _ = pipe.Exec(ctx)
-	q.settleRides(ctx, rs, cmds)
+	q.send(ctx)
 }
 
 // run is script.Run with the queued writes in the same pipeline: one
 // round trip for all of them. The writes' outcomes do not affect the
 // script's.
 func (q *Client) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	c := &pairCall{script: script, keys: keys, args: args}
+	q.send(ctx, c)
+	return c.cmd
+}
+
+// send runs calls' scripts (their answers in their cmd) in one pipeline
+// under ctx, behind the queued writes: those go first, so a grant script
+// counts a restamped grant at its answer's arrival. The writes get a
+// context of their own: a caller that gives up must not take them down
+// with it.
+func (q *Client) send(ctx context.Context, calls ...*pairCall) {
 	rs := q.takeRides()
-	if len(rs) == 0 {
-		return script.Run(ctx, q.rdb, keys, args...)
+	switch {
+	case len(rs) == 0 && len(calls) == 0:
+		return
+	case len(rs) == 0 && len(calls) == 1:
+		c := calls[0]
+		c.cmd = c.script.Run(ctx, q.rdb, c.keys, c.args...)
+		return
 	}
-	// The writes go first: a grant script then counts a restamped
-	// grant at its answer's arrival. They get a context of their own: a
-	// caller that gives up must not take them down with it.
-	pipe := q.rdb.Pipeline()
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.timeout)
 	defer cancel()
+	pipe := q.rdb.Pipeline()
 	cmds := queueRides(wctx, pipe, rs)
-	cmd := script.EvalSha(ctx, pipe, keys, args...)
+	for _, c := range calls {
+		c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+	}
 	_, _ = pipe.Exec(ctx)
-	if noScript(cmd.Err()) {
-		// Redis forgot its scripts (a restart): EVAL loads this one.
-		cmd = script.Eval(ctx, q.rdb, keys, args...)
+	for _, c := range calls {
+		if noScript(c.cmd.Err()) {
+			// Redis forgot its scripts (a restart): EVAL loads this one.
+			c.cmd = c.script.Eval(ctx, q.rdb, c.keys, c.args...)
+		}
 	}
 	q.settleRides(wctx, rs, cmds)
-	return cmd
 }
 
 func queueRides(ctx context.Context, pipe redis.Pipeliner, rs []ride) []*redis.Cmd {
@@ -195,7 +204,8 @@ type pair struct {
 	sent  bool
 }
 
-// pairCall is one script call of a pair, answered in cmd when done closes.
+// pairCall is one script call (of a pair: answered in cmd when done
+// closes).
 type pairCall struct {
 	ctx    context.Context
 	script *redis.Script
@@ -255,7 +265,6 @@ func (q *Client) runPaired(ctx context.Context, script *redis.Script, keys []str
 // is short: a fleet cache that does not answer is soon a miss) and the
 // fleet's timeout.
 func (q *Client) runBoth(ctx context.Context, a, b *pairCall) {
-	rs := q.takeRides()
 	end := time.Now().Add(q.timeout)
 	for _, c := range []*pairCall{a, b} {
 		if d, ok := c.ctx.Deadline(); ok && d.Before(end) {
@@ -264,15 +273,5 @@ func (q *Client) runBoth(ctx context.Context, a, b *pairCall) {
 	}
 	pctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), end)
 	defer cancel()
-	pipe := q.rdb.Pipeline()
-	cmds := queueRides(pctx, pipe, rs)
-	a.cmd = a.script.EvalSha(pctx, pipe, a.keys, a.args...)
-	b.cmd = b.script.EvalSha(pctx, pipe, b.keys, b.args...)
-	_, _ = pipe.Exec(pctx)
-	for _, c := range []*pairCall{a, b} {
-		if noScript(c.cmd.Err()) {
-			c.cmd = c.script.Eval(pctx, q.rdb, c.keys, c.args...)
-		}
-	}
-	q.settleRides(pctx, rs, cmds)
+	q.send(pctx, a, b)
 }

@@ -24,7 +24,7 @@ type Shared interface {
 	// further than within (≥ 0; negative: no bound). "" asks without a
 	// place (a newcomer behind every waiter, not queued). spare > 0 asks
 	// for a speculative grant: made only if at least spare slots stay
-	// free after it (see AcquireSpeculative).
+	// free after it, and never queued (see AcquireSpeculative).
 	GrantQueued(ctx context.Context, bucket string, l Limit, span time.Duration, ticket string, within time.Duration, spare int) (SharedGrant, error)
 	// Dequeue gives up ticket's place in the queue (a waiter that stops
 	// waiting).
