@@ -185,7 +185,8 @@ func (f *Front) serveConn(lc *laneConn) {
 	defer f.forget(lc)
 	c := lc.c
 	peer, perr := access.PeerOf(c)
-	br := bufio.NewReaderSize(c, laneBuffer)
+	rw := newLaneIO(c)
+	br := bufio.NewReaderSize(rw, laneBuffer)
 	var out []byte
 	first := true
 	// deadline is the read deadline in force. Re-arming it costs a timer
@@ -258,7 +259,7 @@ func (f *Front) serveConn(lc *laneConn) {
 		if f.s.obs != nil {
 			f.s.obs.FastLane()
 		}
-		if _, err := c.Write(out); err != nil {
+		if _, err := rw.Write(out); err != nil {
 			c.Close()
 			return
 		}
