@@ -146,7 +146,7 @@ func (h *Host) Apply(specs []Spec) {
 		// while the new process starts, so calls wait for it instead of
 		// failing as "not started".
 		if old, ok := retired[name]; ok {
-			sup.lastDesc = old.description()
+			sup.lastDesc.Store(old.description())
 		}
 		h.sups[name] = sup
 		go sup.run()
@@ -197,7 +197,7 @@ func (h *Host) RestartFailed() []string {
 		spec.Limits = sup.limits
 		sup.mu.Unlock()
 		fresh := newSupervisor(h, spec)
-		fresh.lastDesc = sup.description()
+		fresh.lastDesc.Store(sup.description())
 		h.sups[name] = fresh
 		go fresh.run()
 		names = append(names, name)

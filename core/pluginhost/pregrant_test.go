@@ -56,10 +56,10 @@ func handleFor(opts Options, ready bool) *Handle {
 	if ready {
 		sup.setState(StateReady, &instance{}, "")
 	}
-	sup.lastDesc = &proto.Description{Name: "ineo", Buckets: []*proto.Bucket{
+	sup.lastDesc.Store(&proto.Description{Name: "ineo", Buckets: []*proto.Bucket{
 		{Name: "ineo.spotify", Requests: 6, WindowMs: 7000},
 		{Name: "ineo.turns", Requests: 6, WindowMs: 7000, MaxInFlight: 1},
-	}}
+	}})
 	return &Handle{s: sup}
 }
 
