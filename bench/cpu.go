@@ -54,11 +54,41 @@ func ownCPU() float64 {
 			total += tv(ru.Utime) + tv(ru.Stime)
 		}
 	}
-	type proc struct {
-		ppid int
-		cpu  float64
+	procs := procTable()
+	self := os.Getpid()
+	for pid, p := range procs {
+		if pid != self && descends(procs, pid, self) {
+			total += p.cpu + p.reaped
+		}
 	}
-	procs := map[int]proc{}
+	return total
+}
+
+// treeCPU is the CPU time of process pid and its live descendants (0 for
+// pid 0): what one server, e.g. nginx's master and workers, has used.
+func treeCPU(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	var total float64
+	procs := procTable()
+	for p, pr := range procs {
+		if p == pid || descends(procs, p, pid) {
+			total += pr.cpu
+		}
+	}
+	return total
+}
+
+// procEntry is one process as /proc/PID/stat shows it, times in
+// CPU-seconds: cpu its own, reaped its waited-for children's.
+type procEntry struct {
+	ppid        int
+	cpu, reaped float64
+}
+
+func procTable() map[int]procEntry {
+	procs := map[int]procEntry{}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -80,29 +110,22 @@ func ownCPU() float64 {
 		if len(f) < 15 {
 			continue
 		}
+		v := func(k int) float64 { x, _ := strconv.ParseFloat(f[k], 64); return x / clockTicks }
 		ppid, _ := strconv.Atoi(f[1])
-		var cpu float64
-		for _, k := range []int{11, 12, 13, 14} {
-			x, _ := strconv.ParseFloat(f[k], 64)
-			cpu += x / clockTicks
-		}
-		procs[pid] = proc{ppid: ppid, cpu: cpu}
+		procs[pid] = procEntry{ppid: ppid, cpu: v(11) + v(12), reaped: v(13) + v(14)}
 	}
-	self := os.Getpid()
-	for pid, p := range procs {
-		if pid == self {
-			continue
+	return procs
+}
+
+// descends reports whether pid has ancestor among its parents.
+func descends(procs map[int]procEntry, pid, ancestor int) bool {
+	for anc, n := procs[pid].ppid, 0; anc > 1 && n < 64; n++ {
+		if anc == ancestor {
+			return true
 		}
-		// Walk up to see whether the bench is an ancestor.
-		for anc, n := p.ppid, 0; anc > 1 && n < 64; n++ {
-			if anc == self {
-				total += p.cpu
-				break
-			}
-			anc = procs[anc].ppid
-		}
+		anc = procs[anc].ppid
 	}
-	return total
+	return false
 }
 
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }

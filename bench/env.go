@@ -124,6 +124,7 @@ type daemonSpec struct {
 	stateDir  string // "" means <dir>/state, on the temp dir's file system
 	cacheSize string
 	logLevel  string // "" means info, what a user runs
+	accessLog string // "" means the default, misses
 	// httpListen, when set, is the loopback TCP listener (http_listen),
 	// for row 1's TCP variant.
 	httpListen string
@@ -165,9 +166,12 @@ func (e *env) configText(s daemonSpec, dir string) string {
 		// the real iNeo's threshold, so they must be allowed explicitly.
 		limits = fmt.Sprintf("\n[providers.ineo.limits.spotify]\nrequests = %d\nwindow = %q\nallow_over_vendor_limit = true\n", s.limit.Requests, s.limit.Window.String())
 	}
-	listen := ""
+	top := ""
+	if s.accessLog != "" {
+		top = fmt.Sprintf("access_log = %q\n", s.accessLog)
+	}
 	if s.httpListen != "" {
-		listen = fmt.Sprintf("http_listen = %q\n", s.httpListen)
+		top += fmt.Sprintf("http_listen = %q\n", s.httpListen)
 	}
 	fleet := ""
 	if s.fleetURL != "" {
@@ -205,7 +209,7 @@ api_url = %q
 accounts_url = %q
 client_id = %q
 client_secret = %q
-%s`, filepath.Join(dir, "s.sock"), stateDir, e.bin, level, listen, s.margin, s.cacheSize, s.simURL,
+%s`, filepath.Join(dir, "s.sock"), stateDir, e.bin, level, top, s.margin, s.cacheSize, s.simURL,
 		ineosim.DefaultAccessKey, ineosim.DefaultTmanageAuth, limits,
 		e.hellorfURL, hellorfsim.DefaultClientID, hellorfsim.DefaultClientSecret,
 		e.spotifyAPI, e.spotifyAccounts, spotifysim.DefaultClientID, spotifysim.DefaultClientSecret, fleet)
@@ -406,6 +410,8 @@ type proc struct {
 	// in-flight requests; SIGTERM is fine for the Go server).
 	stopSig syscall.Signal
 }
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
 
 func (e *env) startProc(name string, stopSig syscall.Signal, logPath string, args ...string) (*proc, error) {
 	return e.startProcEnv(name, stopSig, logPath, nil, args...)

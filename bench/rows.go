@@ -195,7 +195,12 @@ func (d *daemon) metrics(ctx context.Context, names ...string) (map[string]float
 }
 
 // hitRounds is how many interleaved rounds a row-1 cell is split into.
-const hitRounds = 3
+// Eight rounds of 375 ms rather than three of a second: on a shared
+// virtual machine one server's throughput drifted by a third from one
+// minute to the next (nginx at 16 clients: 26,000 to 36,000 req/s), and
+// with three rounds a slow second landing on one server decided the
+// ratio. Finer interleaving spreads such drift over every server alike.
+const hitRounds = 8
 
 // hits is row 1: one cached answer served over the socket by sluiced, by a
 // bare Go server answering the same bytes and headers, and by nginx serving
@@ -237,9 +242,9 @@ func (b *bench) hits(ctx context.Context) error {
 		b.rep.note("nginx comparison skipped: %s", nginxSkip)
 	}
 
-	targets := []hitTarget{{name: "sluice", socket: d.socket, check: sluiceHit}, {name: "bare", socket: bareSock}}
+	targets := []hitTarget{{name: "sluice", socket: d.socket, check: sluiceHit, pid: d.pid()}, {name: "bare", socket: bareSock, pid: bare.pid()}}
 	if ng != nil {
-		targets = append(targets, hitTarget{name: "nginx", socket: ng.socket, check: nginxHit})
+		targets = append(targets, hitTarget{name: "nginx", socket: ng.socket, check: nginxHit, pid: ng.p.pid()})
 	}
 	for _, c := range []int{1, 16, 64} {
 		res, err := b.hitCell(ctx, targets, path, c)
@@ -269,9 +274,9 @@ func (b *bench) hits(ctx context.Context) error {
 			return err
 		}
 		defer bt.stop()
-		tcpTargets := []hitTarget{{name: "sluice", tcp: tcp, check: sluiceHit}, {name: "bare", tcp: bareTCP}}
+		tcpTargets := []hitTarget{{name: "sluice", tcp: tcp, check: sluiceHit, pid: d.pid()}, {name: "bare", tcp: bareTCP, pid: bt.pid()}}
 		if ng != nil {
-			tcpTargets = append(tcpTargets, hitTarget{name: "nginx", tcp: ng.tcp, check: nginxHit})
+			tcpTargets = append(tcpTargets, hitTarget{name: "nginx", tcp: ng.tcp, check: nginxHit, pid: ng.p.pid()})
 		}
 		for _, c := range []int{1, 16, 64} {
 			res, err := b.hitCell(ctx, tcpTargets, path, c)
@@ -282,14 +287,15 @@ func (b *bench) hits(ctx context.Context) error {
 		}
 	}
 
-	// Diagnostic: the 16-client cell again with log_level warn, which
-	// drops the access-log line sluiced writes (JSON, one write(2) to its
-	// log) for every request, hits included. The level is reloaded live,
+	// Diagnostic: the 16-client cell again with access_log = "all",
+	// which adds the access-log line (JSON, one write(2) to sluiced's
+	// log) to every hit; by default (access_log = "misses") hits are not
+	// logged, as nginx here logs nothing. The setting is reloaded live,
 	// so the cached answer and everything else stay as they were.
 	if d.spec.logLevel == "info" || d.spec.logLevel == "" {
-		quiet := d.spec
-		quiet.logLevel = "warn"
-		if err := b.env.reconfigure(ctx, d, quiet); err != nil {
+		loud := d.spec
+		loud.accessLog = "all"
+		if err := b.env.reconfigure(ctx, d, loud); err != nil {
 			return err
 		}
 		res, err := b.hitCell(ctx, targets[:2], path, 16)
@@ -300,7 +306,7 @@ func (b *bench) hits(ctx context.Context) error {
 			return err
 		}
 		s, bs := res["sluice"], res["bare"]
-		b.rep.add(line{section: "1", metric: "diagnostic: hit throughput, 16 clients, log_level warn (no access log)", value: fmtRate(s.Throughput()),
+		b.rep.add(line{section: "1", metric: "diagnostic: hit throughput, 16 clients, access_log = \"all\" (a log line per hit)", value: fmtRate(s.Throughput()),
 			peer: "bare Go " + fmtRate(bs.Throughput()), ratio: fmtRatio(s.Throughput() / bs.Throughput())})
 	}
 	return nil
@@ -348,7 +354,7 @@ func (b *bench) startBare(ctx context.Context, c *http.Client, url, name string,
 
 // hitLines adds one concurrency level's row-1 lines; prefix names the
 // transport ("" for the socket).
-func (b *bench) hitLines(prefix string, res map[string]loadgen.Result, c int) {
+func (b *bench) hitLines(prefix string, res map[string]hitResult, c int) {
 	s, bs := res["sluice"], res["bare"]
 	ss, bss := s.Summary(), bs.Summary()
 	clients := fmt.Sprintf("%d client", c)
@@ -372,7 +378,24 @@ func (b *bench) hitLines(prefix string, res map[string]loadgen.Result, c int) {
 	pr := float64(ss.P99) / float64(bss.P99)
 	b.rep.add(line{section: "1", metric: prefix + "hit latency p50 / p99, " + clients, value: fmtP50P99(ss.P50, ss.P99),
 		peer: latPeer, ratio: "p99 " + fmtRatio(pr), target: "p99 ≤ 1.50× bare", verdict: verdict(pr <= 1.5)})
+	if s.cpuPerReq > 0 {
+		// Per hit: the server's own CPU, then the whole machine's
+		// (server, load generator, kernel) and how many of its cores
+		// were busy. Fewer busy cores at a lower throughput mean the
+		// closed loop waited on wake-ups, not on CPU.
+		side := func(r hitResult) string {
+			return fmt.Sprintf("%s (machine %s, %.2f cores busy)", fmtCPU(r.cpuPerReq), fmtCPU(r.machinePerReq), r.cores)
+		}
+		peer := "bare " + fmtCPU(bs.cpuPerReq)
+		if n, ok := res["nginx"]; ok && n.cpuPerReq > 0 {
+			peer += "; nginx " + side(n)
+		}
+		b.rep.add(line{section: "1", metric: prefix + "diagnostic: server CPU per hit, " + clients, value: side(s), peer: peer})
+	}
 }
+
+// fmtCPU renders CPU-seconds per request in microseconds.
+func fmtCPU(sec float64) string { return fmt.Sprintf("%.1f µs", sec*1e6) }
 
 // hitTarget is one server of a hit cell, on a Unix socket or, with tcp
 // set, on a loopback TCP address (sent as the Host, which sluiced's
@@ -380,6 +403,9 @@ func (b *bench) hitLines(prefix string, res map[string]loadgen.Result, c int) {
 type hitTarget struct {
 	name, socket, tcp string
 	check             loadgen.Check
+	// pid, when set, is the server's process: its CPU time (and its
+	// children's, e.g. nginx's workers) is measured per request.
+	pid int
 }
 
 func (t hitTarget) client(conns int) *http.Client {
@@ -411,8 +437,17 @@ func freeTCPAddr() (string, error) {
 // a burst of background load on a shared machine does not land on one
 // server only. One client per target is kept across rounds, so only the
 // first round needs the full warm-up.
-func (b *bench) hitCell(ctx context.Context, targets []hitTarget, path string, c int) (map[string]loadgen.Result, error) {
+//
+// With a target's pid set, the CPU time its process tree used during the
+// measured rounds is read from /proc: the server's own cost per answer,
+// which, unlike throughput, does not depend on how the machine's cores
+// were shared with the load generator at that moment.
+func (b *bench) hitCell(ctx context.Context, targets []hitTarget, path string, c int) (map[string]hitResult, error) {
 	rounds := make(map[string][]loadgen.Result)
+	cpu := make(map[string]float64)
+	// The whole machine's busy CPU-seconds and the wall-clock seconds
+	// of the same rounds.
+	machine, wall := make(map[string]float64), make(map[string]float64)
 	conns := make(map[string]*http.Client)
 	for _, t := range targets {
 		conns[t.name] = t.client(c)
@@ -424,11 +459,18 @@ func (b *bench) hitCell(ctx context.Context, targets []hitTarget, path string, c
 				warm = min(warm, 100*time.Millisecond)
 			}
 			u := t.url(path)
-			rounds[t.name] = append(rounds[t.name], loadgen.Run(ctx, loadgen.Config{Client: conns[t.name], Concurrency: c,
-				Warmup: warm, Duration: b.opts.cell / hitRounds, URL: func(int, int) string { return u }, Check: t.check}))
+			// The warm-up's CPU is counted too, so it is spread
+			// over its requests below.
+			before, mb, t0 := treeCPU(t.pid), readCPU().busy, time.Now()
+			res := loadgen.Run(ctx, loadgen.Config{Client: conns[t.name], Concurrency: c,
+				Warmup: warm, Duration: b.opts.cell / hitRounds, URL: func(int, int) string { return u }, Check: t.check})
+			cpu[t.name] += treeCPU(t.pid) - before
+			machine[t.name] += readCPU().busy - mb
+			wall[t.name] += time.Since(t0).Seconds()
+			rounds[t.name] = append(rounds[t.name], res)
 		}
 	}
-	res := map[string]loadgen.Result{}
+	res := map[string]hitResult{}
 	for _, t := range targets {
 		conns[t.name].CloseIdleConnections()
 		r := loadgen.Merge(rounds[t.name]...)
@@ -438,9 +480,23 @@ func (b *bench) hitCell(ctx context.Context, targets []hitTarget, path string, c
 		if r.Errors > 0 {
 			b.rep.note("row 1 %s, %d clients: %d failed requests (first: %v)", t.name, c, r.Errors, r.FirstErr)
 		}
-		res[t.name] = r
+		hr := hitResult{Result: r}
+		if t.pid != 0 {
+			hr.cpuPerReq = cpu[t.name] / float64(r.Sent)
+			hr.machinePerReq = machine[t.name] / float64(r.Sent)
+			hr.cores = machine[t.name] / wall[t.name]
+		}
+		res[t.name] = hr
 	}
 	return res, nil
+}
+
+// hitResult is one target's merged rounds and, when its pid was known, the
+// CPU-seconds its processes and the whole machine spent per request sent
+// (warm-ups included), and the machine's cores busy meanwhile.
+type hitResult struct {
+	loadgen.Result
+	cpuPerReq, machinePerReq, cores float64
 }
 
 // missOverhead is row 2: sequential uncached requests through sluiced →

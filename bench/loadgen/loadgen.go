@@ -120,6 +120,9 @@ type Result struct {
 	Latencies []time.Duration
 	Errors    int
 	FirstErr  error
+	// Sent counts every request sent, warm-up included: what a server
+	// did work for.
+	Sent int
 }
 
 // Throughput is measured successful requests per second.
@@ -148,6 +151,7 @@ func Run(ctx context.Context, cfg Config) Result {
 
 	type clientResult struct {
 		lat      []time.Duration
+		sent     int
 		errs     int
 		firstErr error
 		last     time.Time
@@ -168,6 +172,7 @@ func Run(ctx context.Context, cfg Config) Result {
 					return
 				}
 				d, _, _, err := Once(ctx, cfg.Client, cfg.URL(c, n), cfg.Header, check)
+				cr.sent++
 				if sent.Before(measureFrom) {
 					continue
 				}
@@ -190,6 +195,7 @@ func Run(ctx context.Context, cfg Config) Result {
 	for _, cr := range results {
 		res.Latencies = append(res.Latencies, cr.lat...)
 		res.Errors += cr.errs
+		res.Sent += cr.sent
 		if res.FirstErr == nil {
 			res.FirstErr = cr.firstErr
 		}
@@ -218,6 +224,7 @@ func Merge(rs ...Result) Result {
 		m.Elapsed += r.Elapsed
 		m.Latencies = append(m.Latencies, r.Latencies...)
 		m.Errors += r.Errors
+		m.Sent += r.Sent
 		if m.FirstErr == nil {
 			m.FirstErr = r.FirstErr
 		}
