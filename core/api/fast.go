@@ -188,6 +188,7 @@ func (f *Front) serveConn(lc *laneConn) {
 	rw := newLaneIO(c)
 	br := bufio.NewReaderSize(rw, laneBuffer)
 	var out []byte
+	var allowed allowedHost
 	first := true
 	// deadline is the read deadline in force. Re-arming it costs a timer
 	// update per request, so an idle deadline is only moved once half of
@@ -237,7 +238,7 @@ func (f *Front) serveConn(lc *laneConn) {
 		}
 		start := time.Now()
 		var req laneRequest
-		if head == nil || perr != nil || !req.parse(head) || !f.s.laneHostAllowed(c, req.host) {
+		if head == nil || perr != nil || !req.parse(head) || !f.s.laneHostAllowed(c, req.host, &allowed) {
 			f.handOver(lc, br, peer, perr)
 			return
 		}

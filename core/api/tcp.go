@@ -104,10 +104,30 @@ func (s *Server) misdirected(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // laneHostAllowed: the fast lane's Host check, the same as misdirected's;
-// a refused request is handed over and gets its 421 there.
-func (s *Server) laneHostAllowed(c net.Conn, host string) bool {
+// a refused request is handed over and gets its 421 there. memo is the
+// connection's: a client names the same Host on every request, and
+// checking it anew built strings for every hit.
+func (s *Server) laneHostAllowed(c net.Conn, host string, memo *allowedHost) bool {
 	local, ok := c.LocalAddr().(*net.TCPAddr)
-	return !ok || s.tcpPolicy().hostAllowed(host, local)
+	if !ok {
+		return true
+	}
+	p := s.tcpPolicy()
+	if memo.policy == p && memo.host == host {
+		return true
+	}
+	if !p.hostAllowed(host, local) {
+		return false
+	}
+	memo.host, memo.policy = host, p
+	return true
+}
+
+// allowedHost is the Host a connection's last request was allowed under,
+// and the policy that allowed it: a reload (a new policy) checks again.
+type allowedHost struct {
+	host   string
+	policy *TCPPolicy
 }
 
 // tcpGrant is the grant of a request on the TCP listener: the peer's tier

@@ -52,6 +52,20 @@ func (b *tcpBackend) ServeProvider(w http.ResponseWriter, r *http.Request, provi
 // listener together, as the daemon does with http_listen.
 func startTCPFront(t *testing.T, b Backend, pol *TCPPolicy) (sock, addr string) {
 	t.Helper()
+	sock, addr, _ = startTCP(t, b, pol)
+	return sock, addr
+}
+
+// startTCPServer is startTCPFront for a test that changes the server's
+// policy as a reload would.
+func startTCPServer(t *testing.T, b Backend, pol *TCPPolicy) (*Server, string) {
+	t.Helper()
+	_, addr, s := startTCP(t, b, pol)
+	return s, addr
+}
+
+func startTCP(t *testing.T, b Backend, pol *TCPPolicy) (sock, addr string, s *Server) {
+	t.Helper()
 	sock = filepath.Join(t.TempDir(), "s.sock")
 	uln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -61,7 +75,7 @@ func startTCPFront(t *testing.T, b Backend, pol *TCPPolicy) (sock, addr string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewServer(b, nil, nil)
+	s = NewServer(b, nil, nil)
 	s.SetTCPPolicy(pol)
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: headerTimeout, ConnContext: ConnContext,
 		ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
@@ -76,7 +90,7 @@ func startTCPFront(t *testing.T, b Backend, pol *TCPPolicy) (sock, addr string) 
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return sock, tln.Addr().String()
+	return sock, tln.Addr().String(), s
 }
 
 // tcpTrip sends raw on a new TCP connection and reads one answer.
@@ -242,5 +256,44 @@ func TestTCPUnnamedPeerNeverAdmin(t *testing.T) {
 		if g := access.FromContext(s.tcpGrant(context.Background(), r, access.Peer{}, false)); g.Level != access.Admin || !g.Token {
 			t.Errorf("http_level %v, unnamed peer with the token: %+v, want admin", tc.level, g)
 		}
+	}
+}
+
+// TestTCPHostRecheckedAfterReload: the lane remembers the Host a
+// connection was allowed under, but a reloaded policy that drops the name
+// refuses the very next request on that connection.
+func TestTCPHostRecheckedAfterReload(t *testing.T) {
+	b := &tcpBackend{}
+	b.level.Store(int32(access.Read))
+	s, addr := startTCPServer(t, b, NewTCPPolicy([]string{"sluice.test"}, access.None, ""))
+	_, port, _ := net.SplitHostPort(addr)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(headerTimeout / 2))
+	br := bufio.NewReader(c)
+	ask := func() int {
+		t.Helper()
+		if _, err := io.WriteString(c, "GET /v1/p/cached HTTP/1.1\r\nHost: sluice.test:"+port+"\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for range 2 {
+		if code := ask(); code != http.StatusOK {
+			t.Fatalf("allowed Host: %d", code)
+		}
+	}
+	s.SetTCPPolicy(NewTCPPolicy(nil, access.None, ""))
+	if code := ask(); code != http.StatusMisdirectedRequest {
+		t.Fatalf("after the reload dropped the name: %d, want 421", code)
 	}
 }
