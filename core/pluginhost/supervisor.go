@@ -58,9 +58,9 @@ type supervisor struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu       sync.Mutex
-	state    string
-	inst     *instance
+	mu    sync.Mutex
+	state string
+	inst  *instance
 	// lastDesc is read on every cache hit, by every connection at
 	// once: a load, not the mutex (which showed up as contention in
 	// the hit benchmark). Written under mu with the state.
