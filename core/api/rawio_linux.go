@@ -48,65 +48,57 @@ func newLaneIO(c net.Conn) io.ReadWriter {
 }
 
 func (l *laneIO) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	l.p, l.n, l.errno = p, 0, 0
-	err := l.rc.Read(l.readFn)
-	l.p = nil
-	switch {
-	case err != nil:
-		return 0, err
-	case l.errno != 0:
-		return 0, l.errno
-	case l.n == 0:
+	n, err := l.call(p, false)
+	if n == 0 && err == nil && len(p) > 0 {
 		return 0, io.EOF
 	}
-	return l.n, nil
-}
-
-func (l *laneIO) read(fd uintptr) bool {
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&l.p[0])), uintptr(len(l.p)))
-		switch e {
-		case 0:
-			l.n = int(n)
-			return true
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			l.errno = e
-			return true
-		}
-	}
+	return n, err
 }
 
 // Write writes all of p (waiting in the poller while the socket's buffer
 // is full) or fails.
 func (l *laneIO) Write(p []byte) (int, error) {
+	n, err := l.call(p, true)
+	if n < len(p) && err == nil {
+		err = io.ErrShortWrite
+	}
+	return n, err
+}
+
+func (l *laneIO) call(p []byte, write bool) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	l.p, l.n, l.errno = p, 0, 0
-	err := l.rc.Write(l.writeFn)
+	var err error
+	if write {
+		err = l.rc.Write(l.writeFn)
+	} else {
+		err = l.rc.Read(l.readFn)
+	}
 	n := l.n
 	l.p = nil
-	switch {
-	case err != nil:
-		return n, err
-	case l.errno != 0:
-		return n, l.errno
+	if err == nil && l.errno != 0 {
+		err = l.errno
 	}
-	return n, nil
+	return n, err
 }
 
-func (l *laneIO) write(fd uintptr) bool {
+func (l *laneIO) read(fd uintptr) bool  { return l.step(syscall.SYS_READ, fd, false) }
+func (l *laneIO) write(fd uintptr) bool { return l.step(syscall.SYS_WRITE, fd, true) }
+
+// step makes the system call nr on fd for the rest of l.p: once for a
+// read, until all is written for a write. false means EAGAIN: the caller
+// waits in the poller and calls again.
+func (l *laneIO) step(nr, fd uintptr, whole bool) bool {
 	for l.n < len(l.p) {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&l.p[l.n])), uintptr(len(l.p)-l.n))
+		n, _, e := syscall.RawSyscall(nr, fd, uintptr(unsafe.Pointer(&l.p[l.n])), uintptr(len(l.p)-l.n))
 		switch e {
 		case 0:
 			l.n += int(n)
+			if !whole || n == 0 {
+				return true
+			}
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return false
