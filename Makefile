@@ -51,6 +51,9 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+	# The fast lane's raw socket I/O is left out of race builds (see
+	# core/api/rawio_linux.go): its package runs once more without -race.
+	$(GO) test -count=1 ./core/api/
 
 # Benchmarks against the targets and peers (bare Go server, nginx
 # proxy_cache); about 4 minutes; prints a Markdown table and writes

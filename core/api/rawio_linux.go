@@ -1,3 +1,5 @@
+//go:build linux && !race
+
 package api
 
 import (
@@ -20,7 +22,17 @@ import (
 // a quarter of sluiced's CPU on cache hits (perf, bench row 1 at 16
 // clients). The raw calls do not announce themselves to the scheduler,
 // which is right only for calls that cannot block; that is why only the
-// lane, whose sockets the poller keeps non-blocking, uses them.
+// lane, whose sockets the poller keeps non-blocking, uses them. (The
+// kernel may still sleep inside one, on memory pressure or a page fault,
+// holding the thread's scheduler slot meanwhile, as any Go code touching
+// swapped-out memory does.)
+//
+// Race builds use net.Conn instead (rawio_other.go): the race detector
+// learns from net.Conn's calls which bytes the kernel wrote and that a
+// write happens before the read that receives it, and from raw calls
+// nothing, so it would report false races and miss real ones.
+//
+// A laneIO serves one goroutine: reads and writes share its fields.
 type laneIO struct {
 	rc syscall.RawConn
 	// The call in progress: its buffer, how much is done, its error.
@@ -109,3 +121,6 @@ func (l *laneIO) step(nr, fd uintptr, whole bool) bool {
 	}
 	return true
 }
+
+// rawLaneIO: this build's lane uses raw I/O.
+const rawLaneIO = true

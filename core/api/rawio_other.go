@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || race
 
 package api
 
@@ -7,5 +7,9 @@ import (
 	"net"
 )
 
-// newLaneIO is the connection itself off Linux; see rawio_linux.go.
+// newLaneIO is the connection itself off Linux and in race builds; see
+// rawio_linux.go.
 func newLaneIO(c net.Conn) io.ReadWriter { return c }
+
+// rawLaneIO: this build's lane uses net.Conn's I/O.
+const rawLaneIO = false

@@ -54,8 +54,12 @@ func (s *Server) tcpPolicy() *TCPPolicy {
 	if p := s.tcp.Load(); p != nil {
 		return p
 	}
-	return &TCPPolicy{}
+	return noTCPPolicy
 }
+
+// noTCPPolicy is the policy before any is set: one value, never changed,
+// so the lane's per-connection Host memo recognises it.
+var noTCPPolicy = &TCPPolicy{}
 
 // localTCP is the local address of the request's connection when it came
 // in on a TCP listener.
