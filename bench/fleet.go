@@ -252,7 +252,7 @@ func (f *fleetBench) missesAndHits(ctx context.Context) error {
 		}
 	}
 	before, t0 = f.mon.settled(ctx), time.Now()
-	res, err := b.hitCell(ctx, []hitTarget{{name: "fleet", socket: a.socket, check: sluiceHit}, {name: "single", socket: one.socket, check: sluiceHit}}, path, 16)
+	res, err := b.hitCell(ctx, []hitTarget{{name: "fleet", socket: a.socket, check: sluiceHit}, {name: "single", socket: one.socket, check: sluiceHit}}, path, 16, false)
 	if err != nil {
 		return err
 	}

@@ -242,16 +242,12 @@ func (b *bench) hits(ctx context.Context) error {
 		b.rep.note("nginx comparison skipped: %s", nginxSkip)
 	}
 
-	targets := []hitTarget{{name: "sluice", socket: d.socket, check: sluiceHit, pid: d.pid()}, {name: "bare", socket: bareSock, pid: bare.pid()}}
+	targets := []hitTarget{{name: "sluice", socket: d.socket, check: sluiceHit, pid: d.pid(), leanCheck: leanHit("sluice; hit")}, {name: "bare", socket: bareSock, pid: bare.pid()}}
 	if ng != nil {
-		targets = append(targets, hitTarget{name: "nginx", socket: ng.socket, check: nginxHit, pid: ng.p.pid()})
+		targets = append(targets, hitTarget{name: "nginx", socket: ng.socket, check: nginxHit, pid: ng.p.pid(), leanCheck: leanHit("nginx; HIT")})
 	}
-	for _, c := range []int{1, 16, 64} {
-		res, err := b.hitCell(ctx, targets, path, c)
-		if err != nil {
-			return err
-		}
-		b.hitLines("", res, c)
+	if err := b.hitCells(ctx, "", targets, path); err != nil {
+		return err
 	}
 
 	// The TCP variant: sluiced's loopback listener (its fast lane, Host
@@ -274,16 +270,12 @@ func (b *bench) hits(ctx context.Context) error {
 			return err
 		}
 		defer bt.stop()
-		tcpTargets := []hitTarget{{name: "sluice", tcp: tcp, check: sluiceHit, pid: d.pid()}, {name: "bare", tcp: bareTCP, pid: bt.pid()}}
+		tcpTargets := []hitTarget{{name: "sluice", tcp: tcp, check: sluiceHit, pid: d.pid(), leanCheck: leanHit("sluice; hit")}, {name: "bare", tcp: bareTCP, pid: bt.pid()}}
 		if ng != nil {
-			tcpTargets = append(tcpTargets, hitTarget{name: "nginx", tcp: ng.tcp, check: nginxHit, pid: ng.p.pid()})
+			tcpTargets = append(tcpTargets, hitTarget{name: "nginx", tcp: ng.tcp, check: nginxHit, pid: ng.p.pid(), leanCheck: leanHit("nginx; HIT")})
 		}
-		for _, c := range []int{1, 16, 64} {
-			res, err := b.hitCell(ctx, tcpTargets, path, c)
-			if err != nil {
-				return fmt.Errorf("TCP: %w", err)
-			}
-			b.hitLines("TCP: ", res, c)
+		if err := b.hitCells(ctx, "TCP", tcpTargets, path); err != nil {
+			return fmt.Errorf("TCP: %w", err)
 		}
 	}
 
@@ -298,7 +290,7 @@ func (b *bench) hits(ctx context.Context) error {
 		if err := b.env.reconfigure(ctx, d, loud); err != nil {
 			return err
 		}
-		res, err := b.hitCell(ctx, targets[:2], path, 16)
+		res, err := b.hitCell(ctx, targets[:2], path, 16, false)
 		if rerr := b.env.reconfigure(ctx, d, d.spec); err == nil {
 			err = rerr
 		}
@@ -308,6 +300,34 @@ func (b *bench) hits(ctx context.Context) error {
 		s, bs := res["sluice"], res["bare"]
 		b.rep.add(line{section: "1", metric: "diagnostic: hit throughput, 16 clients, access_log = \"all\" (a log line per hit)", value: fmtRate(s.Throughput()),
 			peer: "bare Go " + fmtRate(bs.Throughput()), ratio: fmtRatio(s.Throughput() / bs.Throughput())})
+	}
+	return nil
+}
+
+// hitCells measures targets at 1, 16 and 64 clients, first with net/http's
+// client (what most apps are), then with the lean client (what shows the
+// servers' own costs: see loadgen.LeanConfig). transport labels the lines
+// ("" for the socket).
+func (b *bench) hitCells(ctx context.Context, transport string, targets []hitTarget, path string) error {
+	for _, lean := range []bool{false, true} {
+		var label []string
+		if transport != "" {
+			label = append(label, transport)
+		}
+		if lean {
+			label = append(label, "lean client")
+		}
+		prefix := ""
+		if len(label) > 0 {
+			prefix = strings.Join(label, ", ") + ": "
+		}
+		for _, c := range []int{1, 16, 64} {
+			res, err := b.hitCell(ctx, targets, path, c, lean)
+			if err != nil {
+				return err
+			}
+			b.hitLines(prefix, res, c)
+		}
 	}
 	return nil
 }
@@ -406,6 +426,35 @@ type hitTarget struct {
 	// pid, when set, is the server's process: its CPU time (and its
 	// children's, e.g. nginx's workers) is measured per request.
 	pid int
+	// leanCheck is check for the lean client.
+	leanCheck func(status int, head []byte) error
+}
+
+// lean is the lean client's run of this target.
+func (t hitTarget) lean(path string, c int, warm, d time.Duration) loadgen.LeanConfig {
+	network, addr, host := "unix", t.socket, t.name
+	if t.tcp != "" {
+		network, addr, host = "tcp", t.tcp, t.tcp
+	}
+	return loadgen.LeanConfig{Host: host, Path: path, Concurrency: c, Warmup: warm, Duration: d, Check: t.leanCheck,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			var dd net.Dialer
+			return dd.DialContext(ctx, network, addr)
+		}}
+}
+
+// leanHit checks a lean client's answer as check does a net/http one: 200
+// and a Cache-Status starting with want.
+func leanHit(want string) func(int, []byte) error {
+	return func(status int, head []byte) error {
+		if status != http.StatusOK {
+			return fmt.Errorf("HTTP %d", status)
+		}
+		if cs := loadgen.Header(head, "Cache-Status"); !strings.HasPrefix(cs, want) {
+			return fmt.Errorf("Cache-Status %q, want %q", cs, want)
+		}
+		return nil
+	}
 }
 
 func (t hitTarget) client(conns int) *http.Client {
@@ -442,7 +491,9 @@ func freeTCPAddr() (string, error) {
 // measured rounds is read from /proc: the server's own cost per answer,
 // which, unlike throughput, does not depend on how the machine's cores
 // were shared with the load generator at that moment.
-func (b *bench) hitCell(ctx context.Context, targets []hitTarget, path string, c int) (map[string]hitResult, error) {
+//
+// lean drives the lean client (loadgen.RunLean) instead of net/http's.
+func (b *bench) hitCell(ctx context.Context, targets []hitTarget, path string, c int, lean bool) (map[string]hitResult, error) {
 	rounds := make(map[string][]loadgen.Result)
 	cpu := make(map[string]float64)
 	// The whole machine's busy CPU-seconds and the wall-clock seconds
@@ -462,8 +513,13 @@ func (b *bench) hitCell(ctx context.Context, targets []hitTarget, path string, c
 			// The warm-up's CPU is counted too, so it is spread
 			// over its requests below.
 			before, mb, t0 := treeCPU(t.pid), readCPU().busy, time.Now()
-			res := loadgen.Run(ctx, loadgen.Config{Client: conns[t.name], Concurrency: c,
-				Warmup: warm, Duration: b.opts.cell / hitRounds, URL: func(int, int) string { return u }, Check: t.check})
+			var res loadgen.Result
+			if lean {
+				res = loadgen.RunLean(ctx, t.lean(path, c, warm, b.opts.cell/hitRounds))
+			} else {
+				res = loadgen.Run(ctx, loadgen.Config{Client: conns[t.name], Concurrency: c,
+					Warmup: warm, Duration: b.opts.cell / hitRounds, URL: func(int, int) string { return u }, Check: t.check})
+			}
 			cpu[t.name] += treeCPU(t.pid) - before
 			machine[t.name] += readCPU().busy - mb
 			wall[t.name] += time.Since(t0).Seconds()

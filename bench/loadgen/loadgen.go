@@ -149,13 +149,6 @@ func Run(ctx context.Context, cfg Config) Result {
 	measureFrom := start.Add(cfg.Warmup)
 	deadline := measureFrom.Add(cfg.Duration)
 
-	type clientResult struct {
-		lat      []time.Duration
-		sent     int
-		errs     int
-		firstErr error
-		last     time.Time
-	}
 	results := make([]clientResult, cfg.Concurrency)
 	var wg sync.WaitGroup
 	for c := range cfg.Concurrency {
@@ -173,24 +166,43 @@ func Run(ctx context.Context, cfg Config) Result {
 				}
 				d, _, _, err := Once(ctx, cfg.Client, cfg.URL(c, n), cfg.Header, check)
 				cr.sent++
-				if sent.Before(measureFrom) {
-					continue
-				}
-				cr.last = sent.Add(d)
-				if err != nil {
-					cr.errs++
-					if cr.firstErr == nil {
-						cr.firstErr = err
-					}
-					continue
-				}
-				cr.lat = append(cr.lat, d)
+				cr.record(sent, d, err, measureFrom)
 			}
 		}()
 	}
 	wg.Wait()
+	return collect(ctx, cfg.Concurrency, measureFrom, results)
+}
 
-	res := Result{Concurrency: cfg.Concurrency}
+// clientResult is what one closed-loop client of a run recorded.
+type clientResult struct {
+	lat      []time.Duration
+	sent     int
+	errs     int
+	firstErr error
+	last     time.Time
+}
+
+// record counts one answer sent at sent that took d; only answers to
+// requests sent after the warm-up are measured.
+func (cr *clientResult) record(sent time.Time, d time.Duration, err error, measureFrom time.Time) {
+	if sent.Before(measureFrom) {
+		return
+	}
+	cr.last = sent.Add(d)
+	if err != nil {
+		cr.errs++
+		if cr.firstErr == nil {
+			cr.firstErr = err
+		}
+		return
+	}
+	cr.lat = append(cr.lat, d)
+}
+
+// collect pools a run's clients into its Result.
+func collect(ctx context.Context, concurrency int, measureFrom time.Time, results []clientResult) Result {
+	res := Result{Concurrency: concurrency}
 	var last time.Time
 	for _, cr := range results {
 		res.Latencies = append(res.Latencies, cr.lat...)
