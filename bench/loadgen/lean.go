@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -113,47 +112,29 @@ func (l *leanConn) do(check func(int, []byte) error) error {
 // no request sent after the deadline, requests in flight then waited for.
 // A connection that fails is dialled again.
 func RunLean(ctx context.Context, cfg LeanConfig) Result {
-	start := time.Now()
-	measureFrom := start.Add(cfg.Warmup)
-	deadline := measureFrom.Add(cfg.Duration)
-	results := make([]clientResult, cfg.Concurrency)
 	req := []byte("GET " + cfg.Path + " HTTP/1.1\r\nHost: " + cfg.Host + "\r\nUser-Agent: sluice-bench\r\n\r\n")
-	var wg sync.WaitGroup
-	for c := range cfg.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cr := &results[c]
-			cr.lat = make([]time.Duration, 0, 4096)
-			var l *leanConn
-			defer func() {
-				if l != nil {
-					l.c.Close()
+	return drive(ctx, cfg.Concurrency, cfg.Warmup, cfg.Duration, func(int) (func(int) (time.Duration, error), func()) {
+		var l *leanConn
+		send := func(int) (time.Duration, error) {
+			start := time.Now()
+			if l == nil {
+				nc, err := cfg.Dial(ctx)
+				if err != nil {
+					return time.Since(start), err
 				}
-			}()
-			for ctx.Err() == nil {
-				sent := time.Now()
-				if !sent.Before(deadline) {
-					return
-				}
-				var err error
-				if l == nil {
-					var nc net.Conn
-					if nc, err = cfg.Dial(ctx); err == nil {
-						l = &leanConn{c: nc, br: bufio.NewReaderSize(nc, 16<<10), req: req}
-					}
-				}
-				if err == nil {
-					cr.sent++
-					if err = l.do(cfg.Check); err != nil {
-						l.c.Close()
-						l = nil
-					}
-				}
-				cr.record(sent, time.Since(sent), err, measureFrom)
+				l = &leanConn{c: nc, br: bufio.NewReaderSize(nc, 16<<10), req: req}
 			}
-		}()
-	}
-	wg.Wait()
-	return collect(ctx, cfg.Concurrency, measureFrom, results)
+			err := l.do(cfg.Check)
+			if err != nil {
+				l.c.Close()
+				l = nil
+			}
+			return time.Since(start), err
+		}
+		return send, func() {
+			if l != nil {
+				l.c.Close()
+			}
+		}
+	})
 }

@@ -120,8 +120,8 @@ type Result struct {
 	Latencies []time.Duration
 	Errors    int
 	FirstErr  error
-	// Sent counts every request sent, warm-up included: what a server
-	// did work for.
+	// Sent counts every request attempted, warm-up included: what a
+	// server did work for.
 	Sent int
 }
 
@@ -145,16 +145,29 @@ func Run(ctx context.Context, cfg Config) Result {
 	if check == nil {
 		check = OK
 	}
-	start := time.Now()
-	measureFrom := start.Add(cfg.Warmup)
-	deadline := measureFrom.Add(cfg.Duration)
+	return drive(ctx, cfg.Concurrency, cfg.Warmup, cfg.Duration, func(c int) (func(int) (time.Duration, error), func()) {
+		return func(n int) (time.Duration, error) {
+			d, _, _, err := Once(ctx, cfg.Client, cfg.URL(c, n), cfg.Header, check)
+			return d, err
+		}, func() {}
+	})
+}
 
-	results := make([]clientResult, cfg.Concurrency)
+// drive runs concurrency closed-loop clients, the rules of Run for every
+// generator. Client c sends its n-th request with send(n), which returns
+// the request's latency; done runs when the client stops.
+func drive(ctx context.Context, concurrency int, warmup, duration time.Duration,
+	client func(c int) (send func(n int) (time.Duration, error), done func())) Result {
+	measureFrom := time.Now().Add(warmup)
+	deadline := measureFrom.Add(duration)
+	results := make([]clientResult, concurrency)
 	var wg sync.WaitGroup
-	for c := range cfg.Concurrency {
+	for c := range concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			send, done := client(c)
+			defer done()
 			cr := &results[c]
 			// Preallocating keeps slice growth (and its GC work) out of
 			// the measured loop for typical rates.
@@ -164,14 +177,14 @@ func Run(ctx context.Context, cfg Config) Result {
 				if !sent.Before(deadline) {
 					return
 				}
-				d, _, _, err := Once(ctx, cfg.Client, cfg.URL(c, n), cfg.Header, check)
+				d, err := send(n)
 				cr.sent++
 				cr.record(sent, d, err, measureFrom)
 			}
 		}()
 	}
 	wg.Wait()
-	return collect(ctx, cfg.Concurrency, measureFrom, results)
+	return collect(ctx, concurrency, measureFrom, results)
 }
 
 // clientResult is what one closed-loop client of a run recorded.
