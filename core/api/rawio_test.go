@@ -13,8 +13,7 @@ import (
 
 // TestLaneIO: the lane's raw reads and writes (net.Conn itself in race
 // builds and off Linux; make test runs this package without -race too)
-// behave as net.Conn's do, over
-// both transports the lane serves: a write larger than the socket's buffer
+// behave as net.Conn's do, over both transports the lane serves: a write larger than the socket's buffer
 // arrives whole (the EAGAIN path parks in the poller and resumes), reads
 // return what was sent and then io.EOF, and a read deadline ends a read
 // with os.ErrDeadlineExceeded (Shutdown and the idle timeout rely on it).

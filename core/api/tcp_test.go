@@ -49,22 +49,9 @@ func (b *tcpBackend) ServeProvider(w http.ResponseWriter, r *http.Request, provi
 }
 
 // startTCPFront serves one Front on a Unix socket and a loopback TCP
-// listener together, as the daemon does with http_listen.
-func startTCPFront(t *testing.T, b Backend, pol *TCPPolicy) (sock, addr string) {
-	t.Helper()
-	sock, addr, _ = startTCP(t, b, pol)
-	return sock, addr
-}
-
-// startTCPServer is startTCPFront for a test that changes the server's
-// policy as a reload would.
-func startTCPServer(t *testing.T, b Backend, pol *TCPPolicy) (*Server, string) {
-	t.Helper()
-	_, addr, s := startTCP(t, b, pol)
-	return s, addr
-}
-
-func startTCP(t *testing.T, b Backend, pol *TCPPolicy) (sock, addr string, s *Server) {
+// listener together, as the daemon does with http_listen; its Server is
+// returned for tests that change the policy as a reload would.
+func startTCPFront(t *testing.T, b Backend, pol *TCPPolicy) (sock, addr string, s *Server) {
 	t.Helper()
 	sock = filepath.Join(t.TempDir(), "s.sock")
 	uln, err := net.Listen("unix", sock)
@@ -120,7 +107,7 @@ func tcpTrip(t *testing.T, addr, raw string) (*http.Response, string) {
 func TestTCPHostChecked(t *testing.T) {
 	b := &tcpBackend{}
 	b.level.Store(int32(access.Read))
-	sock, addr := startTCPFront(t, b, NewTCPPolicy([]string{"sluice.test", "Other.Test:9"}, access.None, ""))
+	sock, addr, _ := startTCPFront(t, b, NewTCPPolicy([]string{"sluice.test", "Other.Test:9"}, access.None, ""))
 	_, port, _ := net.SplitHostPort(addr)
 	for _, tc := range []struct {
 		host string
@@ -160,7 +147,7 @@ func TestTCPHostChecked(t *testing.T) {
 func TestTCPBrowsersRefused(t *testing.T) {
 	b := &tcpBackend{}
 	b.level.Store(int32(access.Admin))
-	_, addr := startTCPFront(t, b, nil)
+	_, addr, _ := startTCPFront(t, b, nil)
 	for _, path := range []string{"/v1/p/cached", "/v1/p/miss"} {
 		for _, h := range []string{"Origin: http://evil.example", "Origin: null", "Sec-Fetch-Site: same-origin", "Sec-Fetch-Site: cross-site", "Referer: http://x/"} {
 			t.Run(path+"/"+h, func(t *testing.T) {
@@ -180,7 +167,7 @@ func TestTCPBrowsersRefused(t *testing.T) {
 // reaches the provider route.
 func TestTCPTiersAndToken(t *testing.T) {
 	b := &tcpBackend{}
-	_, addr := startTCPFront(t, b, NewTCPPolicy(nil, access.None, "tok-123"))
+	_, addr, _ := startTCPFront(t, b, NewTCPPolicy(nil, access.None, "tok-123"))
 	req := func(path string, extra string) int {
 		resp, body := tcpTrip(t, addr, "GET "+path+" HTTP/1.1\r\nHost: "+addr+"\r\n"+extra+"\r\n")
 		if resp.StatusCode == http.StatusUnauthorized {
@@ -265,7 +252,7 @@ func TestTCPUnnamedPeerNeverAdmin(t *testing.T) {
 func TestTCPHostRecheckedAfterReload(t *testing.T) {
 	b := &tcpBackend{}
 	b.level.Store(int32(access.Read))
-	s, addr := startTCPServer(t, b, NewTCPPolicy([]string{"sluice.test"}, access.None, ""))
+	_, addr, s := startTCPFront(t, b, NewTCPPolicy([]string{"sluice.test"}, access.None, ""))
 	_, port, _ := net.SplitHostPort(addr)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
