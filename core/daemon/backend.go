@@ -45,8 +45,7 @@ func (d *Daemon) Status() api.Status {
 		ps := api.ProviderStatus{Name: p.Name, State: p.State, PID: p.PID, Restarts: p.Restarts, LastError: p.LastError,
 			Since: p.Since, Version: p.Version}
 		if d.metrics != nil {
-			t := d.metrics.Tally(p.Name)
-			ps.Calls, ps.Saved = t.Calls.Load(), t.Saved.Load()
+			ps.Calls, ps.Saved = d.metrics.Tally(p.Name)
 		}
 		st.Providers = append(st.Providers, ps)
 	}

@@ -10,12 +10,13 @@ package metrics
 import (
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluice-dev/sluice/internal/stripe"
 )
 
 // CacheStats, BucketStats and ProviderStats are the live figures the
@@ -66,37 +67,78 @@ type Sources struct {
 // Metrics is the daemon's registry and instruments.
 type Metrics struct {
 	reg        *prometheus.Registry
-	requests   *prometheus.CounterVec
-	duration   *prometheus.HistogramVec
 	upstream   *prometheus.HistogramVec
 	wait       *prometheus.HistogramVec
 	denied     *prometheus.CounterVec
-	lane       prometheus.Counter
-	saved      *prometheus.CounterVec
 	reloadOK   prometheus.Gauge
 	reloadTime prometheus.Gauge
 
-	// series memoises the per-request series by label values: looking them
-	// up in the vectors hashes the labels under a lock on every request.
-	series  sync.Map // requestLabels → *requestSeries
-	tallies sync.Map // provider → *ProviderTally
+	// The instruments every cache hit adds to are striped (internal/stripe)
+	// and exported by hot: as prometheus vectors they were a dozen shared
+	// words written per hit, which bounds the hit rate on many cores.
+	hot hot
+}
+
+// hot holds the per-request instruments: sluice_requests_total,
+// sluice_request_duration_seconds, sluice_upstream_requests_saved_total
+// and sluice_fast_lane_answers_total.
+type hot struct {
+	// series memoises the per-request series by label values.
+	series    sync.Map // requestLabels → *requestSeries
+	durations sync.Map // [2]string{provider, operation} → *stripe.Histogram
+	saved     sync.Map // [2]string{provider, reason} → *stripe.Counter
+	lane      *stripe.Counter
 }
 
 type requestLabels struct{ provider, operation, outcome string }
 
 type requestSeries struct {
-	requests           prometheus.Counter
-	duration, upstream prometheus.Observer
+	requests *stripe.Counter
+	duration *stripe.Histogram
+	upstream prometheus.Observer
 	// saved counts the call as an upstream request it did not need (nil
-	// for outcomes that are not savings); tally is its provider's.
-	saved prometheus.Counter
-	tally *ProviderTally
+	// for outcomes that are not savings).
+	saved *stripe.Counter
 }
 
-// ProviderTally counts one provider's calls and the upstream requests the
-// cache, coalescing and stale answers saved, for status.
-type ProviderTally struct {
-	Calls, Saved atomic.Uint64
+var (
+	descRequests = prometheus.NewDesc("sluice_requests_total",
+		"Provider calls by provider, operation and outcome (hit, miss, coalesced, bypass, rejected, failed).",
+		[]string{"provider", "operation", "outcome"}, nil)
+	descDuration = prometheus.NewDesc("sluice_request_duration_seconds",
+		"Time to answer a provider call, queueing included.", []string{"provider", "operation"}, nil)
+	descSaved = prometheus.NewDesc("sluice_upstream_requests_saved_total",
+		"Provider calls answered without an upstream request of their own, by why: cache (a hit or a 304), coalesced (an identical call's request), stale (a kept answer while the budget ran out).",
+		[]string{"provider", "reason"}, nil)
+	descLane = prometheus.NewDesc("sluice_fast_lane_answers_total",
+		"Cache hits answered by the socket's fast lane, without net/http (a part of the hits in sluice_requests_total).", nil, nil)
+	durationBuckets = prometheus.ExponentialBuckets(0.0001, 4, 12)
+)
+
+func (h *hot) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRequests, descDuration, descSaved, descLane} {
+		ch <- d
+	}
+}
+
+func (h *hot) Collect(ch chan<- prometheus.Metric) {
+	h.series.Range(func(k, v any) bool {
+		l := k.(requestLabels)
+		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(v.(*requestSeries).requests.Load()),
+			l.provider, l.operation, l.outcome)
+		return true
+	})
+	h.durations.Range(func(k, v any) bool {
+		l, s := k.([2]string), v.(*stripe.Histogram).Snapshot()
+		ch <- prometheus.MustNewConstHistogram(descDuration, s.Count, s.Sum, s.Buckets, l[0], l[1])
+		return true
+	})
+	h.saved.Range(func(k, v any) bool {
+		l := k.([2]string)
+		ch <- prometheus.MustNewConstMetric(descSaved, prometheus.CounterValue, float64(v.(*stripe.Counter).Load()), l[0], l[1])
+		return true
+	})
+	ch <- prometheus.MustNewConstMetric(descLane, prometheus.CounterValue, float64(h.lane.Load()))
 }
 
 // savedReason maps an outcome to why no upstream request was needed ("" if
@@ -118,12 +160,6 @@ func New(src Sources) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		reg: reg,
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_requests_total",
-			Help: "Provider calls by provider, operation and outcome (hit, miss, coalesced, bypass, rejected, failed)."},
-			[]string{"provider", "operation", "outcome"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_request_duration_seconds",
-			Help: "Time to answer a provider call, queueing included.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12)},
-			[]string{"provider", "operation"}),
 		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_upstream_duration_seconds",
 			Help: "Upstream exchange time up to the response head, summed over attempts.", Buckets: prometheus.ExponentialBuckets(0.001, 3, 10)},
 			[]string{"provider", "operation"}),
@@ -132,19 +168,15 @@ func New(src Sources) *Metrics {
 			[]string{"bucket"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_access_denied_total",
 			Help: "Requests refused for lack of permission, by the level they needed."}, []string{"needed"}),
-		saved: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_upstream_requests_saved_total",
-			Help: "Provider calls answered without an upstream request of their own, by why: cache (a hit or a 304), coalesced (an identical call's request), stale (a kept answer while the budget ran out)."},
-			[]string{"provider", "reason"}),
-		lane: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_fast_lane_answers_total",
-			Help: "Cache hits answered by the socket's fast lane, without net/http (a part of the hits in sluice_requests_total)."}),
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_config_last_reload_successful",
 			Help: "Whether the last config reload succeeded (1) or failed (0)."}),
 		reloadTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_config_last_reload_success_timestamp_seconds",
 			Help: "Time of the last successful config load."}),
 	}
+	m.hot.lane = stripe.NewCounter()
 	m.reloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
-	reg.MustRegister(m.requests, m.duration, m.upstream, m.wait, m.denied, m.lane, m.saved, m.reloadOK, m.reloadTime,
+	reg.MustRegister(&m.hot, m.upstream, m.wait, m.denied, m.reloadOK, m.reloadTime,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&live{src: src})
 	return m
@@ -158,25 +190,22 @@ func (m *Metrics) Handler() http.Handler {
 // ObserveRequest records one provider call.
 func (m *Metrics) ObserveRequest(provider, operation, outcome string, took, upstream time.Duration) {
 	l := requestLabels{provider, operation, outcome}
-	v, ok := m.series.Load(l)
+	v, ok := m.hot.series.Load(l)
 	if !ok {
 		s := &requestSeries{
-			requests: m.requests.WithLabelValues(provider, operation, outcome),
-			duration: m.duration.WithLabelValues(provider, operation),
+			requests: stripe.NewCounter(),
+			duration: loadOrNew(&m.hot.durations, [2]string{provider, operation}, func() *stripe.Histogram { return stripe.NewHistogram(durationBuckets) }),
 			upstream: m.upstream.WithLabelValues(provider, operation),
-			tally:    m.Tally(provider),
 		}
 		if reason := savedReason(outcome); reason != "" {
-			s.saved = m.saved.WithLabelValues(provider, reason)
+			s.saved = loadOrNew(&m.hot.saved, [2]string{provider, reason}, stripe.NewCounter)
 		}
-		v, _ = m.series.LoadOrStore(l, s)
+		v, _ = m.hot.series.LoadOrStore(l, s)
 	}
 	s := v.(*requestSeries)
 	s.requests.Inc()
-	s.tally.Calls.Add(1)
 	if s.saved != nil {
 		s.saved.Inc()
-		s.tally.Saved.Add(1)
 	}
 	s.duration.Observe(took.Seconds())
 	if upstream > 0 {
@@ -184,13 +213,31 @@ func (m *Metrics) ObserveRequest(provider, operation, outcome string, took, upst
 	}
 }
 
-// Tally returns provider's call and saving counts since start.
-func (m *Metrics) Tally(provider string) *ProviderTally {
-	v, ok := m.tallies.Load(provider)
-	if !ok {
-		v, _ = m.tallies.LoadOrStore(provider, new(ProviderTally))
+func loadOrNew[T any](m *sync.Map, key any, mk func() T) T {
+	if v, ok := m.Load(key); ok {
+		return v.(T)
 	}
-	return v.(*ProviderTally)
+	v, _ := m.LoadOrStore(key, mk())
+	return v.(T)
+}
+
+// Tally is provider's calls and the upstream requests the cache,
+// coalescing and stale answers saved it, since start, for status: read
+// from the same counters as /metrics, so the two never disagree.
+func (m *Metrics) Tally(provider string) (calls, saved uint64) {
+	m.hot.series.Range(func(k, v any) bool {
+		if k.(requestLabels).provider == provider {
+			calls += v.(*requestSeries).requests.Load()
+		}
+		return true
+	})
+	m.hot.saved.Range(func(k, v any) bool {
+		if k.([2]string)[0] == provider {
+			saved += v.(*stripe.Counter).Load()
+		}
+		return true
+	})
+	return calls, saved
 }
 
 // ObserveWait records one scheduler wait.
@@ -199,7 +246,7 @@ func (m *Metrics) ObserveWait(bucket string, d time.Duration) {
 }
 
 // FastLane counts a hit the socket's fast lane answered.
-func (m *Metrics) FastLane() { m.lane.Inc() }
+func (m *Metrics) FastLane() { m.hot.lane.Inc() }
 
 // Denied counts a refused request.
 func (m *Metrics) Denied(needed string) { m.denied.WithLabelValues(needed).Inc() }
@@ -207,6 +254,7 @@ func (m *Metrics) Denied(needed string) { m.denied.WithLabelValues(needed).Inc()
 // Reloaded records a reload attempt.
 func (m *Metrics) Reloaded(ok bool) {
 	if ok {
+		m.hot.lane = stripe.NewCounter()
 		m.reloadOK.Set(1)
 		m.reloadTime.SetToCurrentTime()
 		return
