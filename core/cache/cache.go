@@ -33,6 +33,8 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/sluice-dev/sluice/internal/stripe"
 )
 
 // Entry is one stored upstream answer. It is immutable once handed to Set or
@@ -169,8 +171,9 @@ type Cache struct {
 
 	// life makes Close exclusive with every other operation, because
 	// ristretto panics when used concurrently with its own Close. Operations
-	// hold it shared; closed is guarded by it.
-	life   sync.RWMutex
+	// hold it shared; closed is guarded by it. Striped: every hit takes it,
+	// and a sync.RWMutex's reader count is one word all cores write.
+	life   *stripe.RWMutex
 	closed bool
 	// closing is readable from ristretto callbacks, which run while Close
 	// holds life exclusively and so cannot take it.
@@ -198,7 +201,7 @@ type Cache struct {
 	// entries mirrors len(index) (written with mu held), for Len.
 	entries atomic.Int64
 
-	hits      atomic.Uint64
+	hits      *stripe.Counter // every hit adds to it: striped, as life
 	misses    atomic.Uint64
 	coalesced atomic.Uint64
 	evictions atomic.Uint64
@@ -221,6 +224,8 @@ func New(maxBytes int64) (*Cache, error) {
 	}
 	closeCtx, cancel := context.WithCancel(context.Background())
 	c := &Cache{
+		life:        stripe.NewRWMutex(),
+		hits:        stripe.NewCounter(),
 		closeCtx:    closeCtx,
 		cancelClose: cancel,
 		index:       make(map[string]*stored),
@@ -307,16 +312,15 @@ func allocSize(n int) int64 {
 // right after its miss must not miss again and spend another upstream
 // request.
 func (c *Cache) Get(key string) (*Entry, bool) {
-	c.life.RLock()
-	defer c.life.RUnlock()
+	defer c.life.RUnlock(c.life.RLock())
 	if !c.closed {
 		now := time.Now()
 		if s, ok := c.rc.Get(key); ok && s != nil && c.current(s, now) && now.Before(s.entry.ExpiresAt) {
-			c.hits.Add(1)
+			c.hits.Inc()
 			return s.entry, true
 		}
 		if s := c.pending(key, now); s != nil && now.Before(s.entry.ExpiresAt) {
-			c.hits.Add(1)
+			c.hits.Inc()
 			return s.entry, true
 		}
 	}
@@ -328,8 +332,7 @@ func (c *Cache) Get(key string) (*Entry, bool) {
 // fresh, as long as it is kept (see Entry.KeepUntil). It counts nothing:
 // the caller decides whether a stale answer may be served.
 func (c *Cache) GetStale(key string) (*Entry, bool) {
-	c.life.RLock()
-	defer c.life.RUnlock()
+	defer c.life.RUnlock(c.life.RLock())
 	if c.closed {
 		return nil, false
 	}
@@ -394,8 +397,7 @@ func (c *Cache) set(key string, e *Entry, since uint64, checkPurge bool) bool {
 	if e == nil {
 		return false
 	}
-	c.life.RLock()
-	defer c.life.RUnlock()
+	defer c.life.RUnlock(c.life.RLock())
 	if c.closed {
 		return false
 	}
@@ -490,8 +492,7 @@ func (c *Cache) SetMaxBytes(n int64) {
 	if n <= 0 {
 		return
 	}
-	c.life.RLock()
-	defer c.life.RUnlock()
+	defer c.life.RUnlock(c.life.RLock())
 	if c.closed {
 		return
 	}
@@ -568,8 +569,7 @@ func (c *Cache) purgeAll() int {
 // ristretto's Del is applied asynchronously. mark records the purge epoch and
 // runs with c.mu held.
 func (c *Cache) purge(match func(*stored) bool, mark func()) int {
-	c.life.RLock()
-	defer c.life.RUnlock()
+	defer c.life.RUnlock(c.life.RLock())
 	if c.closed {
 		return 0
 	}
@@ -634,8 +634,7 @@ func (c *Cache) Len() int { return int(c.entries.Load()) }
 // for tests that need ristretto's own state (its admission, its cost
 // accounting) settled.
 func (c *Cache) Wait() {
-	c.life.RLock()
-	defer c.life.RUnlock()
+	defer c.life.RUnlock(c.life.RLock())
 	if !c.closed {
 		c.rc.Wait()
 	}

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"log/slog"
 	"maps"
@@ -73,7 +72,7 @@ const readyWait = 10 * time.Second
 // Gateway serves provider calls.
 type Gateway struct {
 	patterns patternCache
-	hits     hitMemo
+	hits     *hitMemo
 	host     *pluginhost.Host
 	cache    *cache.Cache
 	log      *slog.Logger
@@ -89,7 +88,7 @@ func New(host *pluginhost.Host, c *cache.Cache, s Settings, log *slog.Logger) *G
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{host: host, cache: c, log: log}
-	g.hits.seed = maphash.MakeSeed()
+	g.hits = newHitMemo()
 	g.SetSettings(s)
 	return g
 }

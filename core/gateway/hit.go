@@ -7,12 +7,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sluice-dev/sluice/core/api"
 	"github.com/sluice-dev/sluice/core/cache"
 	"github.com/sluice-dev/sluice/core/proto"
+	"github.com/sluice-dev/sluice/internal/stripe"
 )
 
 // Hit serves the socket API's fast lane: the fresh cached answer for a
@@ -73,7 +73,9 @@ type hitRoute struct {
 // 20,000 answers keep the routes of every one of 50,000 targets it had
 // seen: 14 MB beyond max_size.) Plain maps in shards rather than a
 // sync.Map: with 100,000 targets the sync.Map's trie costs a cache miss
-// per level on every hit, a map about one.
+// per level on every hit, a map about one. Each shard's lock is striped
+// (internal/stripe): a hot target's shard is read by every hit, and a
+// sync.RWMutex's reader count is one word all cores write.
 type hitMemo struct {
 	seed   maphash.Seed
 	shards [memoShards]memoShard
@@ -82,9 +84,16 @@ type hitMemo struct {
 const memoShards = 32
 
 type memoShard struct {
-	mu sync.RWMutex
+	mu *stripe.RWMutex
 	m  map[string]*hitRoute // provider \0 rest \0 query \0 host → route
-	_  [40]byte             // keeps shards' locks off each other's cache lines
+}
+
+func newHitMemo() *hitMemo {
+	m := &hitMemo{seed: maphash.MakeSeed()}
+	for i := range m.shards {
+		m.shards[i].mu = stripe.NewRWMutex()
+	}
+	return m
 }
 
 func (m *hitMemo) shard(mk string) *memoShard {
@@ -93,9 +102,9 @@ func (m *hitMemo) shard(mk string) *memoShard {
 
 func (m *hitMemo) load(mk string) (*hitRoute, bool) {
 	sh := m.shard(mk)
-	sh.mu.RLock()
+	t := sh.mu.RLock()
 	r, ok := sh.m[mk]
-	sh.mu.RUnlock()
+	sh.mu.RUnlock(t)
 	return r, ok
 }
 

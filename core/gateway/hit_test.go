@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"hash/maphash"
 	"net/url"
 	"runtime"
 	"testing"
@@ -15,7 +14,7 @@ import (
 // most about the limit it is given, and a route just stored is found.
 func TestHitMemoBounded(t *testing.T) {
 	const limit = 4096
-	m := &hitMemo{seed: maphash.MakeSeed()}
+	m := newHitMemo()
 	for i := range 3 * limit {
 		mk := routeKey("ineo", "spotify.php", fmt.Sprint("trackId=", i), "sluice")
 		r := &hitRoute{op: "spotify.track"}
@@ -32,9 +31,9 @@ func TestHitMemoBounded(t *testing.T) {
 func (m *hitMemo) len() int {
 	n := 0
 	for i := range m.shards {
-		m.shards[i].mu.RLock()
+		t := m.shards[i].mu.RLock()
 		n += len(m.shards[i].m)
-		m.shards[i].mu.RUnlock()
+		m.shards[i].mu.RUnlock(t)
 	}
 	return n
 }
@@ -52,7 +51,7 @@ func TestHitMemoBoundedByCache(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	g := &Gateway{cache: c}
-	g.hits.seed = maphash.MakeSeed()
+	g.hits = newHitMemo()
 	now := time.Now()
 	const held = 2000
 	for i := range held {
@@ -90,7 +89,7 @@ func TestHitMemoBoundedByCache(t *testing.T) {
 // lives on in its route), and the row in the shard's map.
 func TestRouteChargeCoversMemoRow(t *testing.T) {
 	const n = 20_000
-	m := &hitMemo{seed: maphash.MakeSeed()}
+	m := newHitMemo()
 	heap := func() uint64 {
 		runtime.GC()
 		runtime.GC()

@@ -16,6 +16,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-dev/sluice/core/progress"
@@ -96,6 +97,10 @@ type Host struct {
 
 	mu   sync.Mutex
 	sups map[string]*supervisor
+	// handles is a copy of sups as handles, published after every change
+	// under mu: Get runs on every request, the fast lane's hits included,
+	// and reads it without taking mu (a lock every core took per hit).
+	handles atomic.Pointer[map[string]*Handle]
 	// retired supervisors still draining in-flight calls.
 	draining sync.WaitGroup
 }
@@ -124,6 +129,7 @@ func New(opts Options) (*Host, error) {
 func (h *Host) Apply(specs []Spec) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	defer h.publishLocked()
 	want := map[string]Spec{}
 	for _, s := range specs {
 		want[s.Name] = s
@@ -184,6 +190,7 @@ func (s Spec) Check() error {
 func (h *Host) RestartFailed() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	defer h.publishLocked()
 	var names []string
 	for name, sup := range h.sups {
 		if sup.status().State != StateFailed {
@@ -214,15 +221,23 @@ func (h *Host) retire(sup *supervisor) {
 	}()
 }
 
+// publishLocked makes the supervisors in sups what Get finds.
+func (h *Host) publishLocked() {
+	m := make(map[string]*Handle, len(h.sups))
+	for name, s := range h.sups {
+		m[name] = &Handle{s: s}
+	}
+	h.handles.Store(&m)
+}
+
 // Get returns the named provider's supervisor handle.
 func (h *Host) Get(name string) (*Handle, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	s, ok := h.sups[name]
-	if !ok {
+	m := h.handles.Load()
+	if m == nil {
 		return nil, false
 	}
-	return &Handle{s: s}, true
+	hd, ok := (*m)[name]
+	return hd, ok
 }
 
 // Names lists configured providers, sorted.
@@ -270,6 +285,7 @@ func (h *Host) Close() error {
 		delete(h.sups, name)
 		h.retire(sup)
 	}
+	h.publishLocked()
 	h.mu.Unlock()
 	h.draining.Wait()
 	return h.sockDir.Close()
