@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,3 +179,126 @@ func (o *countingObserver) ObserveRequest(string, string, string, time.Duration,
 }
 func (o *countingObserver) Denied(string) {}
 func (o *countingObserver) FastLane()     {}
+
+// TestConnCapOrder: the connection idle longest is the one closed, however
+// old the connection; a closed one is not served; a busy one is kept.
+func TestConnCapOrder(t *testing.T) {
+	k := newConnCap(2)
+	conn := func() (net.Conn, net.Conn) { a, b := net.Pipe(); t.Cleanup(func() { a.Close(); b.Close() }); return a, b }
+	ca, _ := conn()
+	cb, _ := conn()
+	a, b := k.add(ca), k.add(cb)
+	k.setActive(a)
+	k.setActive(b)
+	now := time.Now()
+	k.setIdle(b, now)
+	k.setIdle(a, now.Add(time.Millisecond)) // a: the older connection, idle a shorter time
+	cc, _ := conn()
+	c := k.add(cc)
+	if k.setActive(b) {
+		t.Fatal("b, idle longest, was not closed to make room")
+	}
+	if !k.setActive(a) {
+		t.Fatal("a was closed instead of b")
+	}
+	// a busy, c idle: a fourth closes c, not a.
+	cd, _ := conn()
+	k.add(cd)
+	if k.setActive(c) || !k.setActive(a) {
+		t.Fatal("want c (idle) closed and a (busy) kept")
+	}
+	if st := k.stats(); st.Open != 2 || st.Evicted != 2 {
+		t.Fatalf("stats %+v, want 2 open and 2 evicted", st)
+	}
+}
+
+// TestConnCapWaitWakes: waitRoom, blocked while every connection over the
+// cap is busy, returns once one of them goes idle.
+func TestConnCapWaitWakes(t *testing.T) {
+	k := newConnCap(1)
+	x1, x2 := net.Pipe()
+	y1, y2 := net.Pipe()
+	defer func() { x1.Close(); x2.Close(); y1.Close(); y2.Close() }()
+	k.setActive(k.add(x1))
+	y := k.add(y1)
+	k.setActive(y)
+	done := make(chan struct{})
+	go func() { k.waitRoom(nil); close(done) }()
+	for deadline := time.Now().Add(10 * time.Second); k.waiting.Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("waitRoom did not wait with every connection busy")
+		}
+		runtime.Gosched()
+	}
+	select {
+	case <-done:
+		t.Fatal("waitRoom returned with every connection busy")
+	default:
+	}
+	k.setIdle(y, time.Now())
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("waitRoom still waits after a connection went idle")
+	}
+}
+
+// TestConnCapNeverEvictsBusy: connections going busy and idle while new
+// ones keep arriving past the cap; a connection that setActive let through
+// is never closed before it goes idle again.
+func TestConnCapNeverEvictsBusy(t *testing.T) {
+	k := newConnCap(8)
+	var wg sync.WaitGroup
+	for range 8 {
+		c1, c2 := net.Pipe()
+		defer c2.Close()
+		cc := k.add(c1)
+		wg.Go(func() {
+			for range 2000 {
+				if !k.setActive(cc) {
+					return // evicted while idle: fine
+				}
+				if st := cc.state.Load(); st != capActive {
+					t.Errorf("a busy connection is in state %d", st)
+					return
+				}
+				k.setIdle(cc, time.Now())
+			}
+		})
+	}
+	for range 200 {
+		c1, c2 := net.Pipe()
+		defer c2.Close()
+		k.setActive(k.add(c1))
+	}
+	wg.Wait()
+}
+
+type closeOnlyConn struct{ net.Conn }
+
+func (closeOnlyConn) Close() error { return nil }
+
+// BenchmarkConnCapEvict: admitting a connection at the default cap of
+// 1,024, every one idle, which scans them all for the oldest.
+func BenchmarkConnCapEvict(b *testing.B) {
+	k := newConnCap(1024)
+	for range 1024 {
+		k.add(closeOnlyConn{})
+	}
+	for b.Loop() {
+		k.add(closeOnlyConn{})
+	}
+}
+
+// BenchmarkConnCapRequest: what each request costs the cap (busy, then
+// idle), from many connections at once.
+func BenchmarkConnCapRequest(b *testing.B) {
+	k := newConnCap(1024)
+	b.RunParallel(func(pb *testing.PB) {
+		cc := k.add(closeOnlyConn{})
+		for pb.Next() {
+			k.setActive(cc)
+			k.setIdle(cc, time.Now())
+		}
+	})
+}

@@ -203,12 +203,13 @@ func (f *Front) serveConn(lc *laneConn) {
 		if first || wait == 0 {
 			wait = f.fallback.ReadHeaderTimeout
 		}
-		if now := time.Now(); wait > 0 && (first || deadline.Sub(now) < wait/2) {
+		now := time.Now()
+		if wait > 0 && (first || deadline.Sub(now) < wait/2) {
 			deadline = now.Add(wait)
 			c.SetReadDeadline(deadline)
 		}
 		lc.state.Store(laneIdle)
-		f.cap.setIdle(lc.cc)
+		f.cap.setIdle(lc.cc, now)
 		if f.closing.Load() {
 			c.Close()
 			return
