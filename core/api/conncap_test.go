@@ -184,7 +184,11 @@ func (o *countingObserver) FastLane()     {}
 // old the connection; a closed one is not served; a busy one is kept.
 func TestConnCapOrder(t *testing.T) {
 	k := newConnCap(2)
-	conn := func() (net.Conn, net.Conn) { a, b := net.Pipe(); t.Cleanup(func() { a.Close(); b.Close() }); return a, b }
+	conn := func() (net.Conn, net.Conn) {
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		return a, b
+	}
 	ca, _ := conn()
 	cb, _ := conn()
 	a, b := k.add(ca), k.add(cb)
