@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/sluice-dev/sluice/core/access"
 )
 
@@ -402,7 +404,11 @@ func (r *laneRequest) parse(head []byte) bool {
 			return false
 		}
 	}
-	if hosts != 1 {
+	// net/http refuses a Host that is not a valid host[:port] (400); the
+	// lane hands such a head over so that refusal is the one answer. It
+	// matters beyond agreement: the Host becomes the base written into an
+	// answer's links, and a quote in it would rewrite the JSON around them.
+	if hosts != 1 || !httpguts.ValidHostHeader(r.host) {
 		return false
 	}
 	r.path, r.provider, r.rest, r.query = path, provider, tail, string(q)

@@ -77,6 +77,14 @@ func TestLaneHandsOver(t *testing.T) {
 			t.Errorf("the lane accepted a request with %q", h)
 		}
 	}
+	// A Host net/http refuses (400) is not the lane's to answer: it would
+	// become the base of the answer's links, quotes and all.
+	for _, host := range []string{`x","injected":"yes`, `x"y`, "a b", `a\b`, "a<b>", "evil.com/path?", "h{}|^`"} {
+		var lr laneRequest
+		if lr.parse([]byte("GET /v1/ineo/spotify.php?trackId=x HTTP/1.1\r\nHost: " + host + "\r\n\r\n")) {
+			t.Errorf("the lane accepted Host %q", host)
+		}
+	}
 	for _, head := range []string{
 		"POST /v1/ineo/spotify.php HTTP/1.1\r\nHost: sluice\r\n\r\n",
 		"GET /v1/status HTTP/1.1\r\nHost: sluice\r\n\r\n",
