@@ -822,6 +822,9 @@ func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest
 		// cached (the key has no method); net/http drops the body.
 		method = http.MethodGet
 	}
+	if err := normalise(op, params); err != nil {
+		return nil, withOp(err, provider, op.GetName())
+	}
 	for _, ps := range op.GetParams() {
 		if ps.GetRequired() && strings.TrimSpace(params.Get(ps.GetName())) == "" {
 			return nil, withOp(problem.BadParam(ps.GetName(), fmt.Sprintf("missing required parameter %q", ps.GetName())), provider, op.GetName())
@@ -857,6 +860,55 @@ var forwardHeaders = []string{"Accept", "Accept-Language", "Sluice-Confirm", "If
 
 // canonicalise checks a parameter against its declared pattern and replaces
 // each value by the pattern's first non-empty capture group.
+// normalise rewrites params as the plugin will send them upstream, as far
+// as the operation describes it (aliases, unknown parameters dropped,
+// upper-cased values, defaults), so spellings of one upstream request share
+// one cache key and one upstream request. A declared parameter given twice
+// is refused: which value the upstream would take is anyone's guess, and
+// the refusal costs nothing upstream.
+func normalise(op *proto.Operation, params url.Values) *problem.Problem {
+	for _, ps := range op.GetParams() {
+		name := ps.GetName()
+		for _, alias := range ps.GetAliases() {
+			if vs, ok := params[alias]; ok {
+				if _, have := params[name]; !have {
+					params[name] = vs
+				}
+				delete(params, alias)
+			}
+		}
+	}
+	if op.GetDropUnknownParams() {
+		for k := range params {
+			if _, selector := op.GetMatch()[k]; !selector && !declares(op, k) {
+				delete(params, k)
+			}
+		}
+	}
+	for _, ps := range op.GetParams() {
+		name := ps.GetName()
+		vs, given := params[name]
+		switch {
+		case len(vs) > 1:
+			return problem.BadParam(name, fmt.Sprintf("%s given %d times; give it once", name, len(vs)))
+		case given && ps.GetUpper():
+			vs[0] = strings.ToUpper(vs[0])
+		case !given && ps.GetDefaultValue() != "":
+			params.Set(name, ps.GetDefaultValue())
+		}
+	}
+	return nil
+}
+
+func declares(op *proto.Operation, name string) bool {
+	for _, ps := range op.GetParams() {
+		if ps.GetName() == name {
+			return true
+		}
+	}
+	return false
+}
+
 func canonicalise(pc *patternCache, ps *proto.Param, params url.Values) *problem.Problem {
 	vals, ok := params[ps.GetName()]
 	if !ok || ps.GetPattern() == "" {

@@ -158,11 +158,17 @@ type Operation struct {
 	Cacheable bool  `protobuf:"varint,6,opt,name=cacheable,proto3" json:"cacheable,omitempty"`
 	TtlMs     int64 `protobuf:"varint,7,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
 	// Destructive or paying: never retried, cached or coalesced; policy-gated.
-	Destructive   bool   `protobuf:"varint,8,opt,name=destructive,proto3" json:"destructive,omitempty"`
-	Bucket        string `protobuf:"bytes,9,opt,name=bucket,proto3" json:"bucket,omitempty"`
-	Summary       string `protobuf:"bytes,10,opt,name=summary,proto3" json:"summary,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Destructive bool   `protobuf:"varint,8,opt,name=destructive,proto3" json:"destructive,omitempty"`
+	Bucket      string `protobuf:"bytes,9,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Summary     string `protobuf:"bytes,10,opt,name=summary,proto3" json:"summary,omitempty"`
+	// The host drops every parameter the operation neither declares (params,
+	// their aliases) nor matches on, before the cache key is made and the
+	// plugin is called: the upstream never sees them, so they must not split
+	// the cache or spend the budget again. Off for plugins that refuse
+	// unknown parameters themselves (400, nothing spent).
+	DropUnknownParams bool `protobuf:"varint,11,opt,name=drop_unknown_params,json=dropUnknownParams,proto3" json:"drop_unknown_params,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Operation) Reset() {
@@ -265,6 +271,13 @@ func (x *Operation) GetSummary() string {
 	return ""
 }
 
+func (x *Operation) GetDropUnknownParams() bool {
+	if x != nil {
+		return x.DropUnknownParams
+	}
+	return false
+}
+
 type Param struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -274,7 +287,20 @@ type Param struct {
 	// before anything else (400 otherwise). If it has a capture group, the
 	// value is replaced by the first non-empty group, so equivalent spellings
 	// (an id, a URI, a URL) share one cache entry and one upstream request.
-	Pattern       string `protobuf:"bytes,4,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	Pattern string `protobuf:"bytes,4,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	// Other names the parameter may be given under (Spotify's next links
+	// spell q as query): the host renames the first present alias to name
+	// when name itself is absent, and drops the aliases otherwise.
+	Aliases []string `protobuf:"bytes,5,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	// The value is case-insensitive and sent upper-cased (market=de is
+	// market=DE upstream): the host upper-cases it, so both spellings share
+	// one cache entry.
+	Upper bool `protobuf:"varint,6,opt,name=upper,proto3" json:"upper,omitempty"`
+	// The value the plugin sends upstream when the parameter is absent: the
+	// host fills it in, so naming the default and leaving it out share one
+	// cache entry. Plugins whose default depends on their config describe it
+	// after Configure (the host asks for the description again then).
+	DefaultValue  string `protobuf:"bytes,7,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -333,6 +359,27 @@ func (x *Param) GetSummary() string {
 func (x *Param) GetPattern() string {
 	if x != nil {
 		return x.Pattern
+	}
+	return ""
+}
+
+func (x *Param) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+func (x *Param) GetUpper() bool {
+	if x != nil {
+		return x.Upper
+	}
+	return false
+}
+
+func (x *Param) GetDefaultValue() string {
+	if x != nil {
+		return x.DefaultValue
 	}
 	return ""
 }
@@ -1986,7 +2033,7 @@ const file_sluice_proto_rawDesc = "" +
 	"operations\x18\x03 \x03(\v2\x14.sluice.v1.OperationR\n" +
 	"operations\x12+\n" +
 	"\abuckets\x18\x04 \x03(\v2\x11.sluice.v1.BucketR\abuckets\x12+\n" +
-	"\x11credential_params\x18\x05 \x03(\tR\x10credentialParams\"\xf1\x02\n" +
+	"\x11credential_params\x18\x05 \x03(\tR\x10credentialParams\"\xa1\x03\n" +
 	"\tOperation\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\amethods\x18\x02 \x03(\tR\amethods\x12\x12\n" +
@@ -1998,16 +2045,20 @@ const file_sluice_proto_rawDesc = "" +
 	"\vdestructive\x18\b \x01(\bR\vdestructive\x12\x16\n" +
 	"\x06bucket\x18\t \x01(\tR\x06bucket\x12\x18\n" +
 	"\asummary\x18\n" +
-	" \x01(\tR\asummary\x1a8\n" +
+	" \x01(\tR\asummary\x12.\n" +
+	"\x13drop_unknown_params\x18\v \x01(\bR\x11dropUnknownParams\x1a8\n" +
 	"\n" +
 	"MatchEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x01\n" +
 	"\x05Param\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequired\x18\x02 \x01(\bR\brequired\x12\x18\n" +
 	"\asummary\x18\x03 \x01(\tR\asummary\x12\x18\n" +
-	"\apattern\x18\x04 \x01(\tR\apattern\"y\n" +
+	"\apattern\x18\x04 \x01(\tR\apattern\x12\x18\n" +
+	"\aaliases\x18\x05 \x03(\tR\aaliases\x12\x14\n" +
+	"\x05upper\x18\x06 \x01(\bR\x05upper\x12#\n" +
+	"\rdefault_value\x18\a \x01(\tR\fdefaultValue\"y\n" +
 	"\x06Bucket\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x05R\brequests\x12\x1b\n" +

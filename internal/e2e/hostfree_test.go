@@ -114,3 +114,72 @@ func TestLinksFollowTheCallersHost(t *testing.T) {
 		t.Fatalf("%d Spotify requests for one page asked through two hosts, want 1", got)
 	}
 }
+
+// TestSpellingsOfOneUpstreamRequest: requests the plugin sends upstream as
+// one request (an undocumented parameter it drops, a market in lower case,
+// the default page size named or left out, Spotify's query alias for q)
+// share one cache entry and cost one upstream request; a parameter given
+// twice is refused before anything is spent. iNeo's case matters most:
+// each extra request is one of the 6 per 7 s it bans beyond.
+func TestSpellingsOfOneUpstreamRequest(t *testing.T) {
+	t.Parallel()
+	t.Run("ineo", func(t *testing.T) {
+		t.Parallel()
+		env := testenv.Start(t, testenv.Options{})
+		const target = "/v1/ineo/spotify.php?trackId=6fx5VOjqYNBHcDf5GIF5g5"
+		before := env.Ineo.Requests(ineosim.ServiceSpotify)
+		for _, q := range []string{"", "&foo=1", "&Foo=2&auth=x"} {
+			resp, body := rawGet(t, env.Socket, "GET "+target+q+" HTTP/1.1\r\nHost: sluice\r\n\r\n")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: %d %s", q, resp.StatusCode, body)
+			}
+		}
+		resp, body := rawGet(t, env.Socket, "GET "+target+"&trackId=4uLU6hMCjMI75M1A2tKUQC HTTP/1.1\r\nHost: sluice\r\n\r\n")
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("trackId given twice: %d %s, want 400", resp.StatusCode, body)
+		}
+		if got := env.Ineo.Requests(ineosim.ServiceSpotify) - before; got != 1 {
+			t.Fatalf("%d iNeo requests for one track asked with extra and repeated parameters, want 1", got)
+		}
+	})
+	t.Run("spotify", func(t *testing.T) {
+		t.Parallel()
+		e := startSpotify(t, spotifyOpts{extra: "search_max_limit = 3\ndefault_market = \"KR\"\n"})
+		albums := "/v1/spotify/v1/artists/" + spotifysim.Artist95ID + "/albums?"
+		groups := [][]string{
+			{albums + "limit=2&offset=0", albums + "limit=2&offset=0&foo=bar", albums + "offset=0&limit=2&market=kr", albums + "offset=0&limit=2&market=KR"},
+			{albums + "offset=5", albums + "offset=5&limit=5"},
+			{"/v1/spotify/v1/search?q=Queen&type=artist", "/v1/spotify/v1/search?q=Queen&type=artist&limit=3", "/v1/spotify/v1/search?query=Queen&type=artist"},
+		}
+		for _, g := range groups {
+			before := e.Sim.Counts().APIRequests
+			for _, target := range g {
+				resp, body := rawGet(t, e.Socket, "GET "+target+" HTTP/1.1\r\nHost: sluice\r\n\r\n")
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("%s: %d %s", target, resp.StatusCode, body)
+				}
+			}
+			if got := e.Sim.Counts().APIRequests - before; got != 1 {
+				t.Errorf("%d Spotify requests for %q, want 1", got, g)
+			}
+		}
+	})
+}
+
+// TestLaneRefusesAHostThatIsNoHost: a Host that is no host[:port] becomes
+// no base of a link. The page is cached first, so the fast lane would
+// answer it; a quote in the Host would otherwise rewrite the JSON.
+func TestLaneRefusesAHostThatIsNoHost(t *testing.T) {
+	t.Parallel()
+	e := startSpotify(t, spotifyOpts{})
+	target := "/v1/spotify/v1/artists/" + spotifysim.Artist95ID + "/albums?limit=10"
+	if resp, body := rawGet(t, e.Socket, "GET "+target+" HTTP/1.1\r\nHost: sluice\r\n\r\n"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	for _, host := range []string{`x","injected":"yes`, `x"y`, "a b", "a<b>"} {
+		resp, body := rawGet(t, e.Socket, "GET "+target+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("Host %q: %d %s, want 400", host, resp.StatusCode, body)
+		}
+	}
+}

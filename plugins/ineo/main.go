@@ -60,7 +60,7 @@ func (p *ineo) Describe() *proto.Description {
 	tm := func(action, summary string, destructive bool, params ...*proto.Param) *proto.Operation {
 		return &proto.Operation{Name: "tmanage." + action, Methods: []string{"GET"}, Path: "tmanage-v2.php",
 			Match: map[string]string{"action": action}, Params: append([]*proto.Param{phone}, params...),
-			Bucket: bucketTmanage, Destructive: destructive, Summary: summary}
+			Bucket: bucketTmanage, Destructive: destructive, Summary: summary, DropUnknownParams: true}
 	}
 	req := func(name, summary string) *proto.Param {
 		return &proto.Param{Name: name, Required: true, Summary: summary}
@@ -72,7 +72,10 @@ func (p *ineo) Describe() *proto.Description {
 			{Name: "spotify.track", Methods: []string{"GET", "POST"}, Path: "spotify.php", Cacheable: true, Bucket: bucketSpotify,
 				Params: []*proto.Param{{Name: "trackId", Required: true, Pattern: trackPattern,
 					Summary: "a 22-character base62 Spotify track id, a spotify:track: URI or an open.spotify.com track URL"}},
-				Summary: "direct download link for a Spotify track"},
+				// Only trackId reaches iNeo: anything else a caller adds
+				// must not make a second cache entry, and with it a
+				// second request of the 6 per 7 s iNeo bans beyond.
+				Summary: "direct download link for a Spotify track", DropUnknownParams: true},
 			tm("sendcode", "step 1: Telegram sends a login code; answer carries random_hash", false),
 			tm("login", "step 2: log in with the code", false, req("random_hash", "from sendcode"), req("password", "the code Telegram sent")),
 			tm("createapplication", "register as a developer", false, req("title", ""), req("shortname", ""), req("url", ""),

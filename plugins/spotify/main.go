@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -124,7 +125,7 @@ func (p *spotify) Describe() *proto.Description {
 		return &proto.Operation{Name: name, Methods: []string{http.MethodGet}, Path: path, Params: params,
 			Cacheable: true, Bucket: bucketAPI, Summary: summary}
 	}
-	return &proto.Description{
+	d := &proto.Description{
 		Name:    "spotify",
 		Version: "1",
 		Operations: []*proto.Operation{
@@ -165,6 +166,47 @@ func (p *spotify) Describe() *proto.Description {
 		// Callers must not smuggle credentials of their own; the
 		// Authorization header never reaches a plugin at all.
 		CredentialParams: []string{"client_id", "client_secret", "access_token"},
+	}
+	p.describeCanonical(d, p.config())
+	return d
+}
+
+// describeCanonical tells the host how validate rewrites parameters, so it
+// keys the cache on what Spotify is sent: undocumented parameters dropped,
+// query renamed q, market upper-cased, and (once configured) the market
+// and page size sent when the caller names none. With cfg nil (described
+// before Configure) the defaults are left out.
+func (p *spotify) describeCanonical(d *proto.Description, cfg *config) {
+	for _, op := range d.GetOperations() {
+		op.DropUnknownParams = true
+		rule := rules[op.GetName()]
+		params := make([]*proto.Param, 0, len(op.GetParams()))
+		for _, ps := range op.GetParams() {
+			// A copy: the market and offset Params are shared by
+			// several operations, and their defaults differ.
+			ps = &proto.Param{Name: ps.GetName(), Required: ps.GetRequired(), Summary: ps.GetSummary(), Pattern: ps.GetPattern()}
+			switch ps.GetName() {
+			case "q":
+				if op.GetName() == "search" {
+					ps.Aliases = []string{"query"}
+				}
+			case "market":
+				ps.Upper = true
+				if cfg != nil && rule.market {
+					ps.DefaultValue = cfg.market
+				}
+			case "limit":
+				if cfg != nil && rule.maxLimit != 0 {
+					maxLimit := rule.maxLimit
+					if maxLimit < 0 {
+						maxLimit = cfg.searchMax
+					}
+					ps.DefaultValue = strconv.Itoa(min(rule.defLimit, maxLimit))
+				}
+			}
+			params = append(params, ps)
+		}
+		op.Params = params
 	}
 }
 
