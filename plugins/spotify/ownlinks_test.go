@@ -145,3 +145,46 @@ func mustPath(t *testing.T, s string) string {
 	}
 	return u.Path
 }
+
+// TestNoNextPastSearchEnd: near search's last offset (1000) Spotify still
+// writes a next link starting past it, which sluice (and Spotify) would
+// refuse; sluice hands out null instead, and every link it does hand out
+// validates.
+func TestNoNextPastSearchEnd(t *testing.T) {
+	const public = "http://sluice/v1/spotify/"
+	h := newHarness(t, "", map[string]any{"search_max_limit": 3})
+	cfg := h.p.config()
+	for _, tc := range []struct {
+		offset   string
+		wantNext bool
+	}{{"996", true}, {"997", true}, {"998", false}, {"999", false}, {"1000", false}} {
+		rec, err := h.call("search", "v1/search", url.Values{"q": {"BTS"}, "type": {"track"}, "offset": {tc.offset}})
+		if err != nil || rec.status != 200 {
+			t.Fatalf("offset %s: status %d, %v", tc.offset, rec.status, err)
+		}
+		var m struct {
+			Tracks struct {
+				Total          int
+				Next, Previous *string
+			}
+		}
+		if err := json.Unmarshal(rec.body.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Tracks.Total <= 1003 {
+			t.Fatalf("the simulator's BTS tracks total %d; the test needs more than 1003", m.Tracks.Total)
+		}
+		if got := m.Tracks.Next != nil; got != tc.wantNext {
+			t.Errorf("offset %s: next %v, want a link: %v", tc.offset, m.Tracks.Next, tc.wantNext)
+		}
+		for _, link := range []*string{m.Tracks.Next, m.Tracks.Previous} {
+			if link == nil {
+				continue
+			}
+			op, pp, pq := linkCall(t, public, *link)
+			if _, _, err := validate(&provider.Request{Operation: op, Method: "GET", Path: pp, Params: pq}, cfg); err != nil {
+				t.Errorf("offset %s: link %s refused: %v", tc.offset, *link, err)
+			}
+		}
+	}
+}

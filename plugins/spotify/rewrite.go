@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -70,10 +72,31 @@ func rewriteLiteral(lit []byte, bases []linkBase) []byte {
 	}
 	for _, b := range bases {
 		if b.from != "" && under(s, b.from) {
+			if pastSearchEnd(s[len(b.from):]) {
+				return []byte("null")
+			}
 			return quote(b.to + s[len(b.from):])
 		}
 	}
 	return lit
+}
+
+// pastSearchEnd reports whether rest (a link's path and query below the API
+// base) is a search page starting past the last offset search accepts
+// (1000). Spotify still writes such a next link near the end of a long
+// result; sluice would refuse it (and Spotify too), and a client follows
+// next until it is null, so the page before is the last one it is given.
+func pastSearchEnd(rest string) bool {
+	path, query, _ := strings.Cut(rest, "?")
+	if !strings.HasSuffix(strings.TrimSuffix(path, "/"), "/search") && strings.TrimSuffix(path, "/") != "search" {
+		return false
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(q.Get("offset"))
+	return err == nil && n > rules["search"].maxOffset
 }
 
 // stringEnd returns the index of the quote closing the string literal that
