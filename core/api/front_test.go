@@ -165,6 +165,7 @@ func TestBrowserRequestsRefused(t *testing.T) {
 			"Sec-Fetch-Site: cross-site", "Sec-Fetch-Site: same-site", "Sec-Fetch-Site: same-origin",
 			"sec-fetch-site: cross-site", "Sec-Fetch-Site: ", "Sec-Fetch-Site: none\r\nSec-Fetch-Site: cross-site",
 			"Origin: ", "Origin:", "Origin: null", "origin: http://evil.example", "Referer: http://evil.example/",
+			"Referer: \r\nReferer: http://evil.example/",
 		} {
 			t.Run(path+"/"+h, func(t *testing.T) {
 				before := b.providerCalls.Load()

@@ -246,7 +246,14 @@ func fromBrowser(h http.Header) bool {
 			return true
 		}
 	}
-	return h.Get("Referer") != ""
+	// Every Referer, not the first: an empty one first must not hide a
+	// second that names a page.
+	for _, v := range h["Referer"] {
+		if v != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // matchRoute matches path against pattern, whose last segment may be one

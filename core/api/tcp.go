@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
 	"net"
@@ -29,6 +30,9 @@ type TCPPolicy struct {
 	// hosts are the further Host names allowed (http_hosts), lower case.
 	hosts []string
 	level access.Level
+	// token is the SHA-256 of http_admin_token: digests of equal length
+	// are compared, so the comparison's time tells nothing of the
+	// token's length either.
 	token []byte
 }
 
@@ -40,7 +44,8 @@ func NewTCPPolicy(hosts []string, level access.Level, token string) *TCPPolicy {
 		p.hosts = append(p.hosts, strings.ToLower(h))
 	}
 	if token != "" {
-		p.token = []byte(token)
+		sum := sha256.Sum256([]byte(token))
+		p.token = sum[:]
 	}
 	return p
 }
@@ -164,8 +169,11 @@ func (p *TCPPolicy) bearer(values []string) bool {
 	ok := false
 	for _, v := range values {
 		scheme, cred, found := strings.Cut(strings.TrimSpace(v), " ")
-		if found && strings.EqualFold(scheme, "Bearer") &&
-			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(cred)), p.token) == 1 {
+		if !found || !strings.EqualFold(scheme, "Bearer") {
+			continue
+		}
+		sum := sha256.Sum256([]byte(strings.TrimSpace(cred)))
+		if subtle.ConstantTimeCompare(sum[:], p.token) == 1 {
 			ok = true
 		}
 	}

@@ -187,6 +187,8 @@ func TestTCPTiersAndToken(t *testing.T) {
 		{"none, token", access.None, "/v1/p/miss", "Authorization: Bearer tok-123\r\n", http.StatusOK},
 		{"none, token, scheme in lower case", access.None, "/v1/p/destroy", "Authorization: bearer tok-123\r\n", http.StatusOK},
 		{"none, wrong token", access.None, "/v1/p/miss", "Authorization: Bearer tok-124\r\n", http.StatusForbidden},
+		{"none, token's prefix", access.None, "/v1/p/miss", "Authorization: Bearer tok-12\r\n", http.StatusForbidden},
+		{"none, token and more", access.None, "/v1/p/miss", "Authorization: Bearer tok-1234\r\n", http.StatusForbidden},
 		{"read", access.Read, "/v1/p/miss", "", http.StatusOK},
 		{"read, foreign bearer", access.Read, "/v1/p/miss", "Authorization: Bearer BQDsdk-token\r\n", http.StatusOK},
 		{"read, foreign bearer, hit", access.Read, "/v1/p/cached", "Authorization: Bearer BQDsdk-token\r\n", http.StatusOK},
