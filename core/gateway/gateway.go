@@ -157,7 +157,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	}
 	// Every answer from here on, problems included, tells the caller the
 	// budget of the bucket its operation spends.
-	g.setRateLimit(w.Header(), c.op.GetBucket())
+	g.setRateLimit(w.Header(), c.op.GetBucket(), false)
 	// Destructive or paying operations need the admin tier, whatever the
 	// provider's own policy says.
 	if grant := access.FromContext(r.Context()); grant.TCP && !grant.Token && !c.op.ReadOnly() {
@@ -261,6 +261,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		info.Outcome = "coalesced"
 	} else {
 		noteHead(info, head)
+		// Read again now: the reading above is from before this call's
+		// grant and any wait in the queue.
+		g.setRateLimit(w.Header(), c.op.GetBucket(), true)
 	}
 	if errors.Is(err, cache.ErrFetchPanicked) {
 		// The stack belongs in the log, not in an answer.
@@ -479,6 +482,7 @@ func (g *Gateway) stream(w http.ResponseWriter, ctx context.Context, h *pluginho
 		w.Header().Set("Content-Length", cl)
 	}
 	w.Header().Set("Cache-Status", info.Cache)
+	g.setRateLimit(w.Header(), c.op.GetBucket(), true) // after this call's grant
 	w.WriteHeader(int(head.GetStatus()))
 	fl, _ := w.(http.Flusher)
 	if b := head.GetBody(); len(b) > 0 {

@@ -55,6 +55,14 @@ type rateReading struct {
 // rateLimitLines returns bucket's header lines, as written by the fast lane
 // and (split) by the full path; nil when there is nothing to say.
 func (g *Gateway) rateLimitLines(bucket string, now time.Time) []byte {
+	return g.readRateLimit(bucket, now, false)
+}
+
+// readRateLimit is rateLimitLines; fresh skips the memo, for an answer
+// whose own request was just granted (a miss): a reading from before
+// its grant, or from before it waited in the queue, would tell the caller
+// of budget that is gone.
+func (g *Gateway) readRateLimit(bucket string, now time.Time, fresh bool) []byte {
 	fp := g.budgets.Load()
 	if fp == nil || bucket == "" {
 		return nil
@@ -65,10 +73,12 @@ func (g *Gateway) rateLimitLines(bucket string, now time.Time) []byte {
 	}
 	m := v.(*rateMemo)
 	old := m.p.Load()
-	if old != nil && now.Sub(old.at) < rateLimitTTL {
+	if fresh {
+		m.mu.Lock()
+		old = nil
+	} else if old != nil && now.Sub(old.at) < rateLimitTTL {
 		return old.lines
-	}
-	if !m.mu.TryLock() {
+	} else if !m.mu.TryLock() {
 		if old != nil {
 			// Another caller is refreshing it: this one serves the
 			// last reading rather than wait or read again.
@@ -83,7 +93,7 @@ func (g *Gateway) rateLimitLines(bucket string, now time.Time) []byte {
 		}
 	}
 	defer m.mu.Unlock()
-	if r := m.p.Load(); r != old && r != nil {
+	if r := m.p.Load(); !fresh && r != old && r != nil {
 		return r.lines // refreshed meanwhile
 	}
 	b, ok := (*fp)(bucket)
@@ -105,9 +115,10 @@ func renderRateLimit(bucket string, b scheduler.Budget) []byte {
 	return []byte(sb.String())
 }
 
-// setRateLimit adds bucket's RateLimit headers to h.
-func (g *Gateway) setRateLimit(h http.Header, bucket string) {
-	lines := g.rateLimitLines(bucket, time.Now())
+// setRateLimit adds bucket's RateLimit headers to h; fresh as in
+// readRateLimit.
+func (g *Gateway) setRateLimit(h http.Header, bucket string, fresh bool) {
+	lines := g.readRateLimit(bucket, time.Now(), fresh)
 	for len(lines) > 0 {
 		line, rest, _ := strings.Cut(string(lines), "\r\n")
 		lines = []byte(rest)

@@ -44,6 +44,12 @@ func TestSharingIsVisible(t *testing.T) {
 			t.Errorf("%s: ETag %q, want the miss's strong %q", name, tag, miss.Header.Get("ETag"))
 		}
 	}
+	// The miss's own grant is counted in what its answer says is left:
+	// read before the grant, it said 6 (a request that was no longer
+	// there to spend).
+	if b := miss.Header.Get("RateLimit"); !strings.Contains(b, ";r=") || strings.Contains(b, ";r=6;") {
+		t.Errorf("miss: RateLimit %q, want at most 5 left after its own grant", b)
+	}
 	if !strings.Contains(lane.Header.Get("Cache-Status"), "hit") || len(body) == 0 {
 		t.Fatalf("lane: %q", lane.Header.Get("Cache-Status"))
 	}
