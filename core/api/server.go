@@ -212,6 +212,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		allow = append(allow, rt.method)
+		if rt.method == http.MethodGet {
+			allow = append(allow, http.MethodHead) // served as GET without the body
+		}
 	}
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))

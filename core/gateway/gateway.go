@@ -818,6 +818,10 @@ func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest
 		}
 		p := problem.New(http.StatusMethodNotAllowed, detail)
 		p.Extra = map[string]any{"allow": op.GetMethods()}
+		p.Allow = slices.Clone(op.GetMethods())
+		if methodAllowed(op, http.MethodHead) {
+			p.Allow = append(p.Allow, http.MethodHead)
+		}
 		return nil, withOp(p, provider, op.GetName())
 	}
 	method := r.Method

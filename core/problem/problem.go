@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluice-dev/sluice/core/proto"
@@ -65,6 +66,9 @@ type Problem struct {
 	// Reason is a machine-readable cause callers may switch on.
 	Reason     string        `json:"reason,omitempty"`
 	RetryAfter time.Duration `json:"-"`
+	// Allow, on a 405, is sent as the Allow header (RFC 9110 15.5.6: the
+	// methods the target accepts).
+	Allow []string `json:"-"`
 	// Extra members (e.g. known operations, config error position).
 	Extra map[string]any `json:"-"`
 }
@@ -145,6 +149,9 @@ func Write(w http.ResponseWriter, p *Problem) {
 	h.Set("Cache-Control", "no-store")
 	if p.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(RetryAfterSeconds(p.RetryAfter)))
+	}
+	if len(p.Allow) > 0 {
+		h.Set("Allow", strings.Join(p.Allow, ", "))
 	}
 	w.WriteHeader(p.Status)
 	b, _ := json.Marshal(p)

@@ -244,6 +244,17 @@ func TestLocalRejectionsCostNothing(t *testing.T) {
 			}
 		})
 	}
+	// A 405 names the methods the target takes (RFC 9110 15.5.6).
+	for _, tc := range []struct{ raw, allow string }{
+		{"POST /v1/ineo/tmanage-v2.php?action=logout&phone=989012345678 HTTP/1.1\r\nHost: sluice\r\nContent-Length: 0\r\n\r\n", "GET"},
+		{"PUT /v1/ineo/spotify.php?trackId=6fx5VOjqYNBHcDf5GIF5g5 HTTP/1.1\r\nHost: sluice\r\nContent-Length: 0\r\n\r\n", "GET, POST, HEAD"},
+		{"POST /v1/status HTTP/1.1\r\nHost: sluice\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"},
+	} {
+		resp, body := rawGet(t, env.Socket, tc.raw)
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tc.allow {
+			t.Errorf("%q: %d, Allow %q (%s); want 405 with Allow %q", tc.raw, resp.StatusCode, resp.Header.Get("Allow"), body, tc.allow)
+		}
+	}
 	if n := env.Ineo.Requests(ineosim.ServiceSpotify) + env.Ineo.Requests(ineosim.ServiceTmanage); n != 0 {
 		t.Fatalf("local rejections cost %d upstream requests", n)
 	}
