@@ -215,7 +215,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 			info.Outcome, info.Cache = "hit", fmt.Sprintf("sluice; hit; ttl=%d", max(0, int(time.Until(e.ExpiresAt).Seconds())))
 			if etag := entryETag(e, base); notModified(r, etag) {
 				info.Outcome = "not-modified"
-				writeNotModified(w, e, info.Cache, etag)
+				writeNotModified(w, e, info.Cache, etag, true)
 				return nil
 			}
 			writeEntry(w, e, info.Cache, true, base)
@@ -224,7 +224,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	}
 	if cc.onlyIfCached {
 		if e, ok := g.stale(key, provider, cc); ok && cc.maxStale >= 0 {
-			writeStale(w, info, e, base)
+			writeStale(w, r, info, e, base)
 			return nil
 		}
 		return notCached(c)
@@ -252,7 +252,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 			// trip upstream.
 			entry.Wire(renderHead)
 		}
-		return entry, store, err
+		return entry, store && !cc.noStore, err
 	})
 	spec.drop()
 	stopInterim()
@@ -275,7 +275,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 			// No fresh answer within the caller's max wait: a stale one
 			// beats a refusal (stale_if_exhausted, max-stale).
 			if e, ok := g.stale(key, provider, cc); ok {
-				writeStale(w, info, e, base)
+				writeStale(w, r, info, e, base)
 				return nil
 			}
 		}
@@ -291,11 +291,19 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		// Another fleet member's answer, from the fleet's cache.
 		status = fmt.Sprintf("sluice; hit; ttl=%d; detail=fleet", max(0, int(time.Until(e.ExpiresAt).Seconds())))
 		info.Outcome = "hit"
-	} else if !e.ExpiresAt.IsZero() {
+	} else if !e.ExpiresAt.IsZero() && !cc.noStore {
 		status += "; stored"
 	}
 	info.Cache = status
-	writeEntry(w, e, status, !shared && e.FromFleet(), base)
+	hit := !shared && e.FromFleet()
+	// A fresh answer whose validator the caller holds is a 304 too
+	// (RFC 9110 13.2.1): the usual revalidation, no-cache with
+	// If-None-Match, gets no body when nothing changed.
+	if etag := entryETag(e, base); notModified(r, etag) {
+		writeNotModified(w, e, status, etag, hit)
+		return nil
+	}
+	writeEntry(w, e, status, hit, base)
 	return nil
 }
 
@@ -530,7 +538,7 @@ func writeEntry(w http.ResponseWriter, e *cache.Entry, cacheStatus string, hit b
 // writeNotModified answers a conditional GET whose ETag matches the cached
 // answer: 304, no body, the validator and the caching headers (RFC 9110
 // 15.4.5).
-func writeNotModified(w http.ResponseWriter, e *cache.Entry, cacheStatus, etag string) {
+func writeNotModified(w http.ResponseWriter, e *cache.Entry, cacheStatus, etag string, hit bool) {
 	h := w.Header()
 	for _, name := range []string{"Cache-Control", "Content-Location", "Date", "Expires", "Vary"} {
 		if v, ok := e.Header[name]; ok {
@@ -539,7 +547,9 @@ func writeNotModified(w http.ResponseWriter, e *cache.Entry, cacheStatus, etag s
 	}
 	h.Set("ETag", etag)
 	h.Set("Cache-Status", cacheStatus)
-	h.Set("Age", strconv.Itoa(int(time.Since(e.StoredAt).Seconds())))
+	if hit {
+		h.Set("Age", strconv.Itoa(int(time.Since(e.StoredAt).Seconds())))
+	}
 	w.WriteHeader(http.StatusNotModified)
 }
 
@@ -592,6 +602,9 @@ func linkMarker(provider string) string {
 // when absent, a very long time for a bare max-stale).
 type cacheControl struct {
 	noCache, onlyIfCached bool
+	// noStore: nothing of this request's answer may be stored (RFC 9111
+	// 5.2.1.5); it skips the lookup as no-cache does.
+	noStore bool
 	maxStale              time.Duration
 }
 
@@ -602,7 +615,9 @@ func parseCacheControl(values []string) cacheControl {
 			name, arg, _ := strings.Cut(strings.ToLower(strings.TrimSpace(d)), "=")
 			arg = strings.Trim(arg, `"`)
 			switch {
-			case name == "no-cache", name == "no-store", name == "max-age" && arg == "0":
+			case name == "no-store":
+				cc.noCache, cc.noStore = true, true
+			case name == "no-cache", name == "max-age" && arg == "0":
 				cc.noCache = true
 			case name == "only-if-cached":
 				cc.onlyIfCached = true
@@ -659,11 +674,15 @@ func exhausted(err error) bool {
 }
 
 // writeStale serves a stale answer with RFC 9211's negative ttl.
-func writeStale(w http.ResponseWriter, info *api.Info, e *cache.Entry, base string) {
+func writeStale(w http.ResponseWriter, r *http.Request, info *api.Info, e *cache.Entry, base string) {
 	info.Outcome = "stale"
 	// Rounded down: an answer stale by a fraction of a second is ttl=-1,
 	// never a fresh-looking 0.
 	info.Cache = fmt.Sprintf("sluice; hit; ttl=%d", min(-1, int(math.Floor(time.Until(e.ExpiresAt).Seconds()))))
+	if etag := entryETag(e, base); notModified(r, etag) {
+		writeNotModified(w, e, info.Cache, etag, true)
+		return
+	}
 	writeEntry(w, e, info.Cache, true, base)
 }
 

@@ -136,6 +136,11 @@ func etagOf(body []byte) string {
 
 // entryETag is the ETag of e as served under base.
 func entryETag(e *cache.Entry, base string) string {
+	if e.Status/100 != 2 {
+		// Preconditions are evaluated only where the answer would be
+		// a 2xx (RFC 9110 13.2.1).
+		return ""
+	}
 	if !e.HasBase() {
 		return e.Header.Get("ETag")
 	}

@@ -101,3 +101,32 @@ func TestETagFollowsTheCallersHost(t *testing.T) {
 		t.Fatalf("localhost with its own tag: %d, want 304", r.StatusCode)
 	}
 }
+
+// TestNoStoreAndRevalidation: a request's Cache-Control: no-store keeps its
+// answer out of the cache (RFC 9111 5.2.1.5), and a revalidation (no-cache
+// with If-None-Match) whose answer has the caller's validator is a 304
+// (RFC 9110 13.2.1), not the whole body again.
+func TestNoStoreAndRevalidation(t *testing.T) {
+	t.Parallel()
+	e := startSpotify(t, spotifyOpts{})
+	target := "/v1/spotify/v1/artists/" + spotifysim.Artist95ID
+	get := func(extra string) (*http.Response, []byte) {
+		return rawGet(t, e.Socket, "GET "+target+" HTTP/1.1\r\nHost: sluice\r\n"+extra+"\r\n")
+	}
+	before := e.Sim.Counts().APIRequests
+	ns, _ := get("Cache-Control: no-store\r\n")
+	if ns.StatusCode != 200 || strings.Contains(ns.Header.Get("Cache-Status"), "stored") {
+		t.Fatalf("no-store: %d, Cache-Status %q; want 200, not stored", ns.StatusCode, ns.Header.Get("Cache-Status"))
+	}
+	miss, _ := get("")
+	if miss.StatusCode != 200 || !strings.Contains(miss.Header.Get("Cache-Status"), "fwd=miss") {
+		t.Fatalf("after no-store: %d, Cache-Status %q; want a miss (nothing was stored)", miss.StatusCode, miss.Header.Get("Cache-Status"))
+	}
+	reval, body := get("Cache-Control: no-cache\r\nIf-None-Match: " + miss.Header.Get("ETag") + "\r\n")
+	if reval.StatusCode != http.StatusNotModified || len(body) != 0 || reval.Header.Get("ETag") != miss.Header.Get("ETag") {
+		t.Fatalf("no-cache with If-None-Match: %d (%d bytes), ETag %q; want 304 with the ETag %q", reval.StatusCode, len(body), reval.Header.Get("ETag"), miss.Header.Get("ETag"))
+	}
+	if got := e.Sim.Counts().APIRequests - before; got != 3 {
+		t.Fatalf("%d Spotify requests, want 3 (no-store, the miss after it, the revalidation)", got)
+	}
+}

@@ -64,6 +64,12 @@ func TestStaleWhenExhausted(t *testing.T) {
 	if got := e.Sim.Counts().APIRequests - before; got != 1 {
 		t.Fatalf("%d API requests during the pause, want none more", got-1)
 	}
+	// A caller holding the stale answer's validator gets a 304 for it
+	// (RFC 9110 13.2.1), still marked stale.
+	nm, nmBody := rawGet(t, e.Socket, "GET /v1/spotify/"+path+" HTTP/1.1\r\nHost: sluice\r\nSluice-Max-Wait: 2s\r\nIf-None-Match: "+r.Header.Get("ETag")+"\r\n\r\n")
+	if nm.StatusCode != http.StatusNotModified || len(nmBody) != 0 || !strings.Contains(nm.Header.Get("Cache-Status"), "ttl=-") {
+		t.Fatalf("If-None-Match on the stale answer: %d, Cache-Status %q, %d bytes; want a stale 304", nm.StatusCode, nm.Header.Get("Cache-Status"), len(nmBody))
+	}
 	if _, err := e.get(ctx, path, nil, http.Header{"Sluice-Max-Wait": {"2s"}, "Cache-Control": {"no-cache"}}); problemStatus(err) != http.StatusTooManyRequests {
 		t.Fatalf("no-cache during the pause: %v, want 429 (never stale)", err)
 	}
