@@ -279,6 +279,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 				return nil
 			}
 		}
+		if !shared && info.Upstream == "" {
+			// Nothing went upstream (a 429 for want of budget, a refusal
+			// by the plugin): not a miss; the access log classes it by
+			// its status (rejected, failed).
+			info.Outcome = ""
+		}
 		return err
 	}
 	status := "sluice; fwd=miss"

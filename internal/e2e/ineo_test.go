@@ -443,6 +443,11 @@ func TestMaxWaitAnswers429AtOnce(t *testing.T) {
 	if got := env.Ineo.Requests(ineosim.ServiceSpotify); got != 2 {
 		t.Fatalf("upstream requests %d, want 2", got)
 	}
+	// The 429 went nowhere: it is counted as rejected, not as a miss.
+	const series = `sluice_requests_total{operation="spotify.track",outcome="%s",provider="ineo"}`
+	if miss, rej := metricValue(t, env, fmt.Sprintf(series, "miss")), metricValue(t, env, fmt.Sprintf(series, "rejected")); miss != 2 || rej != 1 {
+		t.Fatalf("requests counted: %v misses, %v rejected; want 2 and 1", miss, rej)
+	}
 }
 
 // TestBrokenConfigKeepsServing: a broken config is refused (422 naming the
