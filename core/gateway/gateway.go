@@ -153,6 +153,18 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	}
 	c, err := g.match(r, desc, provider, rest)
 	if err != nil {
+		// A refusal that names its operation (a missing or bad
+		// parameter, a wrong method) still tells the budget it would
+		// have spent, as every provider answer does.
+		var p *problem.Problem
+		if errors.As(err, &p) && p.Operation != "" {
+			for _, op := range desc.GetOperations() {
+				if op.GetName() == p.Operation {
+					g.setRateLimit(w.Header(), op.GetBucket(), false)
+					break
+				}
+			}
+		}
 		return err
 	}
 	// Every answer from here on, problems included, tells the caller the

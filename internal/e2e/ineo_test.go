@@ -255,6 +255,18 @@ func TestLocalRejectionsCostNothing(t *testing.T) {
 			t.Errorf("%q: %d, Allow %q (%s); want 405 with Allow %q", tc.raw, resp.StatusCode, resp.Header.Get("Allow"), body, tc.allow)
 		}
 	}
+	// A refusal of a known operation tells its bucket's budget, as every
+	// provider answer does.
+	for _, raw := range []string{
+		"GET /v1/ineo/spotify.php HTTP/1.1\r\nHost: sluice\r\n\r\n",
+		"GET /v1/ineo/spotify.php?trackId=bad HTTP/1.1\r\nHost: sluice\r\n\r\n",
+		"PUT /v1/ineo/spotify.php?trackId=6fx5VOjqYNBHcDf5GIF5g5 HTTP/1.1\r\nHost: sluice\r\nContent-Length: 0\r\n\r\n",
+	} {
+		resp, _ := rawGet(t, env.Socket, raw)
+		if p := resp.Header.Get("RateLimit-Policy"); !strings.HasPrefix(p, `"ineo.spotify";`) || resp.Header.Get("RateLimit") == "" {
+			t.Errorf("%q: %d with RateLimit-Policy %q, RateLimit %q; want ineo.spotify's", raw, resp.StatusCode, p, resp.Header.Get("RateLimit"))
+		}
+	}
 	if n := env.Ineo.Requests(ineosim.ServiceSpotify) + env.Ineo.Requests(ineosim.ServiceTmanage); n != 0 {
 		t.Fatalf("local rejections cost %d upstream requests", n)
 	}
