@@ -223,7 +223,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	key := cacheKey(c, rest)
 	g.rememberRoute(r, desc, c, rest, key)
 	if !cc.noCache {
-		if e, ok := g.cache.Get(key); ok {
+		if e, ok := g.cache.Get(key); ok && cc.accepts(e, time.Now()) {
 			info.Outcome, info.Cache = "hit", fmt.Sprintf("sluice; hit; ttl=%d", max(0, int(time.Until(e.ExpiresAt).Seconds())))
 			if etag := entryETag(e, base); notModified(r, etag) {
 				info.Outcome = "not-modified"
@@ -244,7 +244,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	var head *proto.ResponseHead
 	stopInterim := g.interim(w, r, c.req.RequestId)
 	dctx := r.Context()
-	if cc.noCache {
+	if cc.noCache || cc.maxAge >= 0 || cc.minFresh >= 0 {
 		// A fresh answer asked for: not another fleet member's copy.
 		dctx = cache.NoRemote(dctx)
 	}
@@ -623,11 +623,16 @@ type cacheControl struct {
 	// noStore: nothing of this request's answer may be stored (RFC 9111
 	// 5.2.1.5); it skips the lookup as no-cache does.
 	noStore bool
+	// maxAge and minFresh (RFC 9111 5.2.1.1, 5.2.1.3; -1 when absent):
+	// the oldest answer the caller takes, and how long it must stay
+	// fresh. A cached answer outside them is not served: the request
+	// goes upstream as with no-cache.
+	maxAge, minFresh time.Duration
 	maxStale              time.Duration
 }
 
 func parseCacheControl(values []string) cacheControl {
-	cc := cacheControl{maxStale: -1}
+	cc := cacheControl{maxStale: -1, maxAge: -1, minFresh: -1}
 	for _, v := range values {
 		for _, d := range strings.Split(v, ",") {
 			name, arg, _ := strings.Cut(strings.ToLower(strings.TrimSpace(d)), "=")
@@ -637,6 +642,17 @@ func parseCacheControl(values []string) cacheControl {
 				cc.noCache, cc.noStore = true, true
 			case name == "no-cache", name == "max-age" && arg == "0":
 				cc.noCache = true
+			case name == "max-age", name == "min-fresh":
+				n, err := strconv.ParseInt(arg, 10, 64)
+				if err != nil || n < 0 {
+					break // an invalid directive is ignored (RFC 9111 5.2)
+				}
+				d := time.Duration(min(n, 1<<32)) * time.Second
+				if name == "max-age" {
+					cc.maxAge = d
+				} else {
+					cc.minFresh = d
+				}
 			case name == "only-if-cached":
 				cc.onlyIfCached = true
 			case name == "max-stale" && arg == "":
@@ -651,12 +667,23 @@ func parseCacheControl(values []string) cacheControl {
 	return cc
 }
 
+// accepts reports whether a fresh cached answer is within the caller's
+// max-age and min-fresh.
+func (cc cacheControl) accepts(e *cache.Entry, now time.Time) bool {
+	if cc.maxAge >= 0 && now.Sub(e.StoredAt) > cc.maxAge {
+		return false
+	}
+	return cc.minFresh < 0 || e.ExpiresAt.Sub(now) >= cc.minFresh
+}
+
 // stale returns the kept, no longer fresh answer under key if this caller
 // may be given it: the provider keeps stale answers or the caller accepts
 // them with max-stale (and then only as stale as it said), and never with
 // no-cache.
 func (g *Gateway) stale(key, provider string, cc cacheControl) (*cache.Entry, bool) {
-	if cc.noCache {
+	if cc.noCache || (cc.maxStale < 0 && (cc.minFresh >= 0 || cc.maxAge >= 0)) {
+		// Asked for a fresh or a young enough answer, without saying a
+		// stale one will do.
 		return nil, false
 	}
 	e, ok := g.cache.GetStale(key)

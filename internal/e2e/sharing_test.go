@@ -3,6 +3,7 @@ package e2e
 import (
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +129,48 @@ func TestNoStoreAndRevalidation(t *testing.T) {
 	}
 	if got := e.Sim.Counts().APIRequests - before; got != 3 {
 		t.Fatalf("%d Spotify requests, want 3 (no-store, the miss after it, the revalidation)", got)
+	}
+}
+
+// TestMaxAgeAndMinFresh: a request's max-age=N takes no cached answer
+// older than N seconds, and min-fresh=N none that stays fresh for less
+// than N more (RFC 9111 5.2.1.1, 5.2.1.3); such a request goes upstream,
+// the others are hits.
+func TestMaxAgeAndMinFresh(t *testing.T) {
+	t.Parallel()
+	e := startSpotify(t, spotifyOpts{})
+	target := "/v1/spotify/v1/artists/" + spotifysim.Artist95ID
+	get := func(cc string) *http.Response {
+		extra := ""
+		if cc != "" {
+			extra = "Cache-Control: " + cc + "\r\n"
+		}
+		resp, body := rawGet(t, e.Socket, "GET "+target+" HTTP/1.1\r\nHost: sluice\r\n"+extra+"\r\n")
+		if resp.StatusCode != 200 {
+			t.Fatalf("%q: %d %s", cc, resp.StatusCode, body)
+		}
+		return resp
+	}
+	hit := func(r *http.Response) bool { return strings.HasPrefix(r.Header.Get("Cache-Status"), "sluice; hit") }
+	before := e.Sim.Counts().APIRequests
+	get("")
+	if r := get("min-fresh=60"); !hit(r) {
+		t.Errorf("min-fresh=60 on an answer fresh for an hour: %q, want a hit", r.Header.Get("Cache-Status"))
+	}
+	if r := get("min-fresh=99999999"); hit(r) {
+		t.Errorf("min-fresh past the answer's freshness: %q, want it fetched", r.Header.Get("Cache-Status"))
+	}
+	testenv.Eventually(t, 30*time.Second, "the cached answer to be 2 s old", func() bool {
+		age, _ := strconv.Atoi(get("").Header.Get("Age"))
+		return age >= 2
+	})
+	if r := get("max-age=3600"); !hit(r) {
+		t.Errorf("max-age=3600: %q, want a hit", r.Header.Get("Cache-Status"))
+	}
+	if r := get("max-age=1"); hit(r) {
+		t.Errorf("max-age=1 on an answer 2 s old: %q, want it fetched", r.Header.Get("Cache-Status"))
+	}
+	if got := e.Sim.Counts().APIRequests - before; got != 3 {
+		t.Fatalf("%d Spotify requests, want 3 (the first, min-fresh, max-age)", got)
 	}
 }
