@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/sluice-dev/sluice/core/problem"
@@ -58,6 +59,9 @@ func callerBase(vs []string) (string, *problem.Problem) {
 	if !ok {
 		return bad("is not an absolute URL")
 	}
+	// Schemes are case-insensitive (RFC 3986 3.1); links get the
+	// canonical lower case.
+	scheme = strings.ToLower(scheme)
 	host, path, _ := strings.Cut(rest, "/")
 	if path != "" {
 		path = "/" + path
@@ -75,8 +79,16 @@ func callerBase(vs []string) (string, *problem.Problem) {
 		return bad("names no host, or a host with characters a host cannot have")
 	}
 	if scheme != "http+unix" {
-		if u, err := url.Parse(scheme + "://" + host); err != nil || u.Hostname() == "" {
+		u, err := url.Parse(scheme + "://" + host)
+		if err != nil || u.Hostname() == "" {
 			return bad("names no valid host")
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return bad("names a port outside 1-65535")
+			}
+		} else if strings.HasSuffix(host, ":") {
+			return bad("has an empty port")
 		}
 	}
 	if strings.Trim(path, hostChars+"/") != "" {

@@ -30,6 +30,10 @@ func TestSluiceBase(t *testing.T) {
 		{[]string{"http://host/../x"}, ""},
 		{[]string{"http://ho%2Fst"}, ""},
 		{[]string{"http+unix://%2Fs/../x"}, ""},
+		{[]string{"HTTP://Host:8750"}, "http://Host:8750/v1/spotify"},
+		{[]string{"http://host:99999"}, ""},
+		{[]string{"http://host:0"}, ""},
+		{[]string{"http://host:"}, ""},
 	} {
 		r := &http.Request{Host: "sluice.sock.host", Header: http.Header{}}
 		for _, v := range tc.vs {
