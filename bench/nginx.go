@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -85,8 +86,9 @@ func lastLine(s string) string {
 // or written.
 //
 // tcpAddr, when set, is a loopback TCP address nginx listens on as well,
-// for row 1's TCP variant.
-func nginxConf(dir, simURL, tcpAddr string) (string, error) {
+// for row 1's TCP variant. eq, when set, adds the second server described
+// at nginxEq.
+func nginxConf(dir, simURL, tcpAddr string, eq *nginxEq) (string, error) {
 	u, err := url.Parse(simURL)
 	if err != nil {
 		return "", err
@@ -100,6 +102,32 @@ func nginxConf(dir, simURL, tcpAddr string) (string, error) {
 	tcpListen := ""
 	if tcpAddr != "" {
 		tcpListen = "listen " + tcpAddr + ";"
+	}
+	// The location both servers share: the same upstream, cache zone and
+	// key, so a request to either warms the other's hits.
+	location := fmt.Sprintf(`location = /v1/ineo/spotify.php {
+            proxy_pass http://%s%s/spotify.php?trackId=$arg_trackId&accessKey=%s;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache sluice;
+            proxy_cache_key $arg_trackId;
+            proxy_cache_valid 200 10m;
+            proxy_cache_lock on;
+            add_header Cache-Status "nginx; $upstream_cache_status";
+`, u.Host, u.Path, url.QueryEscape(ineosim.DefaultAccessKey))
+	eqServer := ""
+	if eq != nil {
+		var b strings.Builder
+		fmt.Fprintf(&b, "    server {\n        listen unix:%s/nginx-eq.sock;\n", dir)
+		if eq.tcp != "" {
+			fmt.Fprintf(&b, "        listen %s;\n", eq.tcp)
+		}
+		b.WriteString("        " + location)
+		for _, f := range eq.fields {
+			fmt.Fprintf(&b, "            add_header %s '%s';\n", f[0], f[1])
+		}
+		b.WriteString("        }\n    }\n")
+		eqServer = b.String()
 	}
 	return fmt.Sprintf(`daemon off;
 master_process on;
@@ -123,40 +151,69 @@ http {
     keepalive_timeout 75s;
     server {
         listen unix:%[2]s/nginx.sock;
-        %[6]s
-        location = /v1/ineo/spotify.php {
-            proxy_pass http://%[3]s%[4]s/spotify.php?trackId=$arg_trackId&accessKey=%[5]s;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_cache sluice;
-            proxy_cache_key $arg_trackId;
-            proxy_cache_valid 200 10m;
-            proxy_cache_lock on;
-            add_header Cache-Status "nginx; $upstream_cache_status";
-        }
+        %[3]s
+        %[4]s        }
     }
+%[5]s}
+`, user, dir, tcpListen, location, eqServer), nil
 }
-`, user, dir, u.Host, u.Path, url.QueryEscape(ineosim.DefaultAccessKey), tcpListen), nil
+
+// nginxEq is a second nginx server for a diagnostic of row 1: the same
+// cached answer with as many header lines as sluiced's hit. nginx answers
+// a hit with 6 header lines, sluiced with 11 (ETag, RateLimit-Policy,
+// RateLimit, Age, Sluice-Request-Id and iNeo's status in two more); the
+// net/http client's CPU per answer grows with every line (a key and a
+// value string each, and past 8 a larger map), and at 16 and 64 clients
+// that client, not the server, sets the pace. The fields added are
+// sluiced's own, with its values, so the two answers differ in server and
+// not in what the client parses.
+type nginxEq struct {
+	// fields are the (name, value) pairs added to nginx's answer.
+	fields [][2]string
+	// tcp is its loopback TCP address ("" for none).
+	tcp string
+}
+
+// eqFields picks the header fields of sluiced's hit h that nginx's answer
+// lacks (it sends Date, Content-Type, Content-Length and Cache-Status
+// itself), as many as make the two answers' header lines equal in number:
+// nginx also sends Server and Connection, so two of sluiced's fields are
+// left out, ETag and Sluice-Request-Id. Values with a quote nginx's config
+// cannot hold are left out too.
+func eqFields(h http.Header) [][2]string {
+	own := map[string]bool{"Date": true, "Content-Type": true, "Content-Length": true, "Cache-Status": true,
+		"Etag": true, "Sluice-Request-Id": true}
+	var out [][2]string
+	for name, vs := range h {
+		if own[name] || len(vs) != 1 || strings.ContainsAny(vs[0], "'\\") {
+			continue
+		}
+		out = append(out, [2]string{name, vs[0]})
+	}
+	slices.SortFunc(out, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+	return out
 }
 
 // nginxServer is a running nginx with a warm cache entry for path.
 type nginxServer struct {
-	p       *proc
-	socket  string
-	tcp     string // loopback TCP address, "" if none
-	client  *http.Client
-	version string
+	p      *proc
+	socket string
+	tcp    string // loopback TCP address, "" if none
+	// eqSocket and eqTCP are the nginxEq server's ("" if none).
+	eqSocket, eqTCP string
+	client          *http.Client
+	version         string
 }
 
 // startNginx starts nginx in dir and warms its cache with one request for
 // warmPath; it returns once a second request is a cache HIT. With tcpAddr
 // set it listens there too, serving the same cache.
-func (e *env) startNginx(ctx context.Context, bin, simURL, warmPath, tcpAddr string) (*nginxServer, error) {
+func (e *env) startNginx(ctx context.Context, bin, simURL, warmPath, tcpAddr string, eq *nginxEq) (*nginxServer, error) {
 	dir := filepath.Join(e.tmp, "nginx")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	conf, err := nginxConf(dir, simURL, tcpAddr)
+	conf, err := nginxConf(dir, simURL, tcpAddr, eq)
 	if err != nil {
 		return nil, err
 	}
@@ -175,6 +232,9 @@ func (e *env) startNginx(ctx context.Context, bin, simURL, warmPath, tcpAddr str
 		return nil, err
 	}
 	n := &nginxServer{p: p, socket: filepath.Join(dir, "nginx.sock"), tcp: tcpAddr, version: version}
+	if eq != nil {
+		n.eqSocket, n.eqTCP = filepath.Join(dir, "nginx-eq.sock"), eq.tcp
+	}
 	n.client = loadgen.UnixClient(n.socket, 64)
 	// The first request is the miss that fills the cache.
 	if err := waitAnswer(ctx, n.client, "http://nginx"+warmPath, p, 10*time.Second, nil); err != nil {
@@ -184,6 +244,14 @@ func (e *env) startNginx(ctx context.Context, bin, simURL, warmPath, tcpAddr str
 	if err := waitAnswer(ctx, n.client, "http://nginx"+warmPath, p, 5*time.Second, nginxHit); err != nil {
 		p.stop()
 		return nil, fmt.Errorf("nginx never served a cache hit: %w", err)
+	}
+	if n.eqSocket != "" {
+		ec := loadgen.UnixClient(n.eqSocket, 1)
+		defer ec.CloseIdleConnections()
+		if err := waitAnswer(ctx, ec, "http://nginx"+warmPath, p, 5*time.Second, nginxHit); err != nil {
+			p.stop()
+			return nil, fmt.Errorf("nginx's second server never served a cache hit: %w", err)
+		}
 	}
 	return n, nil
 }
