@@ -291,10 +291,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 				return nil
 			}
 		}
-		if !shared && info.Upstream == "" {
-			// Nothing went upstream (a 429 for want of budget, a refusal
-			// by the plugin): not a miss; the access log classes it by
-			// its status (rejected, failed).
+		if p := (*problem.Problem)(nil); !shared && errors.As(err, &p) && p.Local() {
+			// Refused for want of budget with nothing sent (a 429 past
+			// the max wait, a hold): not a miss; the access log classes
+			// it by its status (rejected, failed). A plugin's error after
+			// an exchange upstream (Spotify's own 429) stays a miss.
 			info.Outcome = ""
 		}
 		return err

@@ -53,6 +53,23 @@ const ReasonFleetUnreachable = "fleet_unreachable"
 // daemon sends nothing for that bucket until the configs agree.
 const ReasonFleetLimitMismatch = "fleet_limit_mismatch"
 
+// ReasonNoBudget is the reason of a 429 sluice decides itself, with
+// nothing sent: the bucket is full past the caller's max wait, or paused
+// by an upstream's Retry-After for longer. An upstream's own 429 relayed
+// has none.
+const ReasonNoBudget = "no_budget"
+
+// Local reports whether p is a refusal sluice decided without sending
+// anything upstream for lack of budget or of a record of it (no_budget,
+// state_unwritable, fleet_unreachable, fleet_limit_mismatch).
+func (p *Problem) Local() bool {
+	switch p.Reason {
+	case ReasonNoBudget, ReasonStateUnwritable, ReasonFleetUnreachable, ReasonFleetLimitMismatch:
+		return true
+	}
+	return false
+}
+
 // Problem is an RFC 9457 problem detail. It is also an error, so code deep in
 // a call can return one and the edge renders it unchanged.
 type Problem struct {
@@ -221,6 +238,14 @@ func RateLimited(retryAfter time.Duration, detail string) *Problem {
 	p := New(http.StatusTooManyRequests, detail)
 	p.Title = "Rate budget exceeded"
 	p.RetryAfter = retryAfter
+	return p
+}
+
+// NoBudget is RateLimited for a refusal sluice decided itself
+// (ReasonNoBudget).
+func NoBudget(retryAfter time.Duration, detail string) *Problem {
+	p := RateLimited(retryAfter, detail)
+	p.Reason = ReasonNoBudget
 	return p
 }
 

@@ -73,7 +73,7 @@ func (t turns) take(ctx context.Context, bucket string, waiting func()) (context
 		// How soon a turn comes free depends on answers not back yet:
 		// unlike the scheduler, this cannot tell in advance, so the 429
 		// comes after the max wait, with a guess.
-		return nil, nil, problem.RateLimited(time.Second,
+		return nil, nil, problem.NoBudget(time.Second,
 			fmt.Sprintf("%s sends its requests one turn at a time and none came free within the max wait (%s)", bucket, maxWait))
 	}
 	return ctx, func() { sem.Release(1) }, nil
@@ -131,7 +131,7 @@ func (u *Upstream) takeFleet(ctx context.Context, bucket string, slots int) (con
 		if first.GetDenial() == problem.ReasonFleetUnreachable {
 			return nil, nil, problem.FleetUnreachable(retry, first.GetReason())
 		}
-		return nil, nil, problem.RateLimited(retry, first.GetReason())
+		return nil, nil, problem.NoBudget(retry, first.GetReason())
 	}
 	t := &fleetTurn{stream: stream, cancel: cancel, ended: make(chan struct{})}
 	go func() {

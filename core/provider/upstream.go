@@ -344,7 +344,7 @@ func (u *Upstream) Refusal(ctx context.Context, bucket string) error {
 func pauseRefusal(ctx context.Context, until time.Time) error {
 	d := time.Until(until)
 	if r := callFrom(ctx); r != nil && r.MaxWait > 0 && d > r.MaxWait {
-		return problem.RateLimited(d, "the upstream asked to wait (a 429, or a 503 with Retry-After); paused until "+until.UTC().Format(time.RFC3339))
+		return problem.NoBudget(d, "the upstream asked to wait (a 429, or a 503 with Retry-After); paused until "+until.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
@@ -394,7 +394,7 @@ func (u *Upstream) acquireOnce(ctx context.Context, bucket string) (grant, error
 		case problem.ReasonFleetLimitMismatch:
 			return grant{}, problem.FleetLimitMismatch(retry, g.GetReason())
 		}
-		return grant{}, problem.RateLimited(retry, g.GetReason())
+		return grant{}, problem.NoBudget(retry, g.GetReason())
 	}
 	return grant{at: unixTime(g.GetGrantedAtUnixNs()), useBy: unixTime(g.GetUseByUnixNs())}, nil
 }
