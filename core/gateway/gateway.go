@@ -629,7 +629,7 @@ type cacheControl struct {
 	// fresh. A cached answer outside them is not served: the request
 	// goes upstream as with no-cache.
 	maxAge, minFresh time.Duration
-	maxStale              time.Duration
+	maxStale         time.Duration
 }
 
 func parseCacheControl(values []string) cacheControl {

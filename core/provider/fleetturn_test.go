@@ -163,7 +163,7 @@ func TestFleetTurn(t *testing.T) {
 	}{
 		{"fleet unreachable", &proto.TurnResponse{Denied: true, Denial: problem.ReasonFleetUnreachable, RetryAfterMs: 1000, Reason: "redis down"},
 			http.StatusServiceUnavailable, problem.ReasonFleetUnreachable},
-		{"max wait", &proto.TurnResponse{Denied: true, RetryAfterMs: 1000, Reason: "no turn"}, http.StatusTooManyRequests, ""},
+		{"max wait", &proto.TurnResponse{Denied: true, RetryAfterMs: 1000, Reason: "no turn"}, http.StatusTooManyRequests, problem.ReasonNoBudget},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &turnHost{deny: tc.deny}
