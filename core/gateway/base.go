@@ -84,8 +84,8 @@ func callerBase(vs []string) (string, *problem.Problem) {
 			return bad("names no valid host")
 		}
 		if p := u.Port(); p != "" {
-			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				return bad("names a port outside 1-65535")
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != p {
+				return bad("names a port outside 1-65535 (or with a leading zero)")
 			}
 		} else if strings.HasSuffix(host, ":") {
 			return bad("has an empty port")

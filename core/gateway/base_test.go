@@ -33,6 +33,7 @@ func TestSluiceBase(t *testing.T) {
 		{[]string{"HTTP://Host:8750"}, "http://Host:8750/v1/spotify"},
 		{[]string{"http://host:99999"}, ""},
 		{[]string{"http://host:0"}, ""},
+		{[]string{"http://host:080"}, ""},
 		{[]string{"http://host:"}, ""},
 	} {
 		r := &http.Request{Host: "sluice.sock.host", Header: http.Header{}}

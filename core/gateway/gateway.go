@@ -210,7 +210,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	cc := parseCacheControl(r.Header.Values("Cache-Control"))
 	if !c.op.ReadOnly() {
 		if cc.onlyIfCached {
-			return notCached(c)
+			return notCached(info, c)
 		}
 		info.Outcome = "bypass"
 		stop := g.interim(w, r, c.req.RequestId)
@@ -239,7 +239,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 			writeStale(w, r, info, e, base)
 			return nil
 		}
-		return notCached(c)
+		return notCached(info, c)
 	}
 	var head *proto.ResponseHead
 	stopInterim := g.interim(w, r, c.req.RequestId)
@@ -251,7 +251,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 	// In fleet mode the miss's grant is asked for beside its fleet cache
 	// lookup, in the same round trip to Redis (see speculation).
 	spec := speculate(h, c)
-	e, shared, err := g.cache.DoAhead(dctx, key, spec.aheadFunc(), func(ctx context.Context) (*cache.Entry, bool, error) {
+	flight := key
+	if cc.noStore {
+		// Its own flight: a no-store request neither leads callers who
+		// would have its answer stored nor joins theirs.
+		flight = key + "\x00no-store"
+	}
+	e, shared, err := g.cache.DoAhead(dctx, flight, spec.aheadFunc(), func(ctx context.Context) (*cache.Entry, bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, maxWait+g.timeout(provider)+readyWait)
 		defer cancel()
 		var entry *cache.Entry
@@ -273,10 +279,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		info.Outcome = "coalesced"
 	} else {
 		noteHead(info, head)
-		// Read again now: the reading above is from before this call's
-		// grant and any wait in the queue.
-		g.setRateLimit(w.Header(), c.op.GetBucket(), true)
 	}
+	// Read again now: the reading above is from before the flight's
+	// grant and any wait in the queue (a coalesced caller's too).
+	g.setRateLimit(w.Header(), c.op.GetBucket(), true)
 	if errors.Is(err, cache.ErrFetchPanicked) {
 		// The stack belongs in the log, not in an answer.
 		g.log.Error("fetch panicked", "provider", provider, "operation", c.op.GetName(), "request_id", c.req.RequestId, "err", err)
@@ -344,7 +350,10 @@ func (g *Gateway) timeout(provider string) time.Duration {
 	return 30 * time.Second
 }
 
-func notCached(c *call) error {
+// notCached is only-if-cached's 504: nothing failed and nothing went
+// upstream, so the request counts as rejected, not failed.
+func notCached(info *api.Info, c *call) error {
+	info.Outcome = "rejected"
 	p := problem.New(http.StatusGatewayTimeout, "no cached answer and Cache-Control: only-if-cached")
 	p.Type, p.Title, p.Operation = problem.TypeNotCached, "Not cached", c.op.GetName()
 	return p
@@ -949,6 +958,11 @@ func normalise(op *proto.Operation, params url.Values) *problem.Problem {
 				}
 				delete(params, alias)
 			}
+		}
+	}
+	for k := range op.GetMatch() {
+		if vs := params[k]; len(vs) > 1 {
+			return problem.BadParam(k, fmt.Sprintf("%s given %d times; give it once", k, len(vs)))
 		}
 	}
 	if op.GetDropUnknownParams() {

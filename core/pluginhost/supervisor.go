@@ -240,13 +240,15 @@ func (s *supervisor) start() (*instance, error) {
 	// Described again now that the plugin has its config: parameter
 	// defaults may depend on it (Spotify's page size under
 	// search_max_limit, its default_market), and the host fills them in
-	// before making cache keys. Buckets and name are as first described.
+	// before making cache keys. Its buckets are registered again (a
+	// plugin may size them from its config too); its name must not change.
 	if d, err := pc.Describe(ctx, &proto.DescribeRequest{}); err != nil {
 		return fail(fmt.Errorf("describe after configure: %w", err))
 	} else if d.GetName() != desc.GetName() {
 		return fail(fmt.Errorf("plugin changed its name from %q to %q after configure: %w", desc.GetName(), d.GetName(), errPermanent))
 	} else {
 		desc = d
+		s.applyLimits(desc)
 	}
 	return &instance{client: client, rpc: pc, desc: desc, pid: run.pid}, nil
 }

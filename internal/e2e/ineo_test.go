@@ -228,6 +228,7 @@ func TestLocalRejectionsCostNothing(t *testing.T) {
 		{"bad platform", "GET", "/v1/ineo/tmanage-v2.php", url.Values{"action": {"createapplication"}, "phone": {"989012345678"},
 			"title": {"t"}, "shortname": {"s"}, "url": {"https://x.example"}, "platform": {"amiga"}}, 400, "platform"},
 		{"login without code", "GET", "/v1/ineo/tmanage-v2.php", url.Values{"action": {"login"}, "phone": {"989012345678"}, "random_hash": {"x"}}, 400, "password"},
+		{"action given twice", "GET", "/v1/ineo/tmanage-v2.php", url.Values{"action": {"information", "deleteaccount"}, "phone": {"989012345678"}}, 400, "action"},
 		{"tmanage by POST", "POST", "/v1/ineo/tmanage-v2.php", url.Values{"action": {"logout"}, "phone": {"989012345678"}}, 405, ""},
 		{"deleteaccount disabled", "GET", "/v1/ineo/tmanage-v2.php", url.Values{"action": {"deleteaccount"}, "phone": {"989012345678"}, "access": {"yes"}}, 403, ""},
 		{"wrong method on status", "POST", "/v1/status", nil, 405, ""},
