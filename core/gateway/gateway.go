@@ -158,11 +158,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		// have spent, as every provider answer does.
 		var p *problem.Problem
 		if errors.As(err, &p) && p.Operation != "" {
-			for _, op := range desc.GetOperations() {
-				if op.GetName() == p.Operation {
-					g.setRateLimit(w.Header(), op.GetBucket(), false)
-					break
-				}
+			if op := desc.Operation(p.Operation); op != nil {
+				g.setRateLimit(w.Header(), op.GetBucket(), false)
 			}
 		}
 		return err
@@ -940,8 +937,6 @@ func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest
 // not among them: callers never supply credentials.
 var forwardHeaders = []string{"Accept", "Accept-Language", "Sluice-Confirm", "If-None-Match"}
 
-// canonicalise checks a parameter against its declared pattern and replaces
-// each value by the pattern's first non-empty capture group.
 // normalise rewrites params as the plugin will send them upstream, as far
 // as the operation describes it (aliases, unknown parameters dropped,
 // upper-cased values, defaults), so spellings of one upstream request share
@@ -967,7 +962,7 @@ func normalise(op *proto.Operation, params url.Values) *problem.Problem {
 	}
 	if op.GetDropUnknownParams() {
 		for k := range params {
-			if _, selector := op.GetMatch()[k]; !selector && !declares(op, k) {
+			if _, selector := op.GetMatch()[k]; !selector && op.Param(k) == nil {
 				delete(params, k)
 			}
 		}
@@ -987,15 +982,8 @@ func normalise(op *proto.Operation, params url.Values) *problem.Problem {
 	return nil
 }
 
-func declares(op *proto.Operation, name string) bool {
-	for _, ps := range op.GetParams() {
-		if ps.GetName() == name {
-			return true
-		}
-	}
-	return false
-}
-
+// canonicalise checks a parameter against its declared pattern and replaces
+// each value by the pattern's first non-empty capture group.
 func canonicalise(pc *patternCache, ps *proto.Param, params url.Values) *problem.Problem {
 	vals, ok := params[ps.GetName()]
 	if !ok || ps.GetPattern() == "" {

@@ -394,10 +394,5 @@ func (s *supervisor) call(ctx context.Context, req *proto.CallRequest, readyWait
 // again for. Unknown operations are not: when in doubt, a call is not
 // re-sent.
 func resendable(desc *proto.Description, op string) bool {
-	for _, o := range desc.GetOperations() {
-		if o.GetName() == op {
-			return o.ReadOnly()
-		}
-	}
-	return false
+	return desc.Operation(op).ReadOnly()
 }
