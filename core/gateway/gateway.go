@@ -973,8 +973,13 @@ func normalise(op *proto.Operation, params url.Values) *problem.Problem {
 		switch {
 		case len(vs) > 1:
 			return problem.BadParam(name, fmt.Sprintf("%s given %d times; give it once", name, len(vs)))
-		case given && ps.GetUpper():
-			vs[0] = strings.ToUpper(vs[0])
+		case given:
+			if ps.GetTrimSpace() {
+				vs[0] = strings.TrimSpace(vs[0])
+			}
+			if ps.GetUpper() {
+				vs[0] = strings.ToUpper(vs[0])
+			}
 		case !given && ps.GetDefaultValue() != "":
 			params.Set(name, ps.GetDefaultValue())
 		}

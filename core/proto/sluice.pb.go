@@ -300,7 +300,11 @@ type Param struct {
 	// host fills it in, so naming the default and leaving it out share one
 	// cache entry. Plugins whose default depends on their config describe it
 	// after Configure (the host asks for the description again then).
-	DefaultValue  string `protobuf:"bytes,7,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`
+	DefaultValue string `protobuf:"bytes,7,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`
+	// The plugin sends the value with leading and trailing white space
+	// removed: the host trims it too, so q=Queen and q=Queen%20 share one
+	// cache entry and one upstream request.
+	TrimSpace     bool `protobuf:"varint,8,opt,name=trim_space,json=trimSpace,proto3" json:"trim_space,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -382,6 +386,13 @@ func (x *Param) GetDefaultValue() string {
 		return x.DefaultValue
 	}
 	return ""
+}
+
+func (x *Param) GetTrimSpace() bool {
+	if x != nil {
+		return x.TrimSpace
+	}
+	return false
 }
 
 type Bucket struct {
@@ -2050,7 +2061,7 @@ const file_sluice_proto_rawDesc = "" +
 	"\n" +
 	"MatchEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x01\n" +
 	"\x05Param\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequired\x18\x02 \x01(\bR\brequired\x12\x18\n" +
@@ -2058,7 +2069,9 @@ const file_sluice_proto_rawDesc = "" +
 	"\apattern\x18\x04 \x01(\tR\apattern\x12\x18\n" +
 	"\aaliases\x18\x05 \x03(\tR\aaliases\x12\x14\n" +
 	"\x05upper\x18\x06 \x01(\bR\x05upper\x12#\n" +
-	"\rdefault_value\x18\a \x01(\tR\fdefaultValue\"y\n" +
+	"\rdefault_value\x18\a \x01(\tR\fdefaultValue\x12\x1d\n" +
+	"\n" +
+	"trim_space\x18\b \x01(\bR\ttrimSpace\"y\n" +
 	"\x06Bucket\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x05R\brequests\x12\x1b\n" +

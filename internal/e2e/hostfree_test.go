@@ -149,7 +149,8 @@ func TestSpellingsOfOneUpstreamRequest(t *testing.T) {
 		groups := [][]string{
 			{albums + "limit=2&offset=0", albums + "limit=2&offset=0&foo=bar", albums + "offset=0&limit=2&market=kr", albums + "offset=0&limit=2&market=KR"},
 			{albums + "offset=5", albums + "offset=5&limit=5"},
-			{"/v1/spotify/v1/search?q=Queen&type=artist", "/v1/spotify/v1/search?q=Queen&type=artist&limit=3", "/v1/spotify/v1/search?query=Queen&type=artist"},
+			{"/v1/spotify/v1/search?q=Queen&type=artist", "/v1/spotify/v1/search?q=Queen&type=artist&limit=3", "/v1/spotify/v1/search?query=Queen&type=artist",
+				"/v1/spotify/v1/search?q=Queen%20&type=artist", "/v1/spotify/v1/search?q=%09Queen&type=artist%20"},
 		}
 		for _, g := range groups {
 			before := e.Sim.Counts().APIRequests

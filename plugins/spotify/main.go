@@ -173,7 +173,7 @@ func (p *spotify) Describe() *proto.Description {
 
 // describeCanonical tells the host how validate rewrites parameters, so it
 // keys the cache on what Spotify is sent: undocumented parameters dropped,
-// query renamed q, market upper-cased, and (once configured) the market
+// query renamed q, values trimmed, market upper-cased, and (once configured) the market
 // and page size sent when the caller names none. With cfg nil (described
 // before Configure) the defaults are left out.
 func (p *spotify) describeCanonical(d *proto.Description, cfg *config) {
@@ -184,7 +184,9 @@ func (p *spotify) describeCanonical(d *proto.Description, cfg *config) {
 		for _, ps := range op.GetParams() {
 			// A copy: the market and offset Params are shared by
 			// several operations, and their defaults differ.
-			ps = &proto.Param{Name: ps.GetName(), Required: ps.GetRequired(), Summary: ps.GetSummary(), Pattern: ps.GetPattern()}
+			ps = &proto.Param{Name: ps.GetName(), Required: ps.GetRequired(), Summary: ps.GetSummary(), Pattern: ps.GetPattern(),
+				// validate trims every value it sends.
+				TrimSpace: true}
 			switch ps.GetName() {
 			case "q":
 				if op.GetName() == "search" {
