@@ -450,10 +450,10 @@ func TestUpstream429PausesAtOnce(t *testing.T) {
 			}
 			resp.Body.Close()
 			ctx, _ := callWith(nil) // max wait 1s, far below the 30s pause
-			// Refusal tells a provider beforehand what Do would answer.
+			// AwaitPause tells a provider beforehand what Do would answer.
 			var rp *problem.Problem
-			if err := u.Refusal(ctx, "p.a"); (err != nil) != tc.pause || (err != nil && (!errors.As(err, &rp) || rp.Status != http.StatusTooManyRequests)) {
-				t.Fatalf("Refusal = %v, want a 429 problem: %v", err, tc.pause)
+			if _, err := u.AwaitPause(ctx, "p.a"); (err != nil) != tc.pause || (err != nil && (!errors.As(err, &rp) || rp.Status != http.StatusTooManyRequests)) {
+				t.Fatalf("AwaitPause = %v, want a 429 problem: %v", err, tc.pause)
 			}
 			if !tc.pause {
 				return

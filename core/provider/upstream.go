@@ -327,16 +327,15 @@ func (u *Upstream) report(ctx context.Context, stage, bucket string, until time.
 	_, _ = u.host.Progress(ctx, &proto.ProgressRequest{RequestId: r.ID, Stage: stage, Bucket: bucket, UntilUnixMs: ms})
 }
 
-// Refusal is the problem Do would answer at once for ctx's caller in
-// bucket, because this plugin's own pause of it outlasts the caller's max
-// wait; nil when Do would wait or send. A provider asks before work of its
-// own that a refused call would waste (a token request).
-func (u *Upstream) Refusal(ctx context.Context, bucket string) error {
-	until := u.pausedUntil(bucket)
-	if until.IsZero() {
-		return nil
-	}
-	return pauseRefusal(ctx, until)
+// AwaitPause waits out this plugin's own pause of bucket, as Do would
+// before it asks for a grant, or answers at once the problem Do would when
+// the pause outlasts ctx's caller's max wait. A provider calls it before
+// work of its own that belongs after the pause (a token request, which
+// must neither be wasted on a refused call nor reach an upstream still
+// saying Retry-After). The context returned counts the wait against the
+// caller's max wait.
+func (u *Upstream) AwaitPause(ctx context.Context, bucket string) (context.Context, error) {
+	return u.waitPause(ctx, bucket)
 }
 
 // pauseRefusal is the 429 for a caller whose max wait ends before a pause

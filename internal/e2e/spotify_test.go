@@ -487,6 +487,62 @@ func spPausedUntil(ctx context.Context, t *testing.T, c *client.Client) *time.Ti
 	return nil
 }
 
+// TestNoTokenRequestDuringRetryAfter: a caller that arrives while
+// Spotify's Retry-After runs, its token due for a refresh, asks for the
+// new token only once the pause is over. Spotify counts any request during
+// a Retry-After, the token endpoint's too.
+func TestNoTokenRequestDuringRetryAfter(t *testing.T) {
+	t.Parallel()
+	e := startSpotify(t, spotifyOpts{extra: `max_retry_after = "30s"`})
+	ctx := testenv.Ctx(t, 2*time.Minute)
+	// Tokens of 2 s are refreshed 1 s after they are fetched (the margin
+	// is capped at half the life).
+	e.Sim.SetTokenLifetime(2 * time.Second)
+	e.Sim.ExpireTokens()
+	if _, err := e.get(ctx, "v1/search", spDistinct(0), nil); err != nil {
+		t.Fatal(err)
+	}
+	due := time.Now().Add(1200 * time.Millisecond)
+	before := e.Sim.Counts()
+	e.Sim.Force429(8, 1)
+	wait := http.Header{"Sluice-Max-Wait": {"25s"}}
+	errs := make(chan error, 2)
+	call := func(i int) {
+		r, err := e.get(ctx, "v1/search", spDistinct(i), wait)
+		if err == nil && r.Status != http.StatusOK {
+			err = fmt.Errorf("status %d", r.Status)
+		}
+		errs <- err
+	}
+	go call(1) // meets the 429
+	testenv.Eventually(t, 5*time.Second, "spotify.api paused", func() bool {
+		return spPausedUntil(ctx, t, e.Client) != nil
+	})
+	// Not synchronisation: the token has to grow old enough to be due.
+	select {
+	case <-time.After(time.Until(due)):
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	if until := spPausedUntil(ctx, t, e.Client); until == nil || time.Until(*until) < time.Second {
+		t.Fatal("the 8 s pause ended before the token was due: the test did not exercise a refresh during it")
+	}
+	go call(2) // arrives during the pause, its token due
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := e.Sim.Counts()
+	if c.TokensDuringRetryAfter != before.TokensDuringRetryAfter || c.DuringRetryAfter != before.DuringRetryAfter {
+		t.Fatalf("%d token and %d API requests reached Spotify during its Retry-After, want none",
+			c.TokensDuringRetryAfter-before.TokensDuringRetryAfter, c.DuringRetryAfter-before.DuringRetryAfter)
+	}
+	if c.TokenRequests == before.TokenRequests {
+		t.Fatal("no token was fetched after the pause: the test did not exercise a refresh")
+	}
+}
+
 // TestSpotifyRateLimits: a 429 pauses spotify.api for every caller; callers
 // that may wait are served after it, nothing reaches Spotify during it, and
 // callers that may not wait that long get a 429 problem at once.

@@ -66,12 +66,12 @@ func (p *spotify) fetch(ctx context.Context, cfg *config, up upstream, path stri
 	// for a caller that turns out unable to wait the pause out.
 	var pausedBy *result
 	for {
-		// A token is fetched before up.Do waits for spotify.api: when this
-		// plugin's own pause of it outlasts what the caller may wait, Do
-		// would refuse the call, and the token request (one that may be
-		// due, the token having reached its refresh time) would have been
-		// spent on a call answered locally. Refuse first, as Do would.
-		if err := up.Refusal(ctx, bucketAPI); err != nil {
+		// The pause of spotify.api is waited out (or the call refused, as
+		// Do would) before a token is fetched: a token request, one that
+		// may be due, would otherwise be spent on a call answered locally,
+		// or reach Spotify while its Retry-After still runs.
+		var err error
+		if ctx, err = up.AwaitPause(ctx, bucketAPI); err != nil {
 			return refusal(err, pausedBy, lastRetryAfter)
 		}
 		tok, err := p.tokens.get(ctx, cfg, up)

@@ -318,7 +318,7 @@ type answerWriter = provider.AnswerWriter
 // a call the pause of spotify.api will refuse anyway.
 type upstream interface {
 	provider.Sender
-	Refusal(ctx context.Context, bucket string) error
+	AwaitPause(ctx context.Context, bucket string) (context.Context, error)
 }
 
 func (p *spotify) serve(ctx context.Context, req *provider.Request, w answerWriter, up upstream) error {

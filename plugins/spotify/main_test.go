@@ -290,20 +290,8 @@ func newFakeUp() *fakeUp {
 }
 
 func (f *fakeUp) Do(ctx context.Context, bucket string, build provider.Builder) (*http.Response, error) {
-	f.mu.Lock()
-	until := f.pauses[bucket]
-	f.mu.Unlock()
-	if d := time.Until(until); d > 0 {
-		if d > f.maxWait {
-			return nil, problem.RateLimited(d, "paused")
-		}
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		}
+	if _, err := f.AwaitPause(ctx, bucket); err != nil {
+		return nil, err
 	}
 	f.mu.Lock()
 	f.grants[bucket]++
@@ -326,11 +314,22 @@ func (f *fakeUp) Pause(_ context.Context, bucket string, until time.Time, _ stri
 
 func (f *fakeUp) SetTimeout(time.Duration) {}
 
-func (f *fakeUp) Refusal(_ context.Context, bucket string) error {
-	if d := time.Until(f.pausedUntil(bucket)); d > f.maxWait {
-		return problem.RateLimited(d, "paused")
+func (f *fakeUp) AwaitPause(ctx context.Context, bucket string) (context.Context, error) {
+	d := time.Until(f.pausedUntil(bucket))
+	if d <= 0 {
+		return ctx, nil
 	}
-	return nil
+	if d > f.maxWait {
+		return ctx, problem.RateLimited(d, "paused")
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return ctx, nil
+	case <-ctx.Done():
+		return ctx, ctx.Err()
+	}
 }
 
 func (f *fakeUp) pausedUntil(bucket string) time.Time {

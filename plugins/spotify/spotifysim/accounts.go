@@ -35,6 +35,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *Sim) serveAccounts(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.counts.TokenRequests++
+	if time.Now().Before(s.retryUntil) {
+		s.counts.TokensDuringRetryAfter++
+	}
 	s.mu.Unlock()
 	if r.URL.Path != s.accPfx+"/api/token" {
 		http.NotFound(w, r)

@@ -135,6 +135,10 @@ type Counts struct {
 	// DuringRetryAfter counts API arrivals while a Retry-After announced
 	// by this simulator was still running.
 	DuringRetryAfter int
+	// TokensDuringRetryAfter counts token requests that arrived while
+	// such a Retry-After was still running: a client that waits out
+	// Retry-After asks for its next token after it too.
+	TokensDuringRetryAfter int
 	// Unauthorized counts 401 answers; Throttled 429 answers.
 	Unauthorized, Throttled int
 	// MaxInFlight is the most API requests the simulator had on hand at
