@@ -149,6 +149,9 @@ func Run(ctx context.Context, opts Options) error {
 		if opts.Sandbox == nil {
 			return errors.New("--reset forgets the rate-limit state that keeps a real daemon from a ban; it is for --sandbox only")
 		}
+		if filepath.Base(cfg.StateDir) != "sandbox" {
+			return fmt.Errorf("--reset empties only a sandbox's own state dir; %s is not one", cfg.StateDir)
+		}
 		if err := resetState(cfg.StateDir); err != nil {
 			return err
 		}
@@ -305,11 +308,14 @@ func loadConfig(opts Options) (*config.Config, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if opts.Sandbox != nil {
-		opts.Sandbox(cfg)
-	}
 	if opts.StateDir != "" {
 		cfg.StateDir = opts.StateDir
+	}
+	if opts.Sandbox != nil {
+		// After --state-dir: the sandbox keeps its state in sandbox/ of
+		// whichever state dir is in force, so --reset can never empty a
+		// real daemon's (its purchase guard, its rate-limit log).
+		opts.Sandbox(cfg)
 	}
 	return cfg, raw, nil
 }

@@ -105,7 +105,9 @@ func TestDisabledProviderSaysSo(t *testing.T) {
 // TestSandboxResetAndSwitchedOff: `sluiced --sandbox --reset` starts from
 // an empty state dir (a grant made a moment ago is forgotten; without
 // --reset it is kept), and the sandbox runs every provider except one the
-// config switches off in so many words.
+// config switches off in so many words. A --state-dir given to the sandbox
+// gets its sandbox/ too: --reset there must not wipe a real daemon's
+// state (its purchase guard, its rate-limit log).
 func TestSandboxResetAndSwitchedOff(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -115,6 +117,14 @@ func TestSandboxResetAndSwitchedOff(t *testing.T) {
 	}
 	state := filepath.Join(dir, "state")
 	sock := filepath.Join(dir, "s.sock")
+	// A real daemon's record in the same state dir.
+	realRecord := filepath.Join(state, "plugins", "hellorf", "purchase-guard.json")
+	if err := os.MkdirAll(filepath.Dir(realRecord), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(realRecord, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctx := testenv.Ctx(t, 2*time.Minute)
 	run := func(extra ...string) (*exec.Cmd, *client.Client) {
 		cmd, _ := startSluiced(t, nil, append([]string{"--sandbox", "--config", cfg, "--socket", sock, "--state-dir", state}, extra...)...)
@@ -166,5 +176,8 @@ func TestSandboxResetAndSwitchedOff(t *testing.T) {
 	_, c = run("--reset")
 	if n := inWindow(c); n != 0 {
 		t.Fatalf("after --reset: %d grants in the window, want 0", n)
+	}
+	if _, err := os.Stat(realRecord); err != nil {
+		t.Fatalf("--sandbox --reset --state-dir %s removed a real daemon's record: %v", state, err)
 	}
 }
