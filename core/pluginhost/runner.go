@@ -36,6 +36,9 @@ type pluginRunner struct {
 	stdout    io.ReadCloser
 	stderr    io.ReadCloser
 	pid       int
+	// testHookVerified, if set, runs between the checksum check and the
+	// start (a test replaces the binary there).
+	testHookVerified func()
 }
 
 var _ runner.Runner = (*pluginRunner)(nil)
@@ -81,10 +84,23 @@ func handshakeEnv(env []string) []string {
 }
 
 // Start verifies the pinned checksum (go-plugin's SecureConfig cannot:
-// with a RunnerFunc it checks an empty path) and starts the plugin.
+// with a RunnerFunc it checks an empty path) and starts the plugin. A
+// pinned plugin is started from the very bytes that were checked (see
+// pinnedImage), not by its path again: a binary swapped between the check
+// and the start would otherwise run unchecked.
 func (r *pluginRunner) Start(context.Context) error {
-	err := r.verify()
+	var err error
+	if r.checksum != nil {
+		var img *os.File
+		if img, err = pinnedImage(r.path, r.checksum); err == nil {
+			defer img.Close() // the started process holds its own reference
+			r.cmd.Path = imagePath(img)
+		}
+	}
 	if err == nil {
+		if r.testHookVerified != nil {
+			r.testHookVerified()
+		}
 		err = r.cmd.Start()
 	}
 	if err != nil {
@@ -97,20 +113,18 @@ func (r *pluginRunner) Start(context.Context) error {
 	return nil
 }
 
-func (r *pluginRunner) verify() error {
-	if r.checksum == nil {
-		return nil
-	}
-	f, err := os.Open(r.path)
-	if err != nil {
-		return fmt.Errorf("error verifying checksum: %w", err)
-	}
-	defer f.Close()
+// copyChecked copies src to dst (nil: nowhere) and reports whether its
+// SHA-256 is want.
+func copyChecked(dst io.Writer, src io.Reader, want []byte) error {
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	w := io.Writer(h)
+	if dst != nil {
+		w = io.MultiWriter(h, dst)
+	}
+	if _, err := io.Copy(w, src); err != nil {
 		return fmt.Errorf("error verifying checksum: %w", err)
 	}
-	if !bytes.Equal(h.Sum(nil), r.checksum) {
+	if !bytes.Equal(h.Sum(nil), want) {
 		return plugin.ErrChecksumsDoNotMatch
 	}
 	return nil
