@@ -3,6 +3,7 @@ package config
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -85,6 +86,22 @@ func isSecretKeyName(name string) bool {
 		return true
 	}
 	return false
+}
+
+// quoteValue quotes a value the config got wrong, for an error message,
+// unless it may carry more than the mistake: a multi-line value (an
+// unclosed """ string swallows the lines after it, secrets included) is
+// not quoted at all, and a long one only in part. Errors reach the log,
+// status (read tier) and the reload's answer, where no secret may go.
+func quoteValue(s string) string {
+	const whole, show = 16, 7
+	if n := strings.Count(s, "\n"); n > 0 {
+		return fmt.Sprintf("(a value of %d lines; is a \"\"\" string left open?)", n+1)
+	}
+	if r := []rune(s); len(r) > whole {
+		return fmt.Sprintf("%q… (%d characters)", string(r[:show]), len(r))
+	}
+	return strconv.Quote(s)
 }
 
 // syntaxError converts a toml.ParseError from the parse phase.

@@ -31,7 +31,7 @@ func (c *Config) checkHTTP() []fieldErr {
 		h = strings.ToLower(strings.TrimSpace(h))
 		c.HTTPHosts[i] = h
 		if h == "" || strings.ContainsAny(h, "/@?#* \t") {
-			bad("http_hosts", "%q is not a host name (write it as in a Host header: name or name:port)", h)
+			bad("http_hosts", "%s is not a host name (write it as in a Host header: name or name:port)", quoteValue(h))
 		}
 	}
 	c.HTTPLevel = strings.ToLower(strings.TrimSpace(c.HTTPLevel))
@@ -48,15 +48,15 @@ func (c *Config) checkHTTP() []fieldErr {
 func ParseListen(s string) (netip.AddrPort, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%q is not host:port (e.g. \"127.0.0.1:8750\")", s)
+		return netip.AddrPort{}, fmt.Errorf("%s is not host:port (e.g. \"127.0.0.1:8750\")", quoteValue(s))
 	}
 	a, err := netip.ParseAddr(host)
 	if err != nil || a.Zone() != "" {
-		return netip.AddrPort{}, fmt.Errorf("%q must be an IP address such as 127.0.0.1 or [::1], not a name", host)
+		return netip.AddrPort{}, fmt.Errorf("%s must be an IP address such as 127.0.0.1 or [::1], not a name", quoteValue(host))
 	}
 	n, err := strconv.ParseUint(port, 10, 16)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("port %q must be a number from 0 to 65535", port)
+		return netip.AddrPort{}, fmt.Errorf("port %s must be a number from 0 to 65535", quoteValue(port))
 	}
 	return netip.AddrPortFrom(a, uint16(n)), nil
 }

@@ -106,6 +106,10 @@ func TestSecretNotInErrors(t *testing.T) {
 		{"misspelt key", "[providers.ineo]\nacess_key = \"" + secretValue + "\"\n", secretValue},
 		{"bad reference", "[providers.ineo]\naccess_key = \"env:" + secretValue + "-x\"\n", secretValue},
 		{"invalid elsewhere", "[providers.ineo]\naccess_key = \"" + secretValue + "\"\ntimeout = \"x\"\n", secretValue},
+		{"swallowed by a multi-line duration", "[providers.ineo]\nlink_ttl = \"\"\"10m\naccess_key = \"" + secretValue + "\"\"\"\"\n", secretValue},
+		// A long value is quoted only in part: no more than its start.
+		{"token pasted into a duration", "[providers.ineo]\ntimeout = \"750394:b5d1ada54acf4185c1a114a526d0bf18\"\n", "b5d1ada5"},
+		{"token pasted into a size", "[cache]\nmax_size = \"750394:b5d1ada54acf4185c1a114a526d0bf18\"\n", "b5d1ada5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

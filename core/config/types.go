@@ -24,10 +24,10 @@ type Duration struct{ time.Duration }
 func (d *Duration) UnmarshalText(text []byte) error {
 	v, err := time.ParseDuration(strings.TrimSpace(string(text)))
 	if err != nil {
-		return fmt.Errorf("invalid duration %q (want e.g. \"250ms\", \"30s\", \"1h30m\")", text)
+		return fmt.Errorf("invalid duration %s (want e.g. \"250ms\", \"30s\", \"1h30m\")", quoteValue(string(text)))
 	}
 	if v < 0 {
-		return fmt.Errorf("invalid duration %q: must not be negative", text)
+		return fmt.Errorf("invalid duration %s: must not be negative", quoteValue(string(text)))
 	}
 	d.Duration = v
 	return nil
@@ -88,16 +88,16 @@ func (s *Size) UnmarshalText(text []byte) error {
 	num, unit := str[:i], strings.TrimSpace(str[i:])
 	mult, ok := sizeUnit(unit)
 	if num == "" || !ok {
-		return fmt.Errorf("invalid size %q (want e.g. \"64MiB\", \"512KiB\", \"10MB\" or a number of bytes)", text)
+		return fmt.Errorf("invalid size %s (want e.g. \"64MiB\", \"512KiB\", \"10MB\" or a number of bytes)", quoteValue(string(text)))
 	}
 	r, ok := new(big.Rat).SetString(num)
 	if !ok {
-		return fmt.Errorf("invalid size %q", text)
+		return fmt.Errorf("invalid size %s", quoteValue(string(text)))
 	}
 	r.Mul(r, new(big.Rat).SetInt64(mult))
 	n := new(big.Int).Quo(r.Num(), r.Denom())
 	if !n.IsInt64() {
-		return fmt.Errorf("invalid size %q: too large", text)
+		return fmt.Errorf("invalid size %s: too large", quoteValue(string(text)))
 	}
 	*s = Size(n.Int64())
 	return nil
@@ -147,10 +147,10 @@ func (m *FileMode) UnmarshalText(text []byte) error {
 	digits := strings.TrimPrefix(strings.TrimPrefix(str, "0o"), "0O")
 	v, err := strconv.ParseUint(digits, 8, 32)
 	if err != nil || digits == "" {
-		return fmt.Errorf("invalid file mode %q (want an octal string such as \"0660\")", text)
+		return fmt.Errorf("invalid file mode %s (want an octal string such as \"0660\")", quoteValue(string(text)))
 	}
 	if v > 0o777 {
-		return fmt.Errorf("invalid file mode %q: only permission bits (at most 0777) are allowed", text)
+		return fmt.Errorf("invalid file mode %s: only permission bits (at most 0777) are allowed", quoteValue(string(text)))
 	}
 	*m = FileMode(v)
 	return nil
