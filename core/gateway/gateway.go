@@ -970,17 +970,22 @@ func normalise(op *proto.Operation, params url.Values) *problem.Problem {
 	for _, ps := range op.GetParams() {
 		name := ps.GetName()
 		vs, given := params[name]
-		switch {
-		case len(vs) > 1:
+		if len(vs) > 1 {
 			return problem.BadParam(name, fmt.Sprintf("%s given %d times; give it once", name, len(vs)))
-		case given:
+		}
+		if given && len(vs) == 1 {
 			if ps.GetTrimSpace() {
 				vs[0] = strings.TrimSpace(vs[0])
 			}
 			if ps.GetUpper() {
 				vs[0] = strings.ToUpper(vs[0])
 			}
-		case !given && ps.GetDefaultValue() != "":
+			if vs[0] == "" && ps.GetEmptyIsAbsent() {
+				delete(params, name)
+				given = false
+			}
+		}
+		if !given && ps.GetDefaultValue() != "" {
 			params.Set(name, ps.GetDefaultValue())
 		}
 	}

@@ -304,7 +304,10 @@ type Param struct {
 	// The plugin sends the value with leading and trailing white space
 	// removed: the host trims it too, so q=Queen and q=Queen%20 share one
 	// cache entry and one upstream request.
-	TrimSpace     bool `protobuf:"varint,8,opt,name=trim_space,json=trimSpace,proto3" json:"trim_space,omitempty"`
+	TrimSpace bool `protobuf:"varint,8,opt,name=trim_space,json=trimSpace,proto3" json:"trim_space,omitempty"`
+	// An empty value is sent as if the parameter were absent (hellorf's
+	// page=): the host drops it, then fills in default_value if any.
+	EmptyIsAbsent bool `protobuf:"varint,9,opt,name=empty_is_absent,json=emptyIsAbsent,proto3" json:"empty_is_absent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -391,6 +394,13 @@ func (x *Param) GetDefaultValue() string {
 func (x *Param) GetTrimSpace() bool {
 	if x != nil {
 		return x.TrimSpace
+	}
+	return false
+}
+
+func (x *Param) GetEmptyIsAbsent() bool {
+	if x != nil {
+		return x.EmptyIsAbsent
 	}
 	return false
 }
@@ -2061,7 +2071,7 @@ const file_sluice_proto_rawDesc = "" +
 	"\n" +
 	"MatchEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x02\n" +
 	"\x05Param\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequired\x18\x02 \x01(\bR\brequired\x12\x18\n" +
@@ -2071,7 +2081,8 @@ const file_sluice_proto_rawDesc = "" +
 	"\x05upper\x18\x06 \x01(\bR\x05upper\x12#\n" +
 	"\rdefault_value\x18\a \x01(\tR\fdefaultValue\x12\x1d\n" +
 	"\n" +
-	"trim_space\x18\b \x01(\bR\ttrimSpace\"y\n" +
+	"trim_space\x18\b \x01(\bR\ttrimSpace\x12&\n" +
+	"\x0fempty_is_absent\x18\t \x01(\bR\remptyIsAbsent\"y\n" +
 	"\x06Bucket\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x05R\brequests\x12\x1b\n" +

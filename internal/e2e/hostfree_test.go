@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/internal/testenv"
+	"github.com/sluice-dev/sluice/plugins/hellorf/hellorfsim"
 	"github.com/sluice-dev/sluice/plugins/ineo/ineosim"
 	"github.com/sluice-dev/sluice/plugins/spotify/spotifysim"
 )
@@ -142,6 +143,27 @@ func TestSpellingsOfOneUpstreamRequest(t *testing.T) {
 			t.Fatalf("%d iNeo requests for one track asked with extra and repeated parameters, want 1", got)
 		}
 	})
+	t.Run("hellorf", func(t *testing.T) {
+		t.Parallel()
+		env, sim := startHellorf(t, hellorfEnv{})
+		const search = "/v1/hellorf/audio/search?keyword=calm"
+		groups := [][]string{
+			{search, search + "&page=1", search + "&page=001", search + "&page=", search + "&per_page=30&mood_id=", search + "&is_vhifun="},
+			{search + "&genre_id=7", search + "&genre_id=07", search + "&genre_id=007&page=01"},
+		}
+		for _, g := range groups {
+			before := sim.Requests(hellorfsim.PathSearch)
+			for _, target := range g {
+				resp, body := rawGet(t, env.Socket, "GET "+target+" HTTP/1.1\r\nHost: sluice\r\n\r\n")
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("%s: %d %s", target, resp.StatusCode, body)
+				}
+			}
+			if got := sim.Requests(hellorfsim.PathSearch) - before; got != 1 {
+				t.Errorf("%d hellorf requests for %q, want 1", got, g)
+			}
+		}
+	})
 	t.Run("spotify", func(t *testing.T) {
 		t.Parallel()
 		e := startSpotify(t, spotifyOpts{extra: "search_max_limit = 3\ndefault_market = \"KR\"\n"})
@@ -149,6 +171,8 @@ func TestSpellingsOfOneUpstreamRequest(t *testing.T) {
 		groups := [][]string{
 			{albums + "limit=2&offset=0", albums + "limit=2&offset=0&foo=bar", albums + "offset=0&limit=2&market=kr", albums + "offset=0&limit=2&market=KR"},
 			{albums + "offset=5", albums + "offset=5&limit=5"},
+			// Spotify's own href and previous links spell out offset=0.
+			{albums + "limit=4", albums + "limit=4&offset=0", albums + "limit=4&offset=00"},
 			{"/v1/spotify/v1/search?q=Queen&type=artist", "/v1/spotify/v1/search?q=Queen&type=artist&limit=3", "/v1/spotify/v1/search?query=Queen&type=artist",
 				"/v1/spotify/v1/search?q=Queen%20&type=artist", "/v1/spotify/v1/search?q=%09Queen&type=artist%20"},
 		}

@@ -124,7 +124,15 @@ func (p *hellorf) Describe() *proto.Description {
 			Cacheable: op.cacheable, Destructive: op.destructive, Summary: op.summary,
 		}
 		for _, ps := range op.params {
-			o.Params = append(o.Params, &proto.Param{Name: ps.name, Required: ps.required, Summary: ps.summary})
+			// The rewrites validate makes, described so the host keys the
+			// cache on what is sent: one entry and one request for
+			// page=01, page=1, page= and no page.
+			pp := &proto.Param{Name: ps.name, Required: ps.required, Summary: ps.summary,
+				EmptyIsAbsent: !ps.required, DefaultValue: ps.def}
+			if ps.whole {
+				pp.Pattern = wholePattern
+			}
+			o.Params = append(o.Params, pp)
 		}
 		d.Operations = append(d.Operations, o)
 	}

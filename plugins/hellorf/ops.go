@@ -57,6 +57,10 @@ type param struct {
 	required bool
 	summary  string
 	check    func(string) (string, string)
+	// whole: a whole number, sent without leading zeros (007 is 7).
+	whole bool
+	// def is hellorf's documented default, sent when the caller names none.
+	def string
 }
 
 // sluice's own bounds. The document states no maximum for any of these;
@@ -74,12 +78,17 @@ const (
 // dateLayout is begin_at/end_at's format ("2017-01-01 23:23:23").
 const dateLayout = "2006-01-02 15:04:05"
 
+// wholePattern captures a whole number without its leading zeros, as
+// positiveInt sends it. Anything else is captured whole and left to
+// positiveInt, whose refusal says more.
+const wholePattern = `0*([0-9]+)|(.*)`
+
 var (
 	id = func(name, summary string, required bool) param {
-		return param{name: name, required: required, summary: summary, check: positiveInt(1, 1<<53)}
+		return param{name: name, required: required, summary: summary, check: positiveInt(1, 1<<53), whole: true}
 	}
 	catID = func(name, summary string) param { return id(name, summary+" (an id from audio/categories)", false) }
-	page  = param{name: "page", summary: "page number, from 1", check: ownRange(1, maxPage)}
+	page  = param{name: "page", summary: "page number, from 1", check: ownRange(1, maxPage), whole: true, def: "1"}
 )
 
 var operations = []*operation{
@@ -90,13 +99,13 @@ var operations = []*operation{
 		params: []param{
 			{name: "keyword", summary: "tag keywords; and, or, not and parentheses combine them", check: text(maxKeywordRunes)},
 			catID("mood_id", "mood"), catID("genre_id", "genre"), catID("bpm_id", "tempo range"), catID("instrument_id", "instrument"),
-			{name: "duration_from", summary: "shortest duration in seconds", check: ownRange(0, maxDuration)},
-			{name: "duration_to", summary: "longest duration in seconds", check: ownRange(0, maxDuration)},
+			{name: "duration_from", summary: "shortest duration in seconds", check: ownRange(0, maxDuration), whole: true},
+			{name: "duration_to", summary: "longest duration in seconds", check: ownRange(0, maxDuration), whole: true},
 			{name: "level_type", summary: "1 Absolute, 2 Boost, 3 Chic, 99 Shutterstock, 100 Shutterstock preferred", check: enum("1", "2", "3", "99", "100")},
 			{name: "is_vhifun", summary: "1: only vhifun tracks", check: enum("1")},
 			{name: "can_purchase", summary: "1: only tracks that can be purchased", check: enum("1")},
 			page,
-			{name: "per_page", summary: fmt.Sprintf("results per page, 1-%d (hellorf's default 30; the maximum is sluice's)", maxPerPage), check: ownRange(1, maxPerPage)},
+			{name: "per_page", summary: fmt.Sprintf("results per page, 1-%d (hellorf's default 30; the maximum is sluice's)", maxPerPage), check: ownRange(1, maxPerPage), whole: true, def: "30"},
 		}},
 	{name: "audio.detail", path: "audio/detail", method: http.MethodGet, kind: kindJSON, cacheable: true, ttl: ttlSearch, linkRule: true,
 		summary: "one track with its licence permissions and prices",
@@ -116,7 +125,7 @@ var operations = []*operation{
 			{name: "end_at", summary: "until, as 2017-01-01 23:23:23", check: datetime},
 			{name: "is_download", summary: "1 downloaded, 2 not downloaded", check: enum("1", "2")},
 			id("audio_id", "track id", false),
-			{name: "per_page", summary: fmt.Sprintf("results per page, 1-%d (hellorf's default 10; the maximum is sluice's)", maxPerPage), check: ownRange(1, maxPerPage)},
+			{name: "per_page", summary: fmt.Sprintf("results per page, 1-%d (hellorf's default 10; the maximum is sluice's)", maxPerPage), check: ownRange(1, maxPerPage), whole: true, def: "10"},
 			page,
 		}},
 	{name: "audio.purchase-detail", path: "audio/purchase-detail", method: http.MethodGet, kind: kindJSON, cacheable: true, ttl: ttlSearch, linkRule: true,

@@ -173,9 +173,14 @@ func (p *spotify) Describe() *proto.Description {
 
 // describeCanonical tells the host how validate rewrites parameters, so it
 // keys the cache on what Spotify is sent: undocumented parameters dropped,
-// query renamed q, values trimmed, market upper-cased, and (once configured) the market
+// query renamed q, values trimmed, market upper-cased, offset 0 named, and (once configured) the market
 // and page size sent when the caller names none. With cfg nil (described
 // before Configure) the defaults are left out.
+// wholePattern captures a whole number without its sign and leading zeros
+// (offset=00 is offset=0), as validate parses and sends it. Anything else
+// is captured whole and left to validate, whose refusal says more.
+const wholePattern = `[+]?0*([0-9]+)|(.*)`
+
 func (p *spotify) describeCanonical(d *proto.Description, cfg *config) {
 	for _, op := range d.GetOperations() {
 		op.DropUnknownParams = true
@@ -192,12 +197,18 @@ func (p *spotify) describeCanonical(d *proto.Description, cfg *config) {
 				if op.GetName() == "search" {
 					ps.Aliases = []string{"query"}
 				}
+			case "offset":
+				// Spotify's own href and previous links spell out
+				// offset=0: the first page is one entry either way.
+				ps.DefaultValue = "0"
+				ps.Pattern = wholePattern
 			case "market":
 				ps.Upper = true
 				if cfg != nil && rule.market {
 					ps.DefaultValue = cfg.market
 				}
 			case "limit":
+				ps.Pattern = wholePattern
 				if cfg != nil && rule.maxLimit != 0 {
 					maxLimit := rule.maxLimit
 					if maxLimit < 0 {
