@@ -313,7 +313,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		// Another fleet member's answer, from the fleet's cache.
 		status = fmt.Sprintf("sluice; hit; ttl=%d; detail=fleet", max(0, int(time.Until(e.ExpiresAt).Seconds())))
 		info.Outcome = "hit"
-	} else if !e.ExpiresAt.IsZero() && !cc.noStore {
+	} else if e.ExpiresAt.After(e.StoredAt) && !cc.noStore {
+		// Stored only if fresh when it arrived (fetch's store): an
+		// answer whose link is already past its life is relayed, not
+		// stored.
 		status += "; stored"
 	}
 	info.Cache = status

@@ -3,6 +3,7 @@ package e2e
 import (
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,5 +124,26 @@ func TestUnwritableStateDir(t *testing.T) {
 	}
 	if st.StateError == "" {
 		t.Fatalf("status does not say the state cannot be kept: %+v", st)
+	}
+}
+
+// TestAnswerPastItsLinkIsNotCalledStored: an iNeo answer that arrives
+// after its link's life (less the expiry margin) has run out is relayed
+// but not stored, and its Cache-Status does not claim it was.
+func TestAnswerPastItsLinkIsNotCalledStored(t *testing.T) {
+	t.Parallel()
+	env := testenv.Start(t, testenv.Options{IneoExtra: `link_ttl = "2s"`, Extra: "[cache]\nexpiry_margin = \"1s\"\n"})
+	ctx := testenv.Ctx(t, time.Minute)
+	env.Ineo.SetDelay(1500 * time.Millisecond) // the link's 1 s of fresh life is over on arrival
+	r, err := track(ctx, env.Client, trackID(1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := r.Header.Get("Cache-Status"); strings.Contains(cs, "stored") {
+		t.Fatalf("Cache-Status %q for an answer that was not stored", cs)
+	}
+	env.Ineo.SetDelay(0)
+	if _, err := track(ctx, env.Client, trackID(1), http.Header{"Cache-Control": {"only-if-cached"}}); problemStatus(err) != http.StatusGatewayTimeout {
+		t.Fatalf("the answer past its link was cached: %v", err)
 	}
 }
