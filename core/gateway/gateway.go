@@ -810,23 +810,54 @@ func readParams(r *http.Request) (params url.Values, body []byte, ct string, bod
 		}
 		return params, body, ct, true, nil
 	case "application/json":
-		var obj map[string]any
-		if json.Unmarshal(body, &obj) != nil {
+		if jsonParams(body, params) != nil {
 			return nil, nil, "", false, problem.New(http.StatusBadRequest, "body is not a JSON object")
-		}
-		for k, v := range obj {
-			switch v := v.(type) {
-			case string:
-				params.Add(k, v)
-			case float64:
-				params.Add(k, strconv.FormatFloat(v, 'f', -1, 64))
-			case bool:
-				params.Add(k, strconv.FormatBool(v))
-			}
 		}
 		return params, body, ct, true, nil
 	}
 	return params, body, ct, false, nil
+}
+
+// jsonParams adds the members of the JSON object in body to params, a
+// member given twice twice: like a parameter repeated in a query, it is
+// then refused rather than left to whichever copy a decoder keeps.
+// Members that are not strings, numbers or booleans are skipped.
+func jsonParams(body []byte, params url.Values) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("not an object")
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		k, _ := t.(string)
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		switch v := v.(type) {
+		case string:
+			params.Add(k, v)
+		case json.Number:
+			f, err := strconv.ParseFloat(v.String(), 64)
+			if err != nil {
+				return err
+			}
+			params.Add(k, strconv.FormatFloat(f, 'f', -1, 64))
+		case bool:
+			params.Add(k, strconv.FormatBool(v))
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the object")
+	}
+	return nil
 }
 
 func (g *Gateway) match(r *http.Request, desc *proto.Description, provider, rest string) (*call, error) {
