@@ -175,7 +175,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, provider, rest s
 		// Sec-Fetch-Site: an operation with side effects (a Telegram code
 		// sent, money spent, an account deleted) there takes the admin
 		// token, which no page can make a browser send.
-		p := problem.Forbidden(fmt.Sprintf("%s has side effects: on the TCP listener it needs the admin token (Authorization: Bearer <http_admin_token>); or use the Unix socket", c.op.GetName()))
+		p := problem.Forbidden(fmt.Sprintf("%s is not a cached lookup (it may have side effects, and every call reaches the upstream): on the TCP listener it needs the admin token (Authorization: Bearer <http_admin_token>); or use the Unix socket", c.op.GetName()))
 		p.Title = "Permission denied"
 		return withOp(p, provider, c.op.GetName())
 	}
