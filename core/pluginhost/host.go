@@ -36,9 +36,11 @@ type Scheduler interface {
 	// unused pre-grant); a grant that may have been used must never be
 	// released.
 	Release(g scheduler.Grant)
-	// Answered counts a grant at its answer's arrival (see
-	// scheduler.Scheduler.Answered).
-	Answered(bucket string, at, answeredAt time.Time)
+	// Answered counts a grant at its answer's arrival, or from now while
+	// it is still out (see scheduler.Scheduler.Answered).
+	Answered(bucket string, at, answeredAt time.Time) time.Time
+	// Span is how long a grant of bucket counts.
+	Span(bucket string) time.Duration
 	// Predict is how many wait in bucket and when a newcomer would go.
 	Predict(bucket string) (ahead int, at time.Time, ok bool)
 }

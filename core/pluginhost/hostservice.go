@@ -122,6 +122,19 @@ func (h *hostService) Progress(_ context.Context, req *proto.ProgressRequest) (*
 	return &proto.ProgressResponse{}, nil
 }
 
+// Outstanding counts a grant of this provider's, whose exchange is still
+// unanswered, from now.
+func (h *hostService) Outstanding(_ context.Context, req *proto.OutstandingRequest) (*proto.OutstandingResponse, error) {
+	if err := h.own(req.GetBucket()); err != nil {
+		return nil, err
+	}
+	var ns int64
+	if at := h.sched.Answered(req.GetBucket(), time.Unix(0, req.GetGrantedAtUnixNs()), time.Now()); !at.IsZero() {
+		ns = at.UnixNano()
+	}
+	return &proto.OutstandingResponse{GrantedAtUnixNs: ns, AgainMs: h.sched.Span(req.GetBucket()).Milliseconds() / 2}, nil
+}
+
 func (h *hostService) Pause(ctx context.Context, req *proto.PauseRequest) (*proto.PauseResponse, error) {
 	if err := h.own(req.GetBucket()); err != nil {
 		return nil, err

@@ -1169,6 +1169,116 @@ func (x *Problem) GetReason() string {
 	return ""
 }
 
+type OutstandingRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Bucket string                 `protobuf:"bytes,1,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	// The grant's time in the scheduler's log (AcquireResponse's, or the
+	// last OutstandingResponse's).
+	GrantedAtUnixNs int64 `protobuf:"varint,2,opt,name=granted_at_unix_ns,json=grantedAtUnixNs,proto3" json:"granted_at_unix_ns,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *OutstandingRequest) Reset() {
+	*x = OutstandingRequest{}
+	mi := &file_sluice_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutstandingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutstandingRequest) ProtoMessage() {}
+
+func (x *OutstandingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutstandingRequest.ProtoReflect.Descriptor instead.
+func (*OutstandingRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *OutstandingRequest) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *OutstandingRequest) GetGrantedAtUnixNs() int64 {
+	if x != nil {
+		return x.GrantedAtUnixNs
+	}
+	return 0
+}
+
+type OutstandingResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The grant's time in the log now, to name it by next time and in the
+	// AnsweredTrailer; 0 if the grant is not in the log.
+	GrantedAtUnixNs int64 `protobuf:"varint,1,opt,name=granted_at_unix_ns,json=grantedAtUnixNs,proto3" json:"granted_at_unix_ns,omitempty"`
+	// Call again after this long if the exchange is still unanswered (half
+	// of how long a grant counts).
+	AgainMs       int64 `protobuf:"varint,2,opt,name=again_ms,json=againMs,proto3" json:"again_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutstandingResponse) Reset() {
+	*x = OutstandingResponse{}
+	mi := &file_sluice_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutstandingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutstandingResponse) ProtoMessage() {}
+
+func (x *OutstandingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutstandingResponse.ProtoReflect.Descriptor instead.
+func (*OutstandingResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *OutstandingResponse) GetGrantedAtUnixNs() int64 {
+	if x != nil {
+		return x.GrantedAtUnixNs
+	}
+	return 0
+}
+
+func (x *OutstandingResponse) GetAgainMs() int64 {
+	if x != nil {
+		return x.AgainMs
+	}
+	return 0
+}
+
 type AcquireRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Bucket        string                 `protobuf:"bytes,1,opt,name=bucket,proto3" json:"bucket,omitempty"`
@@ -1180,7 +1290,7 @@ type AcquireRequest struct {
 
 func (x *AcquireRequest) Reset() {
 	*x = AcquireRequest{}
-	mi := &file_sluice_proto_msgTypes[13]
+	mi := &file_sluice_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1302,7 @@ func (x *AcquireRequest) String() string {
 func (*AcquireRequest) ProtoMessage() {}
 
 func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[13]
+	mi := &file_sluice_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1315,7 @@ func (x *AcquireRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireRequest.ProtoReflect.Descriptor instead.
 func (*AcquireRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{13}
+	return file_sluice_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AcquireRequest) GetBucket() string {
@@ -1255,7 +1365,7 @@ type AcquireResponse struct {
 
 func (x *AcquireResponse) Reset() {
 	*x = AcquireResponse{}
-	mi := &file_sluice_proto_msgTypes[14]
+	mi := &file_sluice_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1377,7 @@ func (x *AcquireResponse) String() string {
 func (*AcquireResponse) ProtoMessage() {}
 
 func (x *AcquireResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[14]
+	mi := &file_sluice_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1390,7 @@ func (x *AcquireResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireResponse.ProtoReflect.Descriptor instead.
 func (*AcquireResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{14}
+	return file_sluice_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AcquireResponse) GetGrantedAtUnixMs() int64 {
@@ -1350,7 +1460,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_sluice_proto_msgTypes[15]
+	mi := &file_sluice_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1472,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[15]
+	mi := &file_sluice_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1485,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{15}
+	return file_sluice_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PauseRequest) GetBucket() string {
@@ -1407,7 +1517,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_sluice_proto_msgTypes[16]
+	mi := &file_sluice_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1529,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[16]
+	mi := &file_sluice_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1542,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{16}
+	return file_sluice_proto_rawDescGZIP(), []int{18}
 }
 
 type ProgressRequest struct {
@@ -1449,7 +1559,7 @@ type ProgressRequest struct {
 
 func (x *ProgressRequest) Reset() {
 	*x = ProgressRequest{}
-	mi := &file_sluice_proto_msgTypes[17]
+	mi := &file_sluice_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1571,7 @@ func (x *ProgressRequest) String() string {
 func (*ProgressRequest) ProtoMessage() {}
 
 func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[17]
+	mi := &file_sluice_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1584,7 @@ func (x *ProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressRequest.ProtoReflect.Descriptor instead.
 func (*ProgressRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{17}
+	return file_sluice_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ProgressRequest) GetRequestId() string {
@@ -1513,7 +1623,7 @@ type ProgressResponse struct {
 
 func (x *ProgressResponse) Reset() {
 	*x = ProgressResponse{}
-	mi := &file_sluice_proto_msgTypes[18]
+	mi := &file_sluice_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1635,7 @@ func (x *ProgressResponse) String() string {
 func (*ProgressResponse) ProtoMessage() {}
 
 func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[18]
+	mi := &file_sluice_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1648,7 @@ func (x *ProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProgressResponse.ProtoReflect.Descriptor instead.
 func (*ProgressResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{18}
+	return file_sluice_proto_rawDescGZIP(), []int{20}
 }
 
 type TurnRequest struct {
@@ -1555,7 +1665,7 @@ type TurnRequest struct {
 
 func (x *TurnRequest) Reset() {
 	*x = TurnRequest{}
-	mi := &file_sluice_proto_msgTypes[19]
+	mi := &file_sluice_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1677,7 @@ func (x *TurnRequest) String() string {
 func (*TurnRequest) ProtoMessage() {}
 
 func (x *TurnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[19]
+	mi := &file_sluice_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1690,7 @@ func (x *TurnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnRequest.ProtoReflect.Descriptor instead.
 func (*TurnRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{19}
+	return file_sluice_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TurnRequest) GetBucket() string {
@@ -1630,7 +1740,7 @@ type TurnResponse struct {
 
 func (x *TurnResponse) Reset() {
 	*x = TurnResponse{}
-	mi := &file_sluice_proto_msgTypes[20]
+	mi := &file_sluice_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1752,7 @@ func (x *TurnResponse) String() string {
 func (*TurnResponse) ProtoMessage() {}
 
 func (x *TurnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[20]
+	mi := &file_sluice_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1765,7 @@ func (x *TurnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnResponse.ProtoReflect.Descriptor instead.
 func (*TurnResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{20}
+	return file_sluice_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TurnResponse) GetHeld() bool {
@@ -1720,7 +1830,7 @@ type GuardClaimRequest struct {
 
 func (x *GuardClaimRequest) Reset() {
 	*x = GuardClaimRequest{}
-	mi := &file_sluice_proto_msgTypes[21]
+	mi := &file_sluice_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +1842,7 @@ func (x *GuardClaimRequest) String() string {
 func (*GuardClaimRequest) ProtoMessage() {}
 
 func (x *GuardClaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[21]
+	mi := &file_sluice_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +1855,7 @@ func (x *GuardClaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuardClaimRequest.ProtoReflect.Descriptor instead.
 func (*GuardClaimRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{21}
+	return file_sluice_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GuardClaimRequest) GetKey() string {
@@ -1795,7 +1905,7 @@ type GuardClaimResponse struct {
 
 func (x *GuardClaimResponse) Reset() {
 	*x = GuardClaimResponse{}
-	mi := &file_sluice_proto_msgTypes[22]
+	mi := &file_sluice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +1917,7 @@ func (x *GuardClaimResponse) String() string {
 func (*GuardClaimResponse) ProtoMessage() {}
 
 func (x *GuardClaimResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[22]
+	mi := &file_sluice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +1930,7 @@ func (x *GuardClaimResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuardClaimResponse.ProtoReflect.Descriptor instead.
 func (*GuardClaimResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{22}
+	return file_sluice_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GuardClaimResponse) GetFleet() bool {
@@ -1878,7 +1988,7 @@ type GuardRecord struct {
 
 func (x *GuardRecord) Reset() {
 	*x = GuardRecord{}
-	mi := &file_sluice_proto_msgTypes[23]
+	mi := &file_sluice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2000,7 @@ func (x *GuardRecord) String() string {
 func (*GuardRecord) ProtoMessage() {}
 
 func (x *GuardRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[23]
+	mi := &file_sluice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2013,7 @@ func (x *GuardRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuardRecord.ProtoReflect.Descriptor instead.
 func (*GuardRecord) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{23}
+	return file_sluice_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GuardRecord) GetState() string {
@@ -1942,7 +2052,7 @@ type GuardSettleRequest struct {
 
 func (x *GuardSettleRequest) Reset() {
 	*x = GuardSettleRequest{}
-	mi := &file_sluice_proto_msgTypes[24]
+	mi := &file_sluice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2064,7 @@ func (x *GuardSettleRequest) String() string {
 func (*GuardSettleRequest) ProtoMessage() {}
 
 func (x *GuardSettleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[24]
+	mi := &file_sluice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2077,7 @@ func (x *GuardSettleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuardSettleRequest.ProtoReflect.Descriptor instead.
 func (*GuardSettleRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{24}
+	return file_sluice_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GuardSettleRequest) GetKey() string {
@@ -2013,7 +2123,7 @@ type GuardSettleResponse struct {
 
 func (x *GuardSettleResponse) Reset() {
 	*x = GuardSettleResponse{}
-	mi := &file_sluice_proto_msgTypes[25]
+	mi := &file_sluice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2135,7 @@ func (x *GuardSettleResponse) String() string {
 func (*GuardSettleResponse) ProtoMessage() {}
 
 func (x *GuardSettleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_proto_msgTypes[25]
+	mi := &file_sluice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2148,7 @@ func (x *GuardSettleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuardSettleResponse.ProtoReflect.Descriptor instead.
 func (*GuardSettleResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_proto_rawDescGZIP(), []int{25}
+	return file_sluice_proto_rawDescGZIP(), []int{27}
 }
 
 var File_sluice_proto protoreflect.FileDescriptor
@@ -2143,7 +2253,13 @@ const file_sluice_proto_rawDesc = "" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\x12$\n" +
 	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\x12\x14\n" +
 	"\x05param\x18\x06 \x01(\tR\x05param\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason\"g\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"Y\n" +
+	"\x12OutstandingRequest\x12\x16\n" +
+	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12+\n" +
+	"\x12granted_at_unix_ns\x18\x02 \x01(\x03R\x0fgrantedAtUnixNs\"]\n" +
+	"\x13OutstandingResponse\x12+\n" +
+	"\x12granted_at_unix_ns\x18\x01 \x01(\x03R\x0fgrantedAtUnixNs\x12\x19\n" +
+	"\bagain_ms\x18\x02 \x01(\x03R\aagainMs\"g\n" +
 	"\x0eAcquireRequest\x12\x16\n" +
 	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\x1e\n" +
 	"\vmax_wait_ms\x18\x02 \x01(\x03R\tmaxWaitMs\x12\x1d\n" +
@@ -2212,11 +2328,12 @@ const file_sluice_proto_rawDesc = "" +
 	"\bProvider\x12>\n" +
 	"\bDescribe\x12\x1a.sluice.v1.DescribeRequest\x1a\x16.sluice.v1.Description\x12F\n" +
 	"\tConfigure\x12\x1b.sluice.v1.ConfigureRequest\x1a\x1c.sluice.v1.ConfigureResponse\x126\n" +
-	"\x04Call\x12\x16.sluice.v1.CallRequest\x1a\x14.sluice.v1.CallChunk0\x012\x9f\x03\n" +
+	"\x04Call\x12\x16.sluice.v1.CallRequest\x1a\x14.sluice.v1.CallChunk0\x012\xed\x03\n" +
 	"\x04Host\x12@\n" +
 	"\aAcquire\x12\x19.sluice.v1.AcquireRequest\x1a\x1a.sluice.v1.AcquireResponse\x12:\n" +
 	"\x05Pause\x12\x17.sluice.v1.PauseRequest\x1a\x18.sluice.v1.PauseResponse\x12C\n" +
-	"\bProgress\x12\x1a.sluice.v1.ProgressRequest\x1a\x1b.sluice.v1.ProgressResponse\x12;\n" +
+	"\bProgress\x12\x1a.sluice.v1.ProgressRequest\x1a\x1b.sluice.v1.ProgressResponse\x12L\n" +
+	"\vOutstanding\x12\x1d.sluice.v1.OutstandingRequest\x1a\x1e.sluice.v1.OutstandingResponse\x12;\n" +
 	"\x04Turn\x12\x16.sluice.v1.TurnRequest\x1a\x17.sluice.v1.TurnResponse(\x010\x01\x12I\n" +
 	"\n" +
 	"GuardClaim\x12\x1c.sluice.v1.GuardClaimRequest\x1a\x1d.sluice.v1.GuardClaimResponse\x12L\n" +
@@ -2234,7 +2351,7 @@ func file_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_proto_rawDescData
 }
 
-var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_sluice_proto_goTypes = []any{
 	(*DescribeRequest)(nil),     // 0: sluice.v1.DescribeRequest
 	(*Description)(nil),         // 1: sluice.v1.Description
@@ -2249,25 +2366,27 @@ var file_sluice_proto_goTypes = []any{
 	(*CallChunk)(nil),           // 10: sluice.v1.CallChunk
 	(*ResponseHead)(nil),        // 11: sluice.v1.ResponseHead
 	(*Problem)(nil),             // 12: sluice.v1.Problem
-	(*AcquireRequest)(nil),      // 13: sluice.v1.AcquireRequest
-	(*AcquireResponse)(nil),     // 14: sluice.v1.AcquireResponse
-	(*PauseRequest)(nil),        // 15: sluice.v1.PauseRequest
-	(*PauseResponse)(nil),       // 16: sluice.v1.PauseResponse
-	(*ProgressRequest)(nil),     // 17: sluice.v1.ProgressRequest
-	(*ProgressResponse)(nil),    // 18: sluice.v1.ProgressResponse
-	(*TurnRequest)(nil),         // 19: sluice.v1.TurnRequest
-	(*TurnResponse)(nil),        // 20: sluice.v1.TurnResponse
-	(*GuardClaimRequest)(nil),   // 21: sluice.v1.GuardClaimRequest
-	(*GuardClaimResponse)(nil),  // 22: sluice.v1.GuardClaimResponse
-	(*GuardRecord)(nil),         // 23: sluice.v1.GuardRecord
-	(*GuardSettleRequest)(nil),  // 24: sluice.v1.GuardSettleRequest
-	(*GuardSettleResponse)(nil), // 25: sluice.v1.GuardSettleResponse
-	nil,                         // 26: sluice.v1.Operation.MatchEntry
+	(*OutstandingRequest)(nil),  // 13: sluice.v1.OutstandingRequest
+	(*OutstandingResponse)(nil), // 14: sluice.v1.OutstandingResponse
+	(*AcquireRequest)(nil),      // 15: sluice.v1.AcquireRequest
+	(*AcquireResponse)(nil),     // 16: sluice.v1.AcquireResponse
+	(*PauseRequest)(nil),        // 17: sluice.v1.PauseRequest
+	(*PauseResponse)(nil),       // 18: sluice.v1.PauseResponse
+	(*ProgressRequest)(nil),     // 19: sluice.v1.ProgressRequest
+	(*ProgressResponse)(nil),    // 20: sluice.v1.ProgressResponse
+	(*TurnRequest)(nil),         // 21: sluice.v1.TurnRequest
+	(*TurnResponse)(nil),        // 22: sluice.v1.TurnResponse
+	(*GuardClaimRequest)(nil),   // 23: sluice.v1.GuardClaimRequest
+	(*GuardClaimResponse)(nil),  // 24: sluice.v1.GuardClaimResponse
+	(*GuardRecord)(nil),         // 25: sluice.v1.GuardRecord
+	(*GuardSettleRequest)(nil),  // 26: sluice.v1.GuardSettleRequest
+	(*GuardSettleResponse)(nil), // 27: sluice.v1.GuardSettleResponse
+	nil,                         // 28: sluice.v1.Operation.MatchEntry
 }
 var file_sluice_proto_depIdxs = []int32{
 	2,  // 0: sluice.v1.Description.operations:type_name -> sluice.v1.Operation
 	4,  // 1: sluice.v1.Description.buckets:type_name -> sluice.v1.Bucket
-	26, // 2: sluice.v1.Operation.match:type_name -> sluice.v1.Operation.MatchEntry
+	28, // 2: sluice.v1.Operation.match:type_name -> sluice.v1.Operation.MatchEntry
 	3,  // 3: sluice.v1.Operation.params:type_name -> sluice.v1.Param
 	7,  // 4: sluice.v1.CallRequest.params:type_name -> sluice.v1.KV
 	7,  // 5: sluice.v1.CallRequest.headers:type_name -> sluice.v1.KV
@@ -2275,27 +2394,29 @@ var file_sluice_proto_depIdxs = []int32{
 	11, // 7: sluice.v1.CallChunk.head:type_name -> sluice.v1.ResponseHead
 	12, // 8: sluice.v1.CallChunk.problem:type_name -> sluice.v1.Problem
 	7,  // 9: sluice.v1.ResponseHead.headers:type_name -> sluice.v1.KV
-	23, // 10: sluice.v1.GuardClaimResponse.prev:type_name -> sluice.v1.GuardRecord
+	25, // 10: sluice.v1.GuardClaimResponse.prev:type_name -> sluice.v1.GuardRecord
 	0,  // 11: sluice.v1.Provider.Describe:input_type -> sluice.v1.DescribeRequest
 	5,  // 12: sluice.v1.Provider.Configure:input_type -> sluice.v1.ConfigureRequest
 	8,  // 13: sluice.v1.Provider.Call:input_type -> sluice.v1.CallRequest
-	13, // 14: sluice.v1.Host.Acquire:input_type -> sluice.v1.AcquireRequest
-	15, // 15: sluice.v1.Host.Pause:input_type -> sluice.v1.PauseRequest
-	17, // 16: sluice.v1.Host.Progress:input_type -> sluice.v1.ProgressRequest
-	19, // 17: sluice.v1.Host.Turn:input_type -> sluice.v1.TurnRequest
-	21, // 18: sluice.v1.Host.GuardClaim:input_type -> sluice.v1.GuardClaimRequest
-	24, // 19: sluice.v1.Host.GuardSettle:input_type -> sluice.v1.GuardSettleRequest
-	1,  // 20: sluice.v1.Provider.Describe:output_type -> sluice.v1.Description
-	6,  // 21: sluice.v1.Provider.Configure:output_type -> sluice.v1.ConfigureResponse
-	10, // 22: sluice.v1.Provider.Call:output_type -> sluice.v1.CallChunk
-	14, // 23: sluice.v1.Host.Acquire:output_type -> sluice.v1.AcquireResponse
-	16, // 24: sluice.v1.Host.Pause:output_type -> sluice.v1.PauseResponse
-	18, // 25: sluice.v1.Host.Progress:output_type -> sluice.v1.ProgressResponse
-	20, // 26: sluice.v1.Host.Turn:output_type -> sluice.v1.TurnResponse
-	22, // 27: sluice.v1.Host.GuardClaim:output_type -> sluice.v1.GuardClaimResponse
-	25, // 28: sluice.v1.Host.GuardSettle:output_type -> sluice.v1.GuardSettleResponse
-	20, // [20:29] is the sub-list for method output_type
-	11, // [11:20] is the sub-list for method input_type
+	15, // 14: sluice.v1.Host.Acquire:input_type -> sluice.v1.AcquireRequest
+	17, // 15: sluice.v1.Host.Pause:input_type -> sluice.v1.PauseRequest
+	19, // 16: sluice.v1.Host.Progress:input_type -> sluice.v1.ProgressRequest
+	13, // 17: sluice.v1.Host.Outstanding:input_type -> sluice.v1.OutstandingRequest
+	21, // 18: sluice.v1.Host.Turn:input_type -> sluice.v1.TurnRequest
+	23, // 19: sluice.v1.Host.GuardClaim:input_type -> sluice.v1.GuardClaimRequest
+	26, // 20: sluice.v1.Host.GuardSettle:input_type -> sluice.v1.GuardSettleRequest
+	1,  // 21: sluice.v1.Provider.Describe:output_type -> sluice.v1.Description
+	6,  // 22: sluice.v1.Provider.Configure:output_type -> sluice.v1.ConfigureResponse
+	10, // 23: sluice.v1.Provider.Call:output_type -> sluice.v1.CallChunk
+	16, // 24: sluice.v1.Host.Acquire:output_type -> sluice.v1.AcquireResponse
+	18, // 25: sluice.v1.Host.Pause:output_type -> sluice.v1.PauseResponse
+	20, // 26: sluice.v1.Host.Progress:output_type -> sluice.v1.ProgressResponse
+	14, // 27: sluice.v1.Host.Outstanding:output_type -> sluice.v1.OutstandingResponse
+	22, // 28: sluice.v1.Host.Turn:output_type -> sluice.v1.TurnResponse
+	24, // 29: sluice.v1.Host.GuardClaim:output_type -> sluice.v1.GuardClaimResponse
+	27, // 30: sluice.v1.Host.GuardSettle:output_type -> sluice.v1.GuardSettleResponse
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -2317,7 +2438,7 @@ func file_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_proto_rawDesc), len(file_sluice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

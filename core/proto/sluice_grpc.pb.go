@@ -229,6 +229,7 @@ const (
 	Host_Acquire_FullMethodName     = "/sluice.v1.Host/Acquire"
 	Host_Pause_FullMethodName       = "/sluice.v1.Host/Pause"
 	Host_Progress_FullMethodName    = "/sluice.v1.Host/Progress"
+	Host_Outstanding_FullMethodName = "/sluice.v1.Host/Outstanding"
 	Host_Turn_FullMethodName        = "/sluice.v1.Host/Turn"
 	Host_GuardClaim_FullMethodName  = "/sluice.v1.Host/GuardClaim"
 	Host_GuardSettle_FullMethodName = "/sluice.v1.Host/GuardSettle"
@@ -249,6 +250,12 @@ type HostClient interface {
 	// be shown. Best effort: a host that does not know it answers
 	// Unimplemented, and the call goes on.
 	Progress(ctx context.Context, in *ProgressRequest, opts ...grpc.CallOption) (*ProgressResponse, error)
+	// Outstanding says an exchange sent with a grant has no answer yet: the
+	// grant counts from now (it only ever moves later). A plugin calls it
+	// while an exchange runs long, so a request slower than the window
+	// keeps its slot until its answer, instead of freeing it while it may
+	// still be on its way (and be counted late by the upstream).
+	Outstanding(ctx context.Context, in *OutstandingRequest, opts ...grpc.CallOption) (*OutstandingResponse, error)
 	// Turn holds one of a max_in_flight bucket's turns fleet-wide (fleet
 	// mode only: a leased Redis lock, renewed by the host while the stream
 	// is open). The plugin sends one TurnRequest; the host answers one
@@ -306,6 +313,16 @@ func (c *hostClient) Progress(ctx context.Context, in *ProgressRequest, opts ...
 	return out, nil
 }
 
+func (c *hostClient) Outstanding(ctx context.Context, in *OutstandingRequest, opts ...grpc.CallOption) (*OutstandingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OutstandingResponse)
+	err := c.cc.Invoke(ctx, Host_Outstanding_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *hostClient) Turn(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TurnRequest, TurnResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Host_ServiceDesc.Streams[0], Host_Turn_FullMethodName, cOpts...)
@@ -354,6 +371,12 @@ type HostServer interface {
 	// be shown. Best effort: a host that does not know it answers
 	// Unimplemented, and the call goes on.
 	Progress(context.Context, *ProgressRequest) (*ProgressResponse, error)
+	// Outstanding says an exchange sent with a grant has no answer yet: the
+	// grant counts from now (it only ever moves later). A plugin calls it
+	// while an exchange runs long, so a request slower than the window
+	// keeps its slot until its answer, instead of freeing it while it may
+	// still be on its way (and be counted late by the upstream).
+	Outstanding(context.Context, *OutstandingRequest) (*OutstandingResponse, error)
 	// Turn holds one of a max_in_flight bucket's turns fleet-wide (fleet
 	// mode only: a leased Redis lock, renewed by the host while the stream
 	// is open). The plugin sends one TurnRequest; the host answers one
@@ -389,6 +412,9 @@ func (UnimplementedHostServer) Pause(context.Context, *PauseRequest) (*PauseResp
 }
 func (UnimplementedHostServer) Progress(context.Context, *ProgressRequest) (*ProgressResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Progress not implemented")
+}
+func (UnimplementedHostServer) Outstanding(context.Context, *OutstandingRequest) (*OutstandingResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Outstanding not implemented")
 }
 func (UnimplementedHostServer) Turn(grpc.BidiStreamingServer[TurnRequest, TurnResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method Turn not implemented")
@@ -474,6 +500,24 @@ func _Host_Progress_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_Outstanding_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OutstandingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).Outstanding(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_Outstanding_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).Outstanding(ctx, req.(*OutstandingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Host_Turn_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(HostServer).Turn(&grpc.GenericServerStream[TurnRequest, TurnResponse]{ServerStream: stream})
 }
@@ -535,6 +579,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Progress",
 			Handler:    _Host_Progress_Handler,
+		},
+		{
+			MethodName: "Outstanding",
+			Handler:    _Host_Outstanding_Handler,
 		},
 		{
 			MethodName: "GuardClaim",

@@ -154,6 +154,11 @@ func (h *fakeHost) Progress(context.Context, *proto.ProgressRequest, ...grpc.Cal
 	return &proto.ProgressResponse{}, nil
 }
 
+// Outstanding: this fake keeps no log, so the grant stays where it is.
+func (h *fakeHost) Outstanding(_ context.Context, r *proto.OutstandingRequest, _ ...grpc.CallOption) (*proto.OutstandingResponse, error) {
+	return &proto.OutstandingResponse{GrantedAtUnixNs: r.GetGrantedAtUnixNs()}, nil
+}
+
 // The fleet's RPCs: a fake host is a single host.
 func (h *fakeHost) Turn(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[proto.TurnRequest, proto.TurnResponse], error) {
 	return nil, status.Error(codes.FailedPrecondition, "not a fleet member")

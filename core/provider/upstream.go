@@ -34,13 +34,16 @@ type Upstream struct {
 	paused   map[string]int64
 
 	turns turns
+	// outstandingAfter is how long an exchange runs, per bucket, before
+	// it is reported unanswered (see outstanding).
+	outstandingAfter map[string]time.Duration
 	// fleet: the daemon is a fleet member, and max_in_flight turns are
 	// the fleet's (takeFleet).
 	fleet atomic.Bool
 }
 
 func newUpstream(host proto.HostClient, desc *proto.Description) *Upstream {
-	u := &Upstream{host: host, paused: map[string]int64{}, turns: turnsFor(desc), client: &http.Client{
+	u := &Upstream{host: host, paused: map[string]int64{}, turns: turnsFor(desc), outstandingAfter: outstandingFirst(desc), client: &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -400,16 +403,19 @@ func (u *Upstream) acquireOnce(ctx context.Context, bucket string) (grant, error
 
 // send performs one exchange (up to the response head) and records it,
 // with when its answer arrived (or the exchange failed): at the latest, the
-// upstream counted the request then.
+// upstream counted the request then. While it is unanswered, the grant
+// keeps counting (outstanding).
 func (u *Upstream) send(ctx context.Context, bucket string, req *http.Request, g grant) (*http.Response, error) {
 	onceOnly(req)
 	start := time.Now()
+	stop := u.outstanding(bucket, g.at)
 	resp, err := u.client.Do(req)
 	end := time.Now()
+	at := stop()
 	if st := statsFrom(ctx); st != nil {
 		st.upstreamNs.Add(int64(end.Sub(start)))
 		st.attempts.Add(1)
-		st.answered(bucket, g.at, end)
+		st.answered(bucket, at, end)
 	}
 	if err == nil && AsksToWait(resp) {
 		// Stop this plugin's other sends into the bucket the moment the

@@ -64,3 +64,34 @@ func TestAnsweredNeverInTheFuture(t *testing.T) {
 		t.Fatalf("a grant reported answered an hour ahead blocked the bucket: %v", err)
 	}
 }
+
+// TestAnsweredMovesAgain: a grant moved while its exchange is still out
+// (Host.Outstanding) is named next by the time Answered returned, and moves
+// again from there; its old time names nothing any more, and an earlier
+// time leaves it where it is.
+func TestAnsweredMovesAgain(t *testing.T) {
+	t.Parallel()
+	s := newTestScheduler(t, Options{StateDir: t.TempDir(), Margin: 10 * time.Millisecond})
+	mustConfigure(t, s, "b", Limit{Requests: 1, Window: time.Minute})
+	g := mustAcquire(t, s, "b")
+	after := func(t0 time.Time) time.Time {
+		for time.Since(t0) < 5*time.Millisecond {
+			time.Sleep(time.Millisecond)
+		}
+		return time.Now()
+	}
+	at1 := s.Answered("b", g.At, after(g.At))
+	if !at1.After(g.At) {
+		t.Fatalf("moved to %v, want after the grant's %v", at1, g.At)
+	}
+	if got := s.Answered("b", g.At, after(at1)); !got.IsZero() {
+		t.Fatalf("the grant's old time still names it: moved to %v", got)
+	}
+	at2 := s.Answered("b", at1, after(at1))
+	if !at2.After(at1) {
+		t.Fatalf("moved again to %v, want after %v", at2, at1)
+	}
+	if got := s.Answered("b", at2, at2.Add(-time.Second)); !got.Equal(at2) {
+		t.Fatalf("an earlier time moved it to %v, want it left at %v", got, at2)
+	}
+}

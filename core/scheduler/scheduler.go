@@ -563,29 +563,61 @@ func (s *Scheduler) Release(g Grant) {
 // server) cannot squeeze a window, whatever the margin. Moving an entry
 // later only ever delays later grants. An entry no longer in the log
 // (pruned, released, from before a restart) is ignored.
-func (s *Scheduler) Answered(name string, at, answeredAt time.Time) {
+//
+// A plugin also calls it while an exchange is still unanswered, with now
+// (Host.Outstanding): a request that takes longer than the window to
+// answer keeps counting until it does, instead of freeing its slot while
+// it may still be on its way. It returns the time the grant counts from
+// now, to name it by next time; zero if it is not in the log.
+func (s *Scheduler) Answered(name string, at, answeredAt time.Time) time.Time {
 	b, err := s.lookup(name)
 	if err != nil {
-		return
+		return time.Time{}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if now := time.Now(); answeredAt.After(now) {
 		answeredAt = now
 	}
-	if ref, ok := b.sharedRefLocked(at); ok && answeredAt.After(at) {
-		to := answeredAt.Add(ref.offset)
+	ref, shared := b.sharedRefLocked(at)
+	if shared && answeredAt.After(at) {
 		// Queued now, in the caller's goroutine, so it goes with the
 		// cache store that follows this answer.
-		s.shared.RestampLater(name, ref.member, to, s.sharedDone)
+		s.shared.RestampLater(name, ref.member, answeredAt.Add(ref.offset), s.sharedDone)
 	}
-	if answeredAt.After(at) && !b.restampLocked(at, answeredAt).Equal(at) {
-		// The request has been counted upstream at its answer: until
-		// that is written, a restart would place it earlier than the
-		// upstream did. Written soon, off the caller's path; a failure
-		// holds every bucket like a failed grant.
-		s.kick()
+	if !answeredAt.After(at) {
+		if _, found := slices.BinarySearchFunc(b.log, at, compareTime); found {
+			return at
+		}
+		return time.Time{}
 	}
+	moved := b.restampLocked(at, answeredAt)
+	if moved.Equal(at) {
+		return time.Time{} // not in the log
+	}
+	if shared {
+		// Found under its new time by the next move.
+		delete(b.shared, at.UnixNano())
+		b.shared[moved.UnixNano()] = ref
+	}
+	// The request has been counted upstream at its answer (or is still
+	// out): until that is written, a restart would place it earlier than
+	// the upstream did. Written soon, off the caller's path; a failure
+	// holds every bucket like a failed grant.
+	s.kick()
+	return moved
+}
+
+// Span is how long a grant of bucket name counts from its time in the
+// log: the window and the margin (zero for an unknown bucket).
+func (s *Scheduler) Span(name string) time.Duration {
+	b, err := s.lookup(name)
+	if err != nil {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.span()
 }
 
 // Pause holds the bucket for every caller until until (429 Retry-After, ban

@@ -126,6 +126,59 @@ func stoppedLocally(t *testing.T, env *testenv.Env, service string, call func() 
 	}
 }
 
+// TestGrantCountsWhileUnanswered: a request whose answer takes longer
+// than the window keeps its slot until the answer comes (the plugin
+// reports it outstanding meanwhile), rather than freeing it a window after
+// its send while it may still be on its way.
+func TestGrantCountsWhileUnanswered(t *testing.T) {
+	t.Parallel()
+	const (
+		window = time.Second
+		margin = 100 * time.Millisecond
+		slow   = 1600 * time.Millisecond // longer than the window and the margin
+	)
+	env := testenv.Start(t, testenv.Options{SpotifyLimit: ineosim.Limit{Requests: 3, Window: window}})
+	ctx := testenv.Ctx(t, time.Minute)
+	env.Ineo.SetDelay(slow)
+	errs := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			_, err := track(ctx, env.Client, trackID(970+i), nil)
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := env.Ineo.RequestLog(ineosim.ServiceSpotify)
+	if len(log) != 4 {
+		t.Fatalf("%d requests reached iNeo, want 4", len(log))
+	}
+	first, last := log[0].At, log[0].At
+	for _, a := range log {
+		first, last = minTime(first, a.At), maxTime(last, a.At)
+	}
+	if gap := last.Sub(first); gap < slow+window+margin-50*time.Millisecond {
+		t.Fatalf("4th request %s after the 1st; want at least %s: a window after the first answer", gap, slow+window+margin)
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 // TestGrantCountsAtItsAnswer: the scheduler knows when a request left, not
 // when iNeo counted it, which is at the latest when its answer came back.
 // With a slow upstream, the request that opens the next window must leave
