@@ -1057,6 +1057,12 @@ func canonicalise(pc *patternCache, ps *proto.Param, params url.Values) *problem
 				break
 			}
 		}
+		if c == "" {
+			// White space only: left as it is for the plugin to judge.
+			// Made empty, it would read as absent (hellorf drops empty
+			// filters), and a search would silently widen.
+			c = v
+		}
 		pc.remember(ps.GetPattern(), v, c)
 		vals[i] = c
 	}

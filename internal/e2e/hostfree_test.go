@@ -163,6 +163,18 @@ func TestSpellingsOfOneUpstreamRequest(t *testing.T) {
 				t.Errorf("%d hellorf requests for %q, want 1", got, g)
 			}
 		}
+		// A filter of white space only is refused, not dropped (which
+		// would widen the search), and costs nothing.
+		before := sim.Requests(hellorfsim.PathSearch)
+		for _, q := range []string{"&genre_id=%20", "&page=%20", "&duration_from=%09"} {
+			resp, body := rawGet(t, env.Socket, "GET "+search+q+" HTTP/1.1\r\nHost: sluice\r\n\r\n")
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("%s: %d %s, want 400", q, resp.StatusCode, body)
+			}
+		}
+		if got := sim.Requests(hellorfsim.PathSearch) - before; got != 0 {
+			t.Errorf("%d hellorf requests for blank filters, want 0", got)
+		}
 	})
 	t.Run("spotify", func(t *testing.T) {
 		t.Parallel()
