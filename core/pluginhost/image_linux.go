@@ -3,6 +3,7 @@
 package pluginhost
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,9 +25,18 @@ func pinnedImage(path string, want []byte) (*os.File, error) {
 		return nil, fmt.Errorf("error verifying checksum: %w", err)
 	}
 	defer src.Close()
-	fd, err := unix.MemfdCreate("sluice-plugin-"+filepath.Base(path), unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	name := "sluice-plugin-" + filepath.Base(path)
+	// MFD_EXEC: where vm.memfd_noexec is 1, a memfd made without it
+	// cannot be executed. Kernels before 6.3 know no such flag (EINVAL)
+	// and make every memfd executable.
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_EXEC)
+	if errors.Is(err, unix.EINVAL) {
+		fd, err = unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("error verifying checksum: memfd_create: %w", err)
+		// vm.memfd_noexec = 2, or a seccomp filter: no executable
+		// memfd here. The caller checks the binary by its path instead.
+		return nil, fmt.Errorf("%w: memfd_create: %w", errNoImage, err)
 	}
 	if fd < 3 {
 		// The child's stdin, stdout and stderr are put at 0-2 before

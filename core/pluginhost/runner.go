@@ -39,6 +39,8 @@ type pluginRunner struct {
 	// testHookVerified, if set, runs between the checksum check and the
 	// start (a test replaces the binary there).
 	testHookVerified func()
+	// log is go-plugin's logger for this plugin (nil in tests).
+	log hclog.Logger
 }
 
 var _ runner.Runner = (*pluginRunner)(nil)
@@ -92,9 +94,18 @@ func (r *pluginRunner) Start(context.Context) error {
 	var err error
 	if r.checksum != nil {
 		var img *os.File
-		if img, err = pinnedImage(r.path, r.checksum); err == nil {
+		img, err = pinnedImage(r.path, r.checksum)
+		switch {
+		case err == nil:
 			defer img.Close() // the started process holds its own reference
 			r.cmd.Path = imagePath(img)
+		case errors.Is(err, errNoImage):
+			// Still checked, by its path: only the moment between the
+			// check and the start is left open.
+			if r.log != nil {
+				r.log.Warn("plugin_sha256: no executable memfd on this system, so the pinned binary is checked at its path and started from it", "plugin", r.path, "reason", err.Error())
+			}
+			err = r.verifyPath()
 		}
 	}
 	if err == nil {
@@ -111,6 +122,19 @@ func (r *pluginRunner) Start(context.Context) error {
 	}
 	r.pid = r.cmd.Process.Pid
 	return nil
+}
+
+// errNoImage: the system cannot start a plugin from a checked copy.
+var errNoImage = errors.New("no executable in-memory copy")
+
+// verifyPath checks the binary at r.path against the pin.
+func (r *pluginRunner) verifyPath() error {
+	f, err := os.Open(r.path)
+	if err != nil {
+		return fmt.Errorf("error verifying checksum: %w", err)
+	}
+	defer f.Close()
+	return copyChecked(nil, f, r.checksum)
 }
 
 // copyChecked copies src to dst (nil: nowhere) and reports whether its
@@ -166,11 +190,12 @@ func (r *pluginRunner) HostToPlugin(n, a string) (string, string, error) { retur
 // runnerFunc adapts newPluginRunner to go-plugin's ClientConfig.RunnerFunc
 // and hands the runner to got, so the supervisor learns the plugin's pid.
 func runnerFunc(path string, checksum []byte, got **pluginRunner) func(hclog.Logger, *exec.Cmd, string) (runner.Runner, error) {
-	return func(_ hclog.Logger, tmpl *exec.Cmd, socketDir string) (runner.Runner, error) {
+	return func(log hclog.Logger, tmpl *exec.Cmd, socketDir string) (runner.Runner, error) {
 		r, err := newPluginRunner(path, checksum, tmpl, socketDir)
 		if err != nil {
 			return nil, err
 		}
+		r.log = log
 		*got = r
 		return r, nil
 	}

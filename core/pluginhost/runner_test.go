@@ -30,6 +30,13 @@ func TestPinnedPluginRunsWhatWasChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(good)
+	if img, err := pinnedImage(path, sum[:]); errors.Is(err, errNoImage) {
+		t.Skipf("this system starts pinned plugins by their path (%v); the swap is not caught", err)
+	} else if err != nil {
+		t.Fatal(err)
+	} else {
+		img.Close()
+	}
 	swap := func() {
 		tmp := path + ".new"
 		if err := os.WriteFile(tmp, evil, 0o755); err != nil {
