@@ -543,6 +543,41 @@ func TestNoTokenRequestDuringRetryAfter(t *testing.T) {
 	}
 }
 
+// TestNoTokenRequestDuringRetryAfterAfterRestart: a Retry-After that
+// outlives the daemon's restart holds the first token request of the new
+// plugin too, which has not seen the 429 itself.
+func TestNoTokenRequestDuringRetryAfterAfterRestart(t *testing.T) {
+	t.Parallel()
+	e := startSpotify(t, spotifyOpts{extra: `max_retry_after = "30s"`})
+	ctx := testenv.Ctx(t, 2*time.Minute)
+	if _, err := e.get(ctx, "v1/search", spDistinct(0), nil); err != nil {
+		t.Fatal(err)
+	}
+	before := e.Sim.Counts()
+	e.Sim.Force429(8, 1)
+	// A caller that may not wait meets the 429 and is refused at once.
+	if r, err := e.get(ctx, "v1/search", spDistinct(1), http.Header{"Sluice-Max-Wait": {"1s"}}); problemStatus(err) != http.StatusTooManyRequests {
+		t.Fatalf("the 429: %v %v, want a 429 problem", r, err)
+	}
+	e.StopDaemon()
+	e.StartDaemon()
+	if until := spPausedUntil(ctx, t, e.Client); until == nil || time.Until(*until) < time.Second {
+		t.Fatal("the pause did not outlive the restart by a second: the test cannot show the token request waiting")
+	}
+	r, err := e.get(ctx, "v1/search", spDistinct(2), http.Header{"Sluice-Max-Wait": {"25s"}})
+	if err != nil || r.Status != http.StatusOK {
+		t.Fatalf("after the pause: %v %v", r, err)
+	}
+	c := e.Sim.Counts()
+	if c.TokensDuringRetryAfter != before.TokensDuringRetryAfter || c.DuringRetryAfter != before.DuringRetryAfter {
+		t.Fatalf("%d token and %d API requests reached Spotify during its Retry-After, want none",
+			c.TokensDuringRetryAfter-before.TokensDuringRetryAfter, c.DuringRetryAfter-before.DuringRetryAfter)
+	}
+	if c.TokenRequests == before.TokenRequests {
+		t.Fatal("the restarted plugin fetched no token: the test did not exercise one")
+	}
+}
+
 // TestSpotifyRateLimits: a 429 pauses spotify.api for every caller; callers
 // that may wait are served after it, nothing reaches Spotify during it, and
 // callers that may not wait that long get a 429 problem at once.

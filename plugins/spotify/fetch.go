@@ -217,8 +217,14 @@ func (p *spotify) pauseAPI(ctx context.Context, up upstream, ra time.Duration, r
 	until := time.Now().Add(ra + jitter(ra))
 	p.log.Warn("Spotify asked to wait: pausing the bucket for every caller", append([]any{"bucket", bucketAPI,
 		"reason", reason, "until", until.Format(time.RFC3339Nano)}, attrs...)...)
-	if err := up.Pause(context.WithoutCancel(ctx), bucketAPI, until, reason); err != nil {
-		p.log.Error("could not pause bucket", "bucket", bucketAPI, "err", err)
+	// The accounts bucket too: Spotify counts any request during its
+	// Retry-After, and a token request made while the pause runs would
+	// be one. The host keeps both pauses (across a restart, fleet-wide),
+	// so a plugin that has not seen the 429 itself waits as well.
+	for _, b := range []string{bucketAPI, bucketAccounts} {
+		if err := up.Pause(context.WithoutCancel(ctx), b, until, reason); err != nil {
+			p.log.Error("could not pause bucket", "bucket", b, "err", err)
+		}
 	}
 	return until
 }
