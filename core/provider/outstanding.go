@@ -39,19 +39,29 @@ func outstandingFirst(desc *proto.Description) map[string]time.Duration {
 // window as the requests granted after it. Until stop, it reports the
 // exchange to the host now and then, and the host moves the grant to the
 // moment of each report. stop returns the grant's time in the log then,
-// which the answer's report (AnsweredTrailer) must name.
-func (u *Upstream) outstanding(bucket string, at time.Time) (stop func() time.Time) {
+// which the answer's report (AnsweredTrailer) names. A report whose reply
+// was lost may still have moved the grant: the host follows a grant's
+// moves from any time it had, so the name stays good.
+//
+// stop(true), for an exchange that ended because its call was cancelled
+// (whose trailer the host may never read), reports once more, without
+// waiting: the grant then counts from the end of the exchange.
+func (u *Upstream) outstanding(bucket string, at time.Time) (stop func(cancelled bool) time.Time) {
 	first := u.outstandingAfter[bucket]
 	if u.host == nil || at.IsZero() || first <= 0 {
-		return func() time.Time { return at }
+		return func(bool) time.Time { return at }
 	}
 	var mu sync.Mutex
 	done := make(chan struct{})
 	ended := make(chan struct{})
+	report := func(ctx context.Context, cur time.Time) (*proto.OutstandingResponse, error) {
+		return u.host.Outstanding(ctx, &proto.OutstandingRequest{Bucket: bucket, GrantedAtUnixNs: cur.UnixNano()})
+	}
 	go func() {
 		defer close(ended)
 		t := time.NewTimer(first)
 		defer t.Stop()
+		period := first
 		for {
 			select {
 			case <-done:
@@ -61,13 +71,21 @@ func (u *Upstream) outstanding(bucket string, at time.Time) (stop func() time.Ti
 			mu.Lock()
 			cur := at
 			mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			r, err := u.host.Outstanding(ctx, &proto.OutstandingRequest{Bucket: bucket, GrantedAtUnixNs: cur.UnixNano()})
+			// Ended with the exchange: the answer is not held up by a
+			// report under way.
+			ctx, cancel := context.WithTimeout(context.Background(), min(2*time.Second, period))
+			go func() {
+				select {
+				case <-done:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			r, err := report(ctx, cur)
 			cancel()
 			if status.Code(err) == codes.Unimplemented {
 				return // an older host: the grant counts from its send
 			}
-			next := first
 			if err == nil {
 				if ns := r.GetGrantedAtUnixNs(); ns != 0 {
 					mu.Lock()
@@ -75,17 +93,25 @@ func (u *Upstream) outstanding(bucket string, at time.Time) (stop func() time.Ti
 					mu.Unlock()
 				}
 				if d := time.Duration(r.GetAgainMs()) * time.Millisecond; d > 0 {
-					next = d
+					period = d
 				}
 			}
-			t.Reset(next)
+			t.Reset(period)
 		}
 	}()
-	return func() time.Time {
+	return func(cancelled bool) time.Time {
 		close(done)
 		<-ended
 		mu.Lock()
-		defer mu.Unlock()
-		return at
+		cur := at
+		mu.Unlock()
+		if cancelled {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				_, _ = report(ctx, cur)
+			}()
+		}
+		return cur
 	}
 }

@@ -66,9 +66,9 @@ func TestAnsweredNeverInTheFuture(t *testing.T) {
 }
 
 // TestAnsweredMovesAgain: a grant moved while its exchange is still out
-// (Host.Outstanding) is named next by the time Answered returned, and moves
-// again from there; its old time names nothing any more, and an earlier
-// time leaves it where it is.
+// (Host.Outstanding) moves again from there, named by the time Answered
+// returned or by any earlier one (a report whose reply was lost, a trailer
+// written before the last move); an earlier time leaves it where it is.
 func TestAnsweredMovesAgain(t *testing.T) {
 	t.Parallel()
 	s := newTestScheduler(t, Options{StateDir: t.TempDir(), Margin: 10 * time.Millisecond})
@@ -84,14 +84,24 @@ func TestAnsweredMovesAgain(t *testing.T) {
 	if !at1.After(g.At) {
 		t.Fatalf("moved to %v, want after the grant's %v", at1, g.At)
 	}
-	if got := s.Answered("b", g.At, after(at1)); !got.IsZero() {
-		t.Fatalf("the grant's old time still names it: moved to %v", got)
-	}
 	at2 := s.Answered("b", at1, after(at1))
 	if !at2.After(at1) {
 		t.Fatalf("moved again to %v, want after %v", at2, at1)
 	}
-	if got := s.Answered("b", at2, at2.Add(-time.Second)); !got.Equal(at2) {
-		t.Fatalf("an earlier time moved it to %v, want it left at %v", got, at2)
+	at3 := s.Answered("b", g.At, after(at2))
+	if !at3.After(at2) {
+		t.Fatalf("named by its first time, moved to %v, want after %v", at3, at2)
+	}
+	if got := s.Answered("b", at1, at3.Add(-time.Second)); !got.Equal(at3) {
+		t.Fatalf("an earlier time moved it to %v, want it left at %v", got, at3)
+	}
+	if got := s.Answered("b", g.At.Add(-time.Hour), time.Now()); !got.IsZero() {
+		t.Fatalf("a time no grant had moved one to %v", got)
+	}
+	// The grant still counts once, at its last time: the next one waits.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.Acquire(ctx, "b", time.Millisecond); err == nil {
+		t.Fatal("a second grant within the minute: the moves counted the grant out")
 	}
 }

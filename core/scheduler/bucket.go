@@ -46,6 +46,10 @@ type bucket struct {
 	// shared maps a local grant time (Unix ns) to its entry in the
 	// fleet's log (fleet mode only).
 	shared map[int64]sharedRef
+	// moved maps a grant's earlier times (Unix ns) to the time Answered
+	// moved it to, so a report naming an old time (its reply lost, or a
+	// trailer written before the last move was known) still finds it.
+	moved map[int64]int64
 	// seeded says this daemon's recent grants are in the fleet's log, as
 	// of the store's life seededGen (see Scheduler.seedShared).
 	seeded    bool
@@ -332,6 +336,43 @@ func (b *bucket) withdrawLocked(at time.Time) {
 			b.log = slices.Delete(b.log, i, i+1)
 			b.s.persist.release(b.name, at.UnixNano())
 			return
+		}
+	}
+}
+
+// maxMoves bounds the chain of moves currentLocked follows: a grant is
+// moved at most every half span while its exchange runs, so a chain this
+// long outlives any exchange's timeout.
+const maxMoves = 64
+
+// currentLocked returns the time the grant once logged at at is logged at
+// now, after the moves Answered made.
+func (b *bucket) currentLocked(at time.Time) time.Time {
+	t := at.UnixNano()
+	for range maxMoves {
+		n, ok := b.moved[t]
+		if !ok {
+			break
+		}
+		t = n
+	}
+	if t == at.UnixNano() {
+		return at
+	}
+	return time.Unix(0, t)
+}
+
+// noteMovedLocked records a move for currentLocked and forgets moves of
+// grants older than twice the bucket's span, which no report names.
+func (b *bucket) noteMovedLocked(from, to, now time.Time) {
+	if b.moved == nil {
+		b.moved = map[int64]int64{}
+	}
+	b.moved[from.UnixNano()] = to.UnixNano()
+	cut := now.Add(-2 * b.span()).UnixNano()
+	for k, v := range b.moved {
+		if v < cut {
+			delete(b.moved, k)
 		}
 	}
 }

@@ -576,9 +576,11 @@ func (s *Scheduler) Answered(name string, at, answeredAt time.Time) time.Time {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if now := time.Now(); answeredAt.After(now) {
+	now := time.Now()
+	if answeredAt.After(now) {
 		answeredAt = now
 	}
+	at = b.currentLocked(at)
 	ref, shared := b.sharedRefLocked(at)
 	if shared && answeredAt.After(at) {
 		// Queued now, in the caller's goroutine, so it goes with the
@@ -600,6 +602,7 @@ func (s *Scheduler) Answered(name string, at, answeredAt time.Time) time.Time {
 		delete(b.shared, at.UnixNano())
 		b.shared[moved.UnixNano()] = ref
 	}
+	b.noteMovedLocked(at, moved, now)
 	// The request has been counted upstream at its answer (or is still
 	// out): until that is written, a restart would place it earlier than
 	// the upstream did. Written soon, off the caller's path; a failure
