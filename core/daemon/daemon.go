@@ -50,7 +50,8 @@ type Options struct {
 	// built-in simulators with test credentials.
 	Sandbox func(*config.Config)
 	// StateDir overrides the config's state_dir (from --state-dir or
-	// SLUICE_STATE_DIR), as given, sandbox or not.
+	// SLUICE_STATE_DIR); the sandbox then keeps its state in sandbox/ of
+	// it, as of any state dir.
 	StateDir string
 	// Reset empties the state dir before starting (sandbox only: it
 	// forgets the rate-limit state that keeps a real daemon from a ban).

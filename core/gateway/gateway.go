@@ -825,7 +825,15 @@ func readParams(r *http.Request) (params url.Values, body []byte, ct string, bod
 func jsonParams(body []byte, params url.Values) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+	switch t, err := dec.Token(); {
+	case err == nil && t == nil:
+		// A bare null holds no parameters (accepted, as before).
+		_, err = dec.Token()
+		if err != io.EOF {
+			return errors.New("data after null")
+		}
+		return nil
+	case err != nil || t != json.Delim('{'):
 		return errors.New("not an object")
 	}
 	for dec.More() {
@@ -842,6 +850,11 @@ func jsonParams(body []byte, params url.Values) error {
 		case string:
 			params.Add(k, v)
 		case json.Number:
+			if digits := strings.TrimPrefix(v.String(), "-"); strings.Trim(digits, "0123456789") == "" {
+				// An integer as written: ids past 2^53 keep every digit.
+				params.Add(k, v.String())
+				continue
+			}
 			f, err := strconv.ParseFloat(v.String(), 64)
 			if err != nil {
 				return err

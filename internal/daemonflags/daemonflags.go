@@ -32,8 +32,8 @@ func New(getenv func(string) string) (*flag.FlagSet, Values) {
 		Config:      fs.String("config", cfg, "config file (env SLUICE_CONFIG)"),
 		Socket:      fs.String("socket", getenv("SLUICE_SOCKET"), "socket path, overriding the config (env SLUICE_SOCKET)"),
 		Sandbox:     fs.Bool("sandbox", false, "run against built-in simulators of the upstreams with test credentials"),
-		StateDir:    fs.String("state-dir", getenv("SLUICE_STATE_DIR"), "rate-limit and plugin state directory, overriding the config's state_dir (env SLUICE_STATE_DIR); one daemon per directory"),
-		Reset:       fs.Bool("reset", false, "with --sandbox: empty the state dir first (rate-limit state, purchase guard); the cache starts empty anyway"),
+		StateDir:    fs.String("state-dir", getenv("SLUICE_STATE_DIR"), "rate-limit and plugin state directory, overriding the config's state_dir (env SLUICE_STATE_DIR); one daemon per directory; --sandbox uses its sandbox/ subdirectory"),
+		Reset:       fs.Bool("reset", false, "with --sandbox: empty the sandbox's state dir (<state dir>/sandbox: rate-limit state, purchase guard) first; the cache starts empty anyway"),
 		Version:     fs.Bool("version", false, "print the version and exit"),
 		CheckConfig: fs.String("check-config", "", "validate a config file and exit (0 ok, 1 invalid)"),
 	}
