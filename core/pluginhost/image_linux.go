@@ -33,10 +33,15 @@ func pinnedImage(path string, want []byte) (*os.File, error) {
 	if errors.Is(err, unix.EINVAL) {
 		fd, err = unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL):
 		// vm.memfd_noexec = 2, or a seccomp filter: no executable
 		// memfd here. The caller checks the binary by its path instead.
 		return nil, fmt.Errorf("%w: memfd_create: %w", errNoImage, err)
+	case err != nil:
+		// Out of descriptors or memory: no start, rather than one
+		// without the protection.
+		return nil, fmt.Errorf("error verifying checksum: memfd_create: %w", err)
 	}
 	if fd < 3 {
 		// The child's stdin, stdout and stderr are put at 0-2 before

@@ -564,9 +564,26 @@ func TestNoTokenRequestDuringRetryAfterAfterRestart(t *testing.T) {
 	if until := spPausedUntil(ctx, t, e.Client); until == nil || time.Until(*until) < time.Second {
 		t.Fatal("the pause did not outlive the restart by a second: the test cannot show the token request waiting")
 	}
+	// Callers that may not wait so long, arriving with one that may, do
+	// not get the token fetch they share refused for it.
+	short := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			_, err := e.get(ctx, "v1/search", spDistinct(10+i), http.Header{"Sluice-Max-Wait": {"1s"}})
+			short <- err
+		}()
+	}
 	r, err := e.get(ctx, "v1/search", spDistinct(2), http.Header{"Sluice-Max-Wait": {"25s"}})
 	if err != nil || r.Status != http.StatusOK {
 		t.Fatalf("after the pause: %v %v", r, err)
+	}
+	for range 4 {
+		// Refused, or served after joining the long caller's wait for
+		// the token (a joined fetch does not apply the joiner's own
+		// max wait); never anything else.
+		if err := <-short; err != nil && problemStatus(err) != http.StatusTooManyRequests {
+			t.Errorf("a caller that may wait 1 s of a longer pause: %v, want 200 or a 429 problem", err)
+		}
 	}
 	c := e.Sim.Counts()
 	if c.TokensDuringRetryAfter != before.TokensDuringRetryAfter || c.DuringRetryAfter != before.DuringRetryAfter {

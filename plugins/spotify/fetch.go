@@ -222,7 +222,11 @@ func (p *spotify) pauseAPI(ctx context.Context, up upstream, ra time.Duration, r
 	// be one. The host keeps both pauses (across a restart, fleet-wide),
 	// so a plugin that has not seen the 429 itself waits as well.
 	for _, b := range []string{bucketAPI, bucketAccounts} {
-		if err := up.Pause(context.WithoutCancel(ctx), b, until, reason); err != nil {
+		why := reason
+		if b == bucketAccounts {
+			why = "held with " + bucketAPI + ": " + reason
+		}
+		if err := up.Pause(context.WithoutCancel(ctx), b, until, why); err != nil {
 			p.log.Error("could not pause bucket", "bucket", b, "err", err)
 		}
 	}

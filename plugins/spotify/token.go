@@ -110,21 +110,38 @@ func (t *tokenSource) get(ctx context.Context, cfg *config, up upstream) (string
 	// The fetch outlives the caller that started it: the others waiting on
 	// it must not fail because the first one gave up. Its values (the
 	// caller's max wait, request id) stay.
-	ch := t.sf.DoChan(strconv.FormatUint(gen, 10), func() (any, error) {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.timeout+cfg.maxRetryAfter)
-		defer cancel()
-		return t.fetch(fctx, cfg, up, gen)
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return "", r.Err
+	for joined := 0; ; joined++ {
+		led := false
+		ch := t.sf.DoChan(strconv.FormatUint(gen, 10), func() (any, error) {
+			led = true
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.timeout+cfg.maxRetryAfter)
+			defer cancel()
+			return t.fetch(fctx, cfg, up, gen)
+		})
+		select {
+		case r := <-ch:
+			var p *problem.Problem
+			if r.Err != nil && !led && joined < maxJoins && errors.As(r.Err, &p) && p.Reason == problem.ReasonNoBudget {
+				// Refused for want of budget (a pause: spotify.accounts
+				// is paused with spotify.api after a 429) within the max
+				// wait of the caller who started the fetch, which may
+				// be shorter than this one's: ask again, under its own.
+				continue
+			}
+			if r.Err != nil {
+				return "", r.Err
+			}
+			return r.Val.(string), nil
+		case <-ctx.Done():
+			return "", fmt.Errorf("waiting for a Spotify token: %w", ctx.Err())
 		}
-		return r.Val.(string), nil
-	case <-ctx.Done():
-		return "", fmt.Errorf("waiting for a Spotify token: %w", ctx.Err())
 	}
 }
+
+// maxJoins bounds how often a caller asks again after a token fetch it
+// joined was refused under another caller's max wait; past it, it takes
+// that refusal.
+const maxJoins = 4
 
 // tokenAnswer is the accounts service's answer; errors use RFC 6749's
 // error/error_description.
