@@ -126,107 +126,69 @@ func stoppedLocally(t *testing.T, env *testenv.Env, service string, call func() 
 	}
 }
 
-// TestGrantCountsWhileUnanswered: a request whose answer takes longer
-// than the window keeps its slot until the answer comes (the plugin
-// reports it outstanding meanwhile), rather than freeing it a window after
-// its send while it may still be on its way.
-func TestGrantCountsWhileUnanswered(t *testing.T) {
-	t.Parallel()
-	const (
-		window = time.Second
-		margin = 100 * time.Millisecond
-		slow   = 1600 * time.Millisecond // longer than the window and the margin
-	)
-	env := testenv.Start(t, testenv.Options{SpotifyLimit: ineosim.Limit{Requests: 3, Window: window}})
-	ctx := testenv.Ctx(t, time.Minute)
-	env.Ineo.SetDelay(slow)
-	errs := make(chan error, 4)
-	for i := range 4 {
-		go func() {
-			_, err := track(ctx, env.Client, trackID(970+i), nil)
-			errs <- err
-		}()
-	}
-	for range 4 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	log := env.Ineo.RequestLog(ineosim.ServiceSpotify)
-	if len(log) != 4 {
-		t.Fatalf("%d requests reached iNeo, want 4", len(log))
-	}
-	first, last := log[0].At, log[0].At
-	for _, a := range log {
-		first, last = minTime(first, a.At), maxTime(last, a.At)
-	}
-	if gap := last.Sub(first); gap < slow+window+margin-50*time.Millisecond {
-		t.Fatalf("4th request %s after the 1st; want at least %s: a window after the first answer", gap, slow+window+margin)
-	}
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
-}
-
 // TestGrantCountsAtItsAnswer: the scheduler knows when a request left, not
 // when iNeo counted it, which is at the latest when its answer came back.
 // With a slow upstream, the request that opens the next window must leave
 // a window (plus margin) after the first request's answer, not after its
 // send: so a first request that spent longer in transit than a later one
-// (a fresh TLS connection to a far server) cannot squeeze a window.
+// (a fresh TLS connection to a far server) cannot squeeze a window. An
+// answer slower than the window itself keeps the slot too (the plugin
+// reports the exchange outstanding meanwhile), rather than freeing it a
+// window after the send while the request may still be on its way.
 func TestGrantCountsAtItsAnswer(t *testing.T) {
 	t.Parallel()
 	const (
 		window = time.Second
 		margin = 100 * time.Millisecond
-		slow   = 600 * time.Millisecond
 	)
-	env := testenv.Start(t, testenv.Options{SpotifyLimit: ineosim.Limit{Requests: 3, Window: window}})
-	ctx := testenv.Ctx(t, time.Minute)
-	env.Ineo.SetDelay(slow)
-	errs := make(chan error, 4)
-	for i := range 4 {
-		go func() {
-			_, err := track(ctx, env.Client, trackID(960+i), nil)
-			errs <- err
-		}()
-	}
-	for range 4 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	log := env.Ineo.RequestLog(ineosim.ServiceSpotify)
-	if len(log) != 4 {
-		t.Fatalf("%d requests reached iNeo, want 4", len(log))
-	}
-	first, last := log[0].At, log[0].At
-	for _, a := range log {
-		if a.At.Before(first) {
-			first = a.At
-		}
-		if a.At.After(last) {
-			last = a.At
-		}
-	}
-	// The first answers came back after slow; the 4th may leave only a
-	// window and the margin after that. (Counted from the send, it would
-	// leave a window and the margin after the first request.)
-	if gap := last.Sub(first); gap < window+margin+slow-50*time.Millisecond {
-		t.Fatalf("4th request %s after the 1st; want at least %s: a window after the first answer", gap, window+margin+slow)
-	}
-	if v := env.Ineo.Violations(); v != 0 {
-		t.Fatalf("%d violations", v)
+	for _, tc := range []struct {
+		name string
+		slow time.Duration
+		ids  int
+	}{
+		{"answered within the window", 600 * time.Millisecond, 960},
+		{"answered after the window", 1600 * time.Millisecond, 970},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := testenv.Start(t, testenv.Options{SpotifyLimit: ineosim.Limit{Requests: 3, Window: window}})
+			ctx := testenv.Ctx(t, time.Minute)
+			env.Ineo.SetDelay(tc.slow)
+			errs := make(chan error, 4)
+			for i := range 4 {
+				go func() {
+					_, err := track(ctx, env.Client, trackID(tc.ids+i), nil)
+					errs <- err
+				}()
+			}
+			for range 4 {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			log := env.Ineo.RequestLog(ineosim.ServiceSpotify)
+			if len(log) != 4 {
+				t.Fatalf("%d requests reached iNeo, want 4", len(log))
+			}
+			first, last := log[0].At, log[0].At
+			for _, a := range log {
+				if a.At.Before(first) {
+					first = a.At
+				}
+				if a.At.After(last) {
+					last = a.At
+				}
+			}
+			// The first answers came back after slow; the 4th may leave
+			// only a window and the margin after that. (Counted from the
+			// send, it would leave a window and the margin after the
+			// first request.)
+			if gap := last.Sub(first); gap < window+margin+tc.slow-50*time.Millisecond {
+				t.Fatalf("4th request %s after the 1st; want at least %s: a window after the first answer", gap, window+margin+tc.slow)
+			}
+			if v := env.Ineo.Violations(); v != 0 {
+				t.Fatalf("%d violations", v)
+			}
+		})
 	}
 }
