@@ -61,6 +61,13 @@ func (s *callStats) answered(bucket string, at, end time.Time) {
 	s.answers.list = append(s.answers.list, Answer{Bucket: bucket, GrantedAt: at, Answered: end})
 }
 
+// answerList is the call's exchanges so far.
+func (s *callStats) answerList() []Answer {
+	s.answers.mu.Lock()
+	defer s.answers.mu.Unlock()
+	return append([]Answer(nil), s.answers.list...)
+}
+
 // answerValues is the call's AnsweredTrailer.
 func (s *callStats) answerValues() []string {
 	s.answers.mu.Lock()

@@ -33,6 +33,22 @@ func outstandingFirst(desc *proto.Description) map[string]time.Duration {
 	return m
 }
 
+// reportAnswered reports the answered exchanges of a call whose trailer
+// the host may not read (Host.Outstanding, off the caller's path): each
+// grant then counts from the report, after its answer.
+func (u *Upstream) reportAnswered(list []Answer) {
+	if u.host == nil || len(list) == 0 {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		for _, a := range list {
+			_, _ = u.host.Outstanding(ctx, &proto.OutstandingRequest{Bucket: a.Bucket, GrantedAtUnixNs: a.GrantedAt.UnixNano()})
+		}
+	}()
+}
+
 // outstanding keeps a grant counting while its exchange is unanswered: a
 // request slower than the window would otherwise free its slot while it
 // may still be on its way, and the upstream could count it in the same

@@ -126,3 +126,50 @@ func TestOutstandingReportEndsWithTheExchange(t *testing.T) {
 		t.Fatalf("the hung report ended with %v, want cancelled when the exchange ended", err)
 	}
 }
+
+// TestCancelledCallReportsItsAnswers: a call the host cancels after its
+// exchange was answered (its caller hung up mid-body) may never have its
+// trailer read: the plugin reports the exchange on its own, and the grant
+// counts from then. A call that ends cleanly leaves it to the trailer.
+func TestCancelledCallReportsItsAnswers(t *testing.T) {
+	t.Parallel()
+	for _, cancelled := range []bool{true, false} {
+		s, srv, desc := outstandingSetup(t, time.Minute, 0)
+		host := &schedHost{s: s}
+		call := providerFunc(func(ctx context.Context, _ *Request, w *ResponseWriter, up *Upstream) error {
+			resp, err := up.Do(ctx, "p.a", func(ctx context.Context) (*http.Request, error) {
+				return http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+			})
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			return w.WriteHead(http.StatusOK, nil, CacheHint{})
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		st := &fakeStream{ctx: ctx}
+		impl := providerFunc(func(c context.Context, r *Request, w *ResponseWriter, up *Upstream) error {
+			err := call(c, r, w, up)
+			if cancelled {
+				cancel() // the host gives up on the call as the body streams
+			}
+			return err
+		})
+		srvr := &server{impl: impl, up: newUpstream(host, desc)}
+		_ = srvr.Call(&proto.CallRequest{Operation: "op"}, st)
+		cancel()
+		if !cancelled {
+			if n := host.n.Load(); n != 0 {
+				t.Fatalf("a clean call made %d Outstanding reports, want 0 (the trailer says it)", n)
+			}
+			continue
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for host.n.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("a cancelled call's answered exchange was never reported")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}

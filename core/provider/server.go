@@ -69,6 +69,15 @@ func (s *server) Call(m *proto.CallRequest, stream proto.Provider_CallServer) er
 		if a := stats.answerValues(); len(a) > 0 {
 			stream.SetTrailer(metadata.MD{AnsweredTrailer: a})
 		}
+		if stream.Context().Err() != nil {
+			// The host cancelled the call (its caller hung up mid-body,
+			// say): it may never read the trailer. Each answered
+			// exchange is reported on its own, so its grant counts from
+			// now, after its answer, not from before it.
+			if up := s.upstream(); up != nil {
+				up.reportAnswered(stats.answerList())
+			}
+		}
 	}()
 	up := s.upstream()
 	if up == nil {
