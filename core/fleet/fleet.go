@@ -450,16 +450,18 @@ redis.call('SET', KEYS[2], u .. '|' .. ARGV[2])
 return 1
 `)
 
-// restampScript moves a grant later (only later) to when its answer came.
-// The first restamp of a grant (its score still the time in its name)
-// feeds the fleet's estimate of the answers' delay (see queueLua).
+// restampScript moves a grant later (only later) to when its answer came,
+// or to a moment its exchange was still out. The first restamp of a grant
+// (its score still the time in its name) to its answer feeds the fleet's
+// estimate of the answers' delay (see queueLua); a report of an exchange
+// still out is no answer and teaches nothing.
 //
-//	ARGV[1] member, ARGV[2] new score µs
+//	ARGV[1] member, ARGV[2] new score µs, ARGV[3] "1" for an answer
 var restampScript = redis.NewScript(queueLua + `
 local to = tonumber(ARGV[2])
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local r = redis.call('ZADD', KEYS[1], 'XX', 'GT', to, ARGV[1])
-if old and tonumber(string.match(ARGV[1], '^(%d+)%-')) == tonumber(old) and to > tonumber(old) then
+if ARGV[3] == '1' and old and tonumber(string.match(ARGV[1], '^(%d+)%-')) == tonumber(old) and to > tonumber(old) then
   learn('avg', 'dev', to - tonumber(old))
 end
 return r
@@ -564,19 +566,23 @@ func (q *Client) Pause(ctx context.Context, bucket string, until time.Time, reas
 
 // RestampLater implements scheduler.Shared: the restamp goes with this
 // member's next round trip (rides.go).
-func (q *Client) RestampLater(bucket, member string, to time.Time, done func(error)) {
-	r := q.restampRide(bucket, member, to)
+func (q *Client) RestampLater(bucket, member string, to time.Time, answer bool, done func(error)) {
+	r := q.restampRide(bucket, member, to, answer)
 	r.done = done
 	q.later(r)
 }
 
 // Restamp is RestampLater for a caller that waits for the outcome.
 func (q *Client) Restamp(ctx context.Context, bucket, member string, to time.Time) error {
-	return q.laterWait(ctx, q.restampRide(bucket, member, to))
+	return q.laterWait(ctx, q.restampRide(bucket, member, to, true))
 }
 
-func (q *Client) restampRide(bucket, member string, to time.Time) ride {
-	return ride{what: "restamp", script: restampScript, keys: q.keys(bucket), args: []any{member, strconv.FormatInt(to.UnixMicro(), 10)}}
+func (q *Client) restampRide(bucket, member string, to time.Time, answer bool) ride {
+	learn := "0"
+	if answer {
+		learn = "1"
+	}
+	return ride{what: "restamp", script: restampScript, keys: q.keys(bucket), args: []any{member, strconv.FormatInt(to.UnixMicro(), 10), learn}}
 }
 
 // budgetScript reads a bucket's budget without granting: what a newcomer

@@ -63,7 +63,7 @@ func TestRides(t *testing.T) {
 			to := g.At.Add(50 * time.Millisecond)
 			done := make(chan error, 1)
 			before := q.RoundTrips()
-			q.RestampLater("p.r", g.Member, to, func(err error) { done <- err })
+			q.RestampLater("p.r", g.Member, to, true, func(err error) { done <- err })
 			if tt.next != nil {
 				if err := tt.next(); err != nil {
 					t.Fatal(err)
@@ -213,5 +213,54 @@ func TestSpeculativeGrant(t *testing.T) {
 		if got := ask(0); got != want {
 			t.Fatalf("ordinary grant %d (with %d in the window): granted %v, want %v", i+1, i+3, got, want)
 		}
+	}
+}
+
+// TestOutstandingRestampTeachesNothing: a restamp to a moment an exchange
+// was still out (Host.Outstanding) moves the grant but is no answer, so
+// the fleet's estimate of how long answers take stays as it was; a
+// restamp to an answer teaches it.
+func TestOutstandingRestampTeachesNothing(t *testing.T) {
+	t.Parallel()
+	q, rd := newTestClient(t, "outstanding")
+	admin := redis.NewClient(&redis.Options{Network: "unix", Addr: rd.Socket})
+	defer admin.Close()
+	ctx := context.Background()
+	l := scheduler.Limit{Requests: 100, Window: time.Second}
+	span := 1100 * time.Millisecond
+	estimate := func() string {
+		t.Helper()
+		v, err := admin.HGet(ctx, q.keys("p.o")[9], "avg").Result()
+		if err != nil && err != redis.Nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	restamp := func(answer bool) (moved bool) {
+		t.Helper()
+		g := grantUntil(t, q, "p.o", l, span)
+		done := make(chan error, 1)
+		q.RestampLater("p.o", g.Member, g.At.Add(400*time.Millisecond), answer, func(err error) { done <- err })
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		f, err := admin.ZScore(ctx, q.keys("p.o")[0], g.Member).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(f) >= g.At.Add(400*time.Millisecond).UnixMicro()-1
+	}
+	before := estimate()
+	if !restamp(false) {
+		t.Fatal("an outstanding report did not move the grant")
+	}
+	if got := estimate(); got != before {
+		t.Fatalf("an outstanding report taught the answer delay: %q, was %q", got, before)
+	}
+	if !restamp(true) {
+		t.Fatal("an answer did not move the grant")
+	}
+	if got := estimate(); got == before {
+		t.Fatalf("an answer taught nothing: the estimate is still %q", got)
 	}
 }

@@ -39,6 +39,9 @@ type Scheduler interface {
 	// Answered counts a grant at its answer's arrival, or from now while
 	// it is still out (see scheduler.Scheduler.Answered).
 	Answered(bucket string, at, answeredAt time.Time) time.Time
+	// Outstanding counts a grant whose exchange is still unanswered from
+	// now (see scheduler.Scheduler.Outstanding).
+	Outstanding(bucket string, at time.Time) time.Time
 	// Span is how long a grant of bucket counts.
 	Span(bucket string) time.Duration
 	// Predict is how many wait in bucket and when a newcomer would go.

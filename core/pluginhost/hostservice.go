@@ -129,7 +129,7 @@ func (h *hostService) Outstanding(_ context.Context, req *proto.OutstandingReque
 		return nil, err
 	}
 	var ns int64
-	if at := h.sched.Answered(req.GetBucket(), time.Unix(0, req.GetGrantedAtUnixNs()), time.Now()); !at.IsZero() {
+	if at := h.sched.Outstanding(req.GetBucket(), time.Unix(0, req.GetGrantedAtUnixNs())); !at.IsZero() {
 		ns = at.UnixNano()
 	}
 	return &proto.OutstandingResponse{GrantedAtUnixNs: ns, AgainMs: h.sched.Span(req.GetBucket()).Milliseconds() / 2}, nil

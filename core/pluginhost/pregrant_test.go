@@ -38,6 +38,7 @@ func (f *fakeScheduler) Pause(string, time.Time, string) {}
 func (f *fakeScheduler) Answered(string, time.Time, time.Time) time.Time {
 	return time.Time{}
 }
+func (f *fakeScheduler) Outstanding(string, time.Time) time.Time { return time.Time{} }
 func (f *fakeScheduler) Span(string) time.Duration               { return 0 }
 func (f *fakeScheduler) Predict(string) (int, time.Time, bool)   { return 0, time.Time{}, false }
 func (f *fakeScheduler) Configure(string, scheduler.Limit) error { return nil }

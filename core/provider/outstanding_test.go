@@ -45,7 +45,7 @@ func (h *schedHost) Outstanding(ctx context.Context, r *proto.OutstandingRequest
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	var ns int64
-	if at := h.s.Answered(r.GetBucket(), time.Unix(0, r.GetGrantedAtUnixNs()), time.Now()); !at.IsZero() {
+	if at := h.s.Outstanding(r.GetBucket(), time.Unix(0, r.GetGrantedAtUnixNs())); !at.IsZero() {
 		ns = at.UnixNano()
 	}
 	if h.lose != nil && h.lose(n) {

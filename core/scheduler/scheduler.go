@@ -570,6 +570,18 @@ func (s *Scheduler) Release(g Grant) {
 // it may still be on its way. It returns the time the grant counts from
 // now, to name it by next time; zero if it is not in the log.
 func (s *Scheduler) Answered(name string, at, answeredAt time.Time) time.Time {
+	return s.move(name, at, answeredAt, true)
+}
+
+// Outstanding moves a grant whose exchange is still unanswered to now, as
+// Answered would, except that the fleet does not learn from it how long
+// answers take (it is no answer).
+func (s *Scheduler) Outstanding(name string, at time.Time) time.Time {
+	return s.move(name, at, time.Now(), false)
+}
+
+// move is Answered and Outstanding; answer says which.
+func (s *Scheduler) move(name string, at, answeredAt time.Time, answer bool) time.Time {
 	b, err := s.lookup(name)
 	if err != nil {
 		return time.Time{}
@@ -585,7 +597,7 @@ func (s *Scheduler) Answered(name string, at, answeredAt time.Time) time.Time {
 	if shared && answeredAt.After(at) {
 		// Queued now, in the caller's goroutine, so it goes with the
 		// cache store that follows this answer.
-		s.shared.RestampLater(name, ref.member, answeredAt.Add(ref.offset), s.sharedDone)
+		s.shared.RestampLater(name, ref.member, answeredAt.Add(ref.offset), answer, s.sharedDone)
 	}
 	if !answeredAt.After(at) {
 		if _, found := slices.BinarySearchFunc(b.log, at, compareTime); found {

@@ -30,11 +30,12 @@ type Shared interface {
 	// waiting).
 	Dequeue(ctx context.Context, bucket, ticket string) error
 	Pause(ctx context.Context, bucket string, until time.Time, reason string) error
-	// RestampLater moves a grant later, to when its answer arrived, and
-	// ReleaseLater forgets a grant that was never sent. Neither blocks:
-	// the fleet sends them with its next round trip (or on their own
-	// within moments) and reports the outcome to done.
-	RestampLater(bucket, member string, to time.Time, done func(error))
+	// RestampLater moves a grant later, to when its answer arrived (answer)
+	// or to a moment its exchange was still unanswered, and ReleaseLater
+	// forgets a grant that was never sent. Neither blocks: the fleet sends
+	// them with its next round trip (or on their own within moments) and
+	// reports the outcome to done.
+	RestampLater(bucket, member string, to time.Time, answer bool, done func(error))
 	ReleaseLater(bucket, member string, done func(error))
 	// Budget reads the fleet's remaining budget without granting (what a
 	// newcomer would see).
