@@ -57,22 +57,17 @@ func (u *Upstream) reportAnswered(list []Answer) {
 // moment of each report. stop returns the grant's time in the log then,
 // which the answer's report (AnsweredTrailer) names. A report whose reply
 // was lost may still have moved the grant: the host follows a grant's
-// moves from any time it had, so the name stays good.
-//
-// stop(true), for an exchange that ended because its call was cancelled
-// (whose trailer the host may never read), reports once more, without
-// waiting: the grant then counts from the end of the exchange.
-func (u *Upstream) outstanding(bucket string, at time.Time) (stop func(cancelled bool) time.Time) {
+// moves from any time it had, so the name stays good. (A call cancelled
+// before its trailer is read reports its exchanges itself: see
+// reportAnswered.)
+func (u *Upstream) outstanding(bucket string, at time.Time) (stop func() time.Time) {
 	first := u.outstandingAfter[bucket]
 	if u.host == nil || at.IsZero() || first <= 0 {
-		return func(bool) time.Time { return at }
+		return func() time.Time { return at }
 	}
 	var mu sync.Mutex
 	done := make(chan struct{})
 	ended := make(chan struct{})
-	report := func(ctx context.Context, cur time.Time) (*proto.OutstandingResponse, error) {
-		return u.host.Outstanding(ctx, &proto.OutstandingRequest{Bucket: bucket, GrantedAtUnixNs: cur.UnixNano()})
-	}
 	go func() {
 		defer close(ended)
 		t := time.NewTimer(first)
@@ -97,7 +92,7 @@ func (u *Upstream) outstanding(bucket string, at time.Time) (stop func(cancelled
 				case <-ctx.Done():
 				}
 			}()
-			r, err := report(ctx, cur)
+			r, err := u.host.Outstanding(ctx, &proto.OutstandingRequest{Bucket: bucket, GrantedAtUnixNs: cur.UnixNano()})
 			cancel()
 			if status.Code(err) == codes.Unimplemented {
 				return // an older host: the grant counts from its send
@@ -115,19 +110,11 @@ func (u *Upstream) outstanding(bucket string, at time.Time) (stop func(cancelled
 			t.Reset(period)
 		}
 	}()
-	return func(cancelled bool) time.Time {
+	return func() time.Time {
 		close(done)
 		<-ended
 		mu.Lock()
-		cur := at
-		mu.Unlock()
-		if cancelled {
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				defer cancel()
-				_, _ = report(ctx, cur)
-			}()
-		}
-		return cur
+		defer mu.Unlock()
+		return at
 	}
 }

@@ -411,7 +411,7 @@ func (u *Upstream) send(ctx context.Context, bucket string, req *http.Request, g
 	stop := u.outstanding(bucket, g.at)
 	resp, err := u.client.Do(req)
 	end := time.Now()
-	at := stop(err != nil && ctx.Err() != nil)
+	at := stop()
 	if st := statsFrom(ctx); st != nil {
 		st.upstreamNs.Add(int64(end.Sub(start)))
 		st.attempts.Add(1)

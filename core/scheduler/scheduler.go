@@ -564,11 +564,9 @@ func (s *Scheduler) Release(g Grant) {
 // later only ever delays later grants. An entry no longer in the log
 // (pruned, released, from before a restart) is ignored.
 //
-// A plugin also calls it while an exchange is still unanswered, with now
-// (Host.Outstanding): a request that takes longer than the window to
-// answer keeps counting until it does, instead of freeing its slot while
-// it may still be on its way. It returns the time the grant counts from
-// now, to name it by next time; zero if it is not in the log.
+// It returns the time the grant counts from now; zero if it is not in the
+// log. A grant also moves while its exchange is unanswered (Outstanding);
+// any of its earlier times still names it.
 func (s *Scheduler) Answered(name string, at, answeredAt time.Time) time.Time {
 	return s.move(name, at, answeredAt, true)
 }
