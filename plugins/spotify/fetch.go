@@ -215,7 +215,7 @@ func refusal(err error, pausedBy *result, upstreamRA time.Duration) (*result, er
 // the answer: the others still have to honour it.
 func (p *spotify) pauseAPI(ctx context.Context, up upstream, ra time.Duration, reason string, attrs ...any) time.Time {
 	until := time.Now().Add(ra + jitter(ra))
-	p.log.Warn("Spotify asked to wait: pausing the bucket for every caller", append([]any{"bucket", bucketAPI,
+	p.log.Warn("Spotify asked to wait: pausing the buckets for every caller", append([]any{"buckets", bucketAPI + " " + bucketAccounts,
 		"reason", reason, "until", until.Format(time.RFC3339Nano)}, attrs...)...)
 	// The accounts bucket too: Spotify counts any request during its
 	// Retry-After, and a token request made while the pause runs would
