@@ -165,7 +165,7 @@ func Run(ctx context.Context, opts Options) error {
 		q, err := fleet.New(fleet.Options{URL: f.RedisURL.Value(), SentinelAddrs: f.SentinelAddrs, MasterName: f.MasterName,
 			ClusterAddrs: f.ClusterAddrs, Username: f.Username, Password: f.Password.Value(), TLS: f.TLS,
 			SentinelUsername: f.SentinelUsername, SentinelPassword: f.SentinelPassword.Value(),
-			Name: f.Name, Version: opts.Version})
+			Name: f.Name, Version: opts.Version, Log: log.With("component", "fleet")})
 		if err != nil {
 			return err
 		}

@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -62,6 +63,8 @@ type Options struct {
 	// Host its host name (default os.Hostname).
 	Version string
 	Host    string
+	// Log receives what the fleet does on its own (default: nowhere).
+	Log *slog.Logger
 }
 
 // Client is one daemon's connection to its fleet's Redis: the shared rate
@@ -93,6 +96,10 @@ type Client struct {
 	rides   rides
 	// pairWait is pairWait, but for tests.
 	pairWait time.Duration
+	// memos are the purchase guard records this member knows of, to
+	// write back into a store that lost them (guard.go).
+	memos guardMemos
+	log   *slog.Logger
 }
 
 // New connects to the fleet's Redis. It does not wait for Redis to answer:
@@ -108,7 +115,10 @@ func New(opts Options) (*Client, error) {
 	}
 	q := &Client{prefix: keyPrefix(opts.Name), name: cmp.Or(opts.Name, "default"),
 		me:          Member{ID: newID(), Host: host, Version: opts.Version, Schema: schema, Started: time.Now().UTC().Truncate(time.Second)},
-		restartHold: restartHold, timeout: timeout, pairWait: pairWait}
+		restartHold: restartHold, timeout: timeout, pairWait: pairWait, log: opts.Log}
+	if q.log == nil {
+		q.log = slog.New(slog.DiscardHandler)
+	}
 	var tlsConf *tls.Config
 	if opts.TLS {
 		// go-redis dials with tls.DialWithDialer, which checks each

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ func newTestClient(t *testing.T, name string) (*Client, *testenv.Redis) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	q.restartHold = 0 // TestGuardSurvivesEmptyRestart tests the hold
 	t.Cleanup(func() { q.Close() })
 	return q, rd
 }
@@ -140,6 +142,7 @@ func TestGuardClaim(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q2.Close()
+	q2.restartHold = 0
 	if ok, _, _, err := q2.ClaimGuard(ctx, "hellorf:a", time.Minute, 0, false); !ok || err != nil {
 		t.Fatalf("another fleet's claim: %v %v", ok, err)
 	}
@@ -194,6 +197,105 @@ func TestGuardRecordsTrimmed(t *testing.T) {
 	}
 	if ok, _, prev, err := q.ClaimGuard(ctx, "hellorf:new", time.Hour, 0, false); ok || err != nil || prev.State != GuardInFlight {
 		t.Fatalf("the live record was trimmed: claimed %v, %+v, %v", ok, prev, err)
+	}
+}
+
+// TestGuardSurvivesEmptyRestart: Redis restarted empty forgets the fleet's
+// guard records. A member that made a purchase, and one that was refused
+// one as another's repeat, write them back at their next heartbeat, and
+// every claim is held until they could: a third member is still refused
+// the repeat, with the purchase id, though the first member is gone.
+// (Before: the restarted store let the third member buy it again.)
+func TestGuardSurvivesEmptyRestart(t *testing.T) {
+	rd := testenv.StartRedis(t)
+	mk := func() *Client {
+		q, err := New(Options{URL: rd.URL, Name: "gr"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { q.Close() })
+		return q
+	}
+	a, b, c := mk(), mk(), mk()
+	ctx := context.Background()
+	claim := func(q *Client, name string) (bool, string, GuardRecord) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			ok, tok, prev, err := q.ClaimGuard(ctx, name, time.Hour, 0, false)
+			var held *HeldError
+			if err == nil {
+				return ok, tok, prev
+			}
+			if !errors.As(err, &held) && time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("held for 20 s: %v", err)
+			}
+			time.Sleep(20 * time.Millisecond) // the hold, or the client reconnecting
+		}
+	}
+	beat := func(q *Client) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if _, err := q.Beat(ctx, nil); err == nil {
+				return
+			} else if time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond) // the client reconnecting
+		}
+	}
+	// The fleet's first claim waits out the hold (the records are new).
+	ok, tok, _ := claim(a, "hellorf:x")
+	if !ok {
+		t.Fatal("first claim refused")
+	}
+	if err := a.SettleGuard(ctx, "hellorf:x", tok, GuardDone, "442", false); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, prev := claim(b, "hellorf:x"); ok || prev.State != GuardDone {
+		t.Fatalf("repeat on b: claimed %v, %+v", ok, prev)
+	}
+	if ok, tok, _ := claim(a, "hellorf:y"); !ok {
+		t.Fatal("claim y refused")
+	} else if err := a.SettleGuard(ctx, "hellorf:y", tok, GuardUnknown, "", false); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		writers []*Client // the members whose heartbeats write back
+	}{
+		{"the buyer writes back", []*Client{a}},
+		{"the buyer is down, the refused member writes back", []*Client{b}},
+	} {
+		rd.Kill()
+		rd.Start()
+		// Someone touches the guard first: a claim, which is held.
+		if _, _, _, err := c.ClaimGuard(ctx, "hellorf:z", time.Hour, 0, false); err != nil {
+			var held *HeldError
+			if !errors.As(err, &held) {
+				// The client may still be reconnecting: the hold then
+				// starts at a write-back, which is just as good.
+				t.Logf("%s: claim after the restart: %v", tc.name, err)
+			}
+		} else {
+			t.Fatalf("%s: a claim right after the store lost its records was not held", tc.name)
+		}
+		for _, q := range tc.writers {
+			beat(q)
+		}
+		if ok, _, prev := claim(c, "hellorf:x"); ok || prev.State != GuardDone || prev.PurchaseID != "442" {
+			t.Fatalf("%s: repeat on c after an empty restart: claimed %v, %+v; want refused as done 442", tc.name, ok, prev)
+		}
+		if tc.writers[0] == a {
+			if ok, _, prev := claim(c, "hellorf:y"); ok || prev.State != GuardUnknown {
+				t.Fatalf("%s: y on c: claimed %v, %+v; want refused as unknown", tc.name, ok, prev)
+			}
+		}
 	}
 }
 

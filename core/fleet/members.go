@@ -156,7 +156,6 @@ func (q *Client) Beat(ctx context.Context, limits map[string]scheduler.Limit) (s
 	}
 	runID := q.serverRunID(ctx)
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	res := scheduler.BeatResult{Next: BeatEvery}
 	switch {
 	case q.epoch == "":
@@ -172,6 +171,14 @@ func (q *Client) Beat(ctx context.Context, limits map[string]scheduler.Limit) (s
 	q.epoch, q.buckets = epoch, buckets
 	if runID != "" {
 		q.runID = runID
+	}
+	q.mu.Unlock()
+	// The purchase guard's records live in their own hash slot (another
+	// node, in a Cluster), so whether the store lost them is asked
+	// there. A failure is retried at the next beat; it must not hide
+	// what the beat found.
+	if err := q.restoreGuards(ctx, res.Republish); err != nil {
+		q.log.Warn("the fleet's purchase guard records this daemon knows of could not be written back; retried at the next heartbeat", "err", err)
 	}
 	return res, nil
 }

@@ -36,6 +36,7 @@ func TestSentinel(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				q.restartHold = 0 // a new store holds claims (TestGuardSurvivesEmptyRestart)
 				t.Cleanup(func() { q.Close() })
 				return q
 			}

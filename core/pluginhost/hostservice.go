@@ -317,10 +317,13 @@ func (h *hostService) GuardClaim(ctx context.Context, req *proto.GuardClaimReque
 	if err != nil {
 		return nil, err
 	}
-	rctx, cancel := context.WithTimeout(ctx, fleetRoundTrip)
-	defer cancel()
-	ok, token, prev, err := h.guard.ClaimGuard(rctx, name, time.Duration(req.GetWindowMs())*time.Millisecond,
-		time.Duration(req.GetInFlightMs())*time.Millisecond, req.GetConfirm())
+	ok, token, prev, err := h.claimGuard(ctx, name, req)
+	var held *fleet.HeldError
+	if errors.As(err, &held) {
+		h.log.Warn("fleet purchase guard held while members write back its records: the purchase is refused", "wait", held.Wait)
+		return &proto.GuardClaimResponse{Fleet: true, Unavailable: true,
+			Reason: fmt.Sprintf("the fleet's shared purchase guard (Redis) lost its records or was just created, and is held until every member has written back the purchases it knows of; try again in %s", held.Wait.Round(time.Second)+time.Second)}, nil
+	}
 	if err != nil {
 		h.log.Error("fleet purchase guard could not be written: the purchase is refused", "err", err)
 		return &proto.GuardClaimResponse{Fleet: true, Unavailable: true,
@@ -331,6 +334,31 @@ func (h *hostService) GuardClaim(ctx context.Context, req *proto.GuardClaimReque
 	}
 	return &proto.GuardClaimResponse{Fleet: true, Prev: &proto.GuardRecord{State: prev.State,
 		StartedAtUnixMs: time.Now().Add(-prev.Age).UnixMilli(), PurchaseId: prev.PurchaseID}}, nil
+}
+
+// claimGuard claims name in the fleet's guard, waiting out a hold (see
+// fleet.HeldError) when the caller's context allows it.
+func (h *hostService) claimGuard(ctx context.Context, name string, req *proto.GuardClaimRequest) (bool, string, fleet.GuardRecord, error) {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, fleetRoundTrip)
+		ok, token, prev, err := h.guard.ClaimGuard(rctx, name, time.Duration(req.GetWindowMs())*time.Millisecond,
+			time.Duration(req.GetInFlightMs())*time.Millisecond, req.GetConfirm())
+		cancel()
+		var held *fleet.HeldError
+		if !errors.As(err, &held) {
+			return ok, token, prev, err
+		}
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < held.Wait+fleetRoundTrip {
+			return false, "", fleet.GuardRecord{}, err
+		}
+		t := time.NewTimer(held.Wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, "", fleet.GuardRecord{}, err
+		case <-t.C:
+		}
+	}
 }
 
 // GuardSettle records a claimed operation's outcome in the fleet's guard.

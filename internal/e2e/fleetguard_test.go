@@ -274,3 +274,45 @@ func TestFleetSpotify429PausesAll(t *testing.T) {
 		t.Fatalf("B sent %d requests into A's pause", got)
 	}
 }
+
+// TestFleetPurchaseGuardSurvivesEmptyRestart: Redis restarted empty forgets
+// the fleet's purchase records. The hosts that know of a purchase write it
+// back while the fleet holds every claim, so a third host is still refused
+// the repeat; and a host that was refused it keeps it in its own guard
+// file, so it refuses it after its own restart too, when no host is left
+// to write it back. (Before: either host could buy it again.)
+func TestFleetPurchaseGuardSurvivesEmptyRestart(t *testing.T) {
+	t.Parallel()
+	rd, sim, _, envs := startGuardFleet(t, 3)
+	r, err := fleetPurchase(t, envs[0], "Amnesia Ltd", nil)
+	if err != nil || r.Status != 200 {
+		t.Fatalf("purchase on A: %v", err)
+	}
+	if _, err := fleetPurchase(t, envs[1], "Amnesia Ltd", nil); problemStatus(err) != http.StatusConflict {
+		t.Fatalf("the same purchase on B: %v, want 409", err)
+	}
+
+	rd.Kill()
+	rd.Start()
+	// A and B are up: their heartbeats write the record back while the
+	// fleet holds C's claim.
+	if _, err := fleetPurchase(t, envs[2], "Amnesia Ltd", nil); problemStatus(err) != http.StatusConflict {
+		t.Fatalf("the same purchase on C after Redis restarted empty: %v, want 409", err)
+	}
+
+	// A and C (which learned of it when refused) are gone, B restarts (its
+	// daemon's memory with it), Redis forgets again: B's own guard file
+	// still knows A's purchase.
+	envs[0].StopDaemon()
+	envs[2].StopDaemon()
+	envs[1].StopDaemon()
+	rd.Kill()
+	rd.Start()
+	envs[1].StartDaemon()
+	if _, err := fleetPurchase(t, envs[1], "Amnesia Ltd", nil); problemStatus(err) != http.StatusConflict {
+		t.Fatalf("the same purchase on B, restarted, after Redis restarted empty again: %v, want 409", err)
+	}
+	if n := purchasesOf(sim, "Amnesia Ltd"); n != 1 {
+		t.Fatalf("the simulator recorded %d purchases, want exactly 1", n)
+	}
+}

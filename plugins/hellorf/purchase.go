@@ -251,6 +251,22 @@ func (g *purchaseGuard) settle(key string, ticket uint64, state guardState, id j
 	return g.saveLocked()
 }
 
+// adopt replaces the in-flight record of ticket with what the fleet knows
+// of another host's identical purchase (state, started at, id): kept here
+// as well, so that a fleet store that forgets it (Redis restarted empty)
+// while that host is down does not let this host buy it again. An error
+// means the record is only in memory.
+func (g *purchaseGuard) adopt(key string, ticket uint64, state guardState, at time.Time, id json.Number) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	e, ok := g.entries[key]
+	if !ok || e.ticket != ticket {
+		return nil
+	}
+	e.state, e.at, e.purchaseID = state, at, id
+	return g.saveLocked()
+}
+
 // guardError is why the guard cannot protect a purchase, which is then
 // refused.
 type guardError struct {
@@ -330,8 +346,13 @@ func (p *hellorf) purchase(ctx context.Context, req *provider.Request, w answerW
 		return fleetGuardProblem(op, err)
 	}
 	if !claim.Claimed {
-		p.settle(key, ticket, 0, "", true)
 		prev := &guardEntry{state: fleetState(claim.Prev.State), at: claim.Prev.StartedAt, purchaseID: json.Number(claim.Prev.ID)}
+		if prev.state == guardInFlight {
+			// Its host settles it in the fleet's record.
+			p.settle(key, ticket, 0, "", true)
+		} else if err := p.guard.adopt(key, ticket, prev.state, prev.at, prev.purchaseID); err != nil {
+			p.log.Error("purchase guard could not keep another host's purchase; the fleet's record still refuses a repeat", "err", err)
+		}
 		return writeProblem(w, duplicateProblem(op, params, prev, s.purchaseGuard, p.now()))
 	}
 	settle := func(state guardState, id json.Number, release bool) {
