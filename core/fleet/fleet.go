@@ -592,7 +592,7 @@ func (q *Client) restampRide(bucket, member string, to time.Time, answer bool) r
 	if answer {
 		learn = "1"
 	}
-	return ride{what: "restamp", script: restampScript, keys: q.keys(bucket), args: []any{member, strconv.FormatInt(to.UnixMicro(), 10), learn}}
+	return ride{what: "restamp", script: restampScript, keys: q.keys(bucket), args: []any{member, strconv.FormatInt(to.UnixMicro(), 10), learn}, keep: true}
 }
 
 // budgetScript reads a bucket's budget without granting: what a newcomer

@@ -137,3 +137,131 @@ func TestSlowReplyNeverOverfillsWindow(t *testing.T) {
 		}
 	}
 }
+
+// cutProxy relays a unix socket to Redis until cut(true), which breaks its
+// connections and refuses new ones until cut(false): one member's link to
+// Redis lost while the others keep theirs.
+func cutProxy(t *testing.T, target string) (url string, cut func(bool)) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	down := false
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if down {
+				mu.Unlock()
+				c.Close()
+				continue
+			}
+			u, err := net.Dial("unix", target)
+			if err != nil {
+				mu.Unlock()
+				c.Close()
+				continue
+			}
+			conns = append(conns, c, u)
+			mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return "unix://" + sock, func(on bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		down = on
+		if on {
+			for _, c := range conns {
+				c.Close()
+			}
+			conns = nil
+		}
+	}
+}
+
+// TestRestampSurvivesLostLink: a member whose link to Redis is cut when its
+// request's answer comes cannot move the grant to the answer's arrival at
+// once; the move is kept and lands with the member's first round trip once
+// the link is back, so the fleet counts the grant from the answer, not
+// from the send. (Before: the restamp was logged and dropped, and another
+// member could send a window after the send, inside the upstream's window
+// of a slow answer: an iNeo ban.)
+func TestRestampSurvivesLostLink(t *testing.T) {
+	rd := testenv.StartRedis(t)
+	url, cut := cutProxy(t, rd.Socket)
+	a, err := New(Options{URL: url, Name: "cut", Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.restartHold = 0
+	ctx := context.Background()
+	l := scheduler.Limit{Requests: 5, Window: 2 * time.Second} // a fresh store holds a bucket one window
+	var g scheduler.SharedGrant
+	deadline := time.Now().Add(20 * time.Second)
+	for !g.Granted {
+		if g, err = a.Grant(ctx, "b", l, l.Window); err != nil {
+			t.Fatal(err)
+		}
+		if !g.Granted && time.Now().After(deadline) {
+			t.Fatalf("no grant: %+v", g)
+		}
+		if !g.Granted {
+			time.Sleep(g.Wait) // the fresh store's hold
+		}
+	}
+	cut(true)
+	answered := g.At.Add(1500 * time.Millisecond) // a slow upstream's answer
+	failed := make(chan error, 1)
+	a.RestampLater("b", g.Member, answered, true, func(err error) { failed <- err })
+	// It is tried at once and fails; the link comes back.
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		a.rides.mu.Lock()
+		n := len(a.rides.failed)
+		a.rides.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the restamp was neither kept nor sent")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cut(false)
+	// Any round trip of the member's carries it: a heartbeat.
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		if _, err := a.Beat(ctx, nil); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // the client reconnecting
+	}
+	select {
+	case err := <-failed:
+		if err != nil {
+			t.Fatalf("the kept restamp failed: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the kept restamp did not land with the member's round trip")
+	}
+	score, err := a.rdb.ZScore(ctx, a.keys("b")[0], g.Member).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := time.UnixMicro(int64(score)); !got.Equal(answered.Truncate(time.Microsecond)) {
+		t.Fatalf("the fleet counts the grant from %s, want the answer's arrival %s", got, answered)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,21 +26,42 @@ import (
 const rideWait = 2 * time.Millisecond
 
 // ride is one queued write: a script and its arguments; done gets its
-// outcome.
+// outcome. keep: a write that must land however late (a restamp), kept
+// and sent again with every round trip while Redis cannot be reached;
+// since is when it first failed.
 type ride struct {
 	what   string
 	script *redis.Script
 	keys   []string
 	args   []any
 	done   func(error)
+	keep   bool
+	since  time.Time
 }
 
-// rides holds the writes waiting for a round trip.
+// rides holds the writes waiting for a round trip, and the kept ones that
+// failed (see keepRide).
 type rides struct {
 	mu      sync.Mutex
 	pending []ride
 	timer   *time.Timer
+	failed  []ride
 }
+
+// Kept writes. A restamp that cannot reach Redis (the member's link to it
+// is cut while its requests are out) would leave the fleet counting those
+// grants from their send, and another member could send a window after
+// the send but inside the upstream's window of a slow answer: a ban. So a
+// restamp is kept and sent again, first, with this member's every round
+// trip (its heartbeat's at least once a second) until it lands: it is
+// idempotent (a grant only ever moves later). Its grant stays counted from
+// an earlier time meanwhile, as the fleet's other members see it; past
+// keptFor no window is that long, and past keptMax the oldest go (each
+// logged).
+const (
+	keptFor = time.Hour
+	keptMax = 4096
+)
 
 // later queues r for this member's next round trip, or its own within
 // rideWait.
@@ -65,11 +87,15 @@ func (q *Client) laterWait(ctx context.Context, r ride) error {
 	}
 }
 
-// takeRides empties the queue.
+// takeRides empties the queue: the kept writes first, in their order.
 func (q *Client) takeRides() []ride {
 	q.rides.mu.Lock()
 	defer q.rides.mu.Unlock()
 	rs := q.rides.pending
+	if len(q.rides.failed) > 0 {
+		rs = append(q.rides.failed, rs...)
+		q.rides.failed = nil
+	}
 	q.rides.pending = nil
 	if q.rides.timer != nil {
 		q.rides.timer.Stop()
@@ -152,13 +178,48 @@ func (q *Client) settleRides(ctx context.Context, rs []ride, cmds []*redis.Cmd) 
 			q.later(r)
 			continue
 		}
+		if err != nil && r.keep && !isRedisError(err) {
+			q.keepRide(r, err)
+			continue
+		}
 		if err != nil {
 			err = errors.New("fleet: " + r.what + ": " + err.Error())
+		}
+		if !r.since.IsZero() && err == nil {
+			q.log.Info("fleet: a kept write landed", "write", r.what, "late", time.Since(r.since).Round(time.Millisecond))
 		}
 		if r.done != nil {
 			r.done(err)
 		}
 	}
+}
+
+// keepRide keeps a write that could not reach Redis, to send again with
+// the next round trip (see keptFor).
+func (q *Client) keepRide(r ride, err error) {
+	now := time.Now()
+	if r.since.IsZero() {
+		r.since = now
+		q.log.Warn("fleet: a write could not reach Redis; it is sent again with every round trip until it lands", "write", r.what, "err", err)
+	}
+	q.rides.mu.Lock()
+	defer q.rides.mu.Unlock()
+	if now.Sub(r.since) > keptFor {
+		q.log.Error("fleet: a kept write is dropped after an hour without Redis", "write", r.what)
+		return
+	}
+	q.rides.failed = append(q.rides.failed, r)
+	if n := len(q.rides.failed) - keptMax; n > 0 {
+		q.log.Error("fleet: kept writes dropped, too many waiting for Redis", "dropped", n)
+		q.rides.failed = slices.Delete(q.rides.failed, 0, n)
+	}
+}
+
+// isRedisError: Redis answered with an error (its script refused): sending
+// it again would not help.
+func isRedisError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !errors.Is(err, redis.ErrClosed)
 }
 
 func noScript(err error) bool { return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") }
